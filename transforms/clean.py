@@ -1,0 +1,155 @@
+"""Review cleaning rules, vectorised: a ParsedBatch -> silver-shaped rows + dead letters.
+
+One function per rule, each from Arrow arrays to Arrow arrays; ``clean_reviews`` applies them in order.
+
+Rejection rules (first failing rule gives the reason; stage ``clean``):
+    asin null or blank                      -> missing_asin
+    reviewerID null or blank                -> missing_reviewer_id
+    overall null or absent                  -> missing_overall
+    overall outside 1..5 (0 included)       -> overall_out_of_range
+    unixReviewTime null or absent           -> missing_review_time
+(``overall_not_numeric`` and ``wrong_type`` are decided where the raw value is still at hand, in
+``transforms.parse``.)
+
+Value rules:
+    vote            "1,234" -> 1234; absent -> the 2014 schema's helpful[0] if present, else 0;
+                    anything that is not digits after removing commas -> null
+    unixReviewTime  -> review_time (UTC timestamp), review_date, year, month
+    reviewerName    entities unescaped
+    summary, reviewText   tags stripped (as spaces), entities unescaped, whitespace trimmed
+    reviewText null -> summary (review_text_from_summary = true)
+    review_length_words   runs of non-whitespace in review_text
+    style           map with keys trimmed of spaces and the trailing ':' ("Size:" -> "Size"), values trimmed
+    image           only entries that start with http (drops the corrupt "88" entries); image_count
+"""
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms import reasons
+from transforms.dead_letters import DEFAULT_PAYLOAD_BYTES, dead_letter
+from transforms.parse import STYLE_TYPE, raw_payloads
+from transforms.schemas import CLEAN_REVIEW_SCHEMA
+from transforms.text import clean_html, unescape_html, word_count
+
+REJECTION_RULES = (
+    (reasons.MISSING_ASIN, lambda t: _blank(t["asin"])),
+    (reasons.MISSING_REVIEWER_ID, lambda t: _blank(t["reviewerID"])),
+    (reasons.MISSING_OVERALL, lambda t: pc.is_null(t["overall"])),
+    (reasons.OVERALL_OUT_OF_RANGE,
+     lambda t: pc.fill_null(pc.or_(pc.less(t["overall"], 1.0), pc.greater(t["overall"], 5.0)), False)),
+    (reasons.MISSING_REVIEW_TIME, lambda t: pc.is_null(t["unixReviewTime"])),
+)
+
+
+def _blank(col):
+    return pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0), True)
+
+
+def _np(mask):
+    return np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def rejection_reasons(table):
+    """-> numpy int array: -1 for a good row, else the index into REJECTION_RULES of the first rule it fails."""
+    out = np.full(table.num_rows, -1, dtype=np.int8)
+    for k, (_, rule) in enumerate(REJECTION_RULES):
+        hit = _np(rule(table)) & (out < 0)
+        out[hit] = k
+    return out
+
+
+def parse_vote(vote, helpful=None):
+    """"1,234" -> 1234; absent -> helpful[0] (2014 schema) or 0; non-numeric -> null."""
+    digits = pc.replace_substring(vote, ",", "")
+    is_num = pc.match_substring_regex(digits, r"^\s*[0-9]{1,18}\s*$")
+    parsed = pc.if_else(pc.fill_null(is_num, False), digits, None)
+    out = pc.cast(pc.utf8_trim_whitespace(parsed), pa.int64())
+    absent = pc.is_null(vote)
+    fallback = pa.scalar(0, pa.int64())
+    if helpful is not None:
+        fallback = pc.fill_null(pc.list_element(pc.if_else(pc.greater(pc.list_value_length(helpful), 0),
+                                                           helpful, None), 0), 0)
+    return pc.if_else(absent, fallback, out)
+
+
+def clean_style(style):
+    """map<string,string>: keys "Size:" -> "Size", values trimmed; empty maps stay empty."""
+    style = style.combine_chunks() if isinstance(style, pa.ChunkedArray) else style
+    keys = pc.utf8_trim(style.keys, characters=" :\t\n")
+    items = pc.utf8_trim_whitespace(style.items)
+    offsets = style.offsets
+    if style.null_count:
+        offsets = pa.array(offsets.to_numpy(), mask=np.append(_np(style.is_null()), False))
+    return pa.MapArray.from_arrays(offsets, keys, items, type=STYLE_TYPE)
+
+
+def clean_images(image):
+    """list<string> keeping only http(s) URLs -> (image_urls, image_count)."""
+    image = image.combine_chunks() if isinstance(image, pa.ChunkedArray) else image
+    n = len(image)
+    flat = pc.list_flatten(image)
+    parents = pc.list_parent_indices(image).to_numpy()
+    keep = _np(pc.fill_null(pc.starts_with(flat, "http"), False))
+    counts = np.bincount(parents[keep], minlength=n).astype(np.int32)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    urls = pa.ListArray.from_arrays(pa.array(offsets), flat.filter(pa.array(keep)),
+                                    mask=image.is_null() if image.null_count else None)
+    return urls, pa.array(counts, type=pa.int32())
+
+
+def review_time_columns(unix_seconds):
+    ts = pc.cast(unix_seconds, pa.timestamp("s", tz="UTC"))
+    return {
+        "review_time": ts,
+        "review_date": pc.cast(pc.cast(unix_seconds, pa.timestamp("s")), pa.date32()),
+        "year": pc.cast(pc.year(ts), pa.int32()),
+        "month": pc.cast(pc.month(ts), pa.int32()),
+    }
+
+
+def clean_columns(t, source):
+    """The value rules over good rows only -> a table in CLEAN_REVIEW_SCHEMA."""
+    summary = clean_html(t["summary"])
+    text = clean_html(t["reviewText"])
+    from_summary = pc.and_(pc.is_null(text), pc.is_valid(summary))
+    text = pc.coalesce(text, summary)
+    urls, n_images = clean_images(t["image"])
+    cols = {
+        "reviewer_id": t["reviewerID"],
+        "asin": t["asin"],
+        "overall": t["overall"],
+        "verified": t["verified"],
+        "vote": parse_vote(t["vote"], t["helpful"]),
+        "unix_review_time": t["unixReviewTime"],
+        **review_time_columns(t["unixReviewTime"]),
+        "reviewer_name": unescape_html(t["reviewerName"]),
+        "summary": summary,
+        "review_text": text,
+        "review_text_from_summary": from_summary,
+        "review_length_words": word_count(text),
+        "style": clean_style(t["style"]),
+        "image_urls": urls,
+        "image_count": n_images,
+        "source": pa.array(np.full(t.num_rows, source, dtype=object), pa.string()) if t.num_rows else
+        pa.array([], pa.string()),
+        "source_position": t["source_position"],
+    }
+    return pa.Table.from_pydict({f.name: cols[f.name] for f in CLEAN_REVIEW_SCHEMA}, schema=CLEAN_REVIEW_SCHEMA)
+
+
+def clean_reviews(batch, max_payload_bytes=DEFAULT_PAYLOAD_BYTES):
+    """ParsedBatch -> (clean table in CLEAN_REVIEW_SCHEMA, dead letters for the rejected rows)."""
+    t = batch.table
+    rule = rejection_reasons(t)
+    bad = np.flatnonzero(rule >= 0)
+    dead = []
+    if bad.size:
+        rejected = t.take(pa.array(bad))
+        payloads = raw_payloads(batch, rejected["_row"])
+        for k, pos, raw in zip(rule[bad], rejected["source_position"].to_pylist(), payloads):
+            dead.append(dead_letter("review", reasons.CLEAN, REJECTION_RULES[k][0], batch.source, pos, raw,
+                                    max_payload_bytes=max_payload_bytes))
+        t = t.filter(pa.array(rule < 0))
+    return clean_columns(t, batch.source), dead

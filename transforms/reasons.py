@@ -1,0 +1,35 @@
+"""Dead-letter stages and reason codes: the one list every stage, test and the generator share.
+
+A dead letter is a record the job could not turn into a silver row. It carries the stage that rejected
+it and one of the reason codes below; a free-text ``detail`` says more (the field, the parser message).
+"""
+
+# stages
+PARSE = "parse"                # bytes -> JSON object (reviews and products)
+CLEAN = "clean"                # required fields and value rules (reviews)
+CLEAN_PRODUCTS = "clean_products"
+WINDOW = "window"              # streaming: behind the watermark (issue 9)
+
+# parse-stage reasons
+INVALID_UTF8 = "invalid_utf8"          # the line is not valid UTF-8
+TOO_LARGE = "too_large"                # the line is longer than --max_record_bytes
+HTML_PAYLOAD = "html_payload"          # an HTML page / fragment instead of JSON (e.g. a 503 body)
+MALFORMED_JSON = "malformed_json"      # not parseable JSON (truncated line, log line, ...)
+NOT_AN_OBJECT = "not_an_object"        # valid JSON but not an object ([...], "x", 3)
+WRONG_TYPE = "wrong_type"              # a field whose JSON type cannot be coerced; detail names the field
+
+# clean-stage reasons (reviews)
+MISSING_ASIN = "missing_asin"
+MISSING_REVIEWER_ID = "missing_reviewer_id"
+MISSING_OVERALL = "missing_overall"            # absent or null
+OVERALL_NOT_NUMERIC = "overall_not_numeric"    # a string that is not a number ("five")
+OVERALL_OUT_OF_RANGE = "overall_out_of_range"  # not within 1..5 (0 included: the seeds' "0 stars")
+MISSING_REVIEW_TIME = "missing_review_time"    # unixReviewTime absent or null
+
+# streaming
+TOO_LATE = "too_late"
+
+PARSE_REASONS = (INVALID_UTF8, TOO_LARGE, HTML_PAYLOAD, MALFORMED_JSON, NOT_AN_OBJECT, WRONG_TYPE)
+REVIEW_CLEAN_REASONS = (MISSING_ASIN, MISSING_REVIEWER_ID, MISSING_OVERALL, OVERALL_NOT_NUMERIC,
+                        OVERALL_OUT_OF_RANGE, MISSING_REVIEW_TIME)
+PRODUCT_CLEAN_REASONS = (MISSING_ASIN,)

@@ -1,0 +1,139 @@
+"""Text rules over Arrow string arrays: HTML tags, entities, word counts, and the model normalisation.
+
+Silver keeps the words people wrote: tags become spaces, entities are unescaped, whitespace is trimmed.
+The model normalisation (``normalize_for_model``) goes further and in the right order: tags, then
+entities, then URLs, and only then lower case and punctuation (stripping punctuation first, as the
+seeds did, leaves ``br`` and ``http www`` fragments behind).
+
+Only rows that hold ``<`` or ``&`` are touched by the HTML rules, so clean text costs one substring scan.
+"""
+import html
+import re
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+TAG_PATTERN = r"<[^<>]*>"
+URL_PATTERN = r"(?:https?://|www\.)\S+"
+# Named and numeric character references; the fixed list below handles the common ones vectorised.
+ENTITY_PATTERN = r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);"
+COMMON_ENTITIES = (("&lt;", "<"), ("&gt;", ">"), ("&quot;", '"'), ("&#39;", "'"), ("&apos;", "'"),
+                   ("&nbsp;", " "), ("&amp;", "&"))  # &amp; last: one level of unescaping, like html.unescape
+_ENTITY_RE = re.compile(ENTITY_PATTERN)
+
+_WHITESPACE = np.zeros(256, dtype=bool)
+_WHITESPACE[[9, 10, 11, 12, 13, 32]] = True  # ASCII whitespace, the bytes bytes.split() splits on
+
+
+def _chunks(col):
+    return col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+
+
+def _rebuild(col, chunks):
+    if isinstance(col, pa.ChunkedArray):
+        return pa.chunked_array(chunks, type=col.type)
+    return chunks[0]
+
+
+def _contains_any(arr, needles):
+    mask = None
+    for needle in needles:
+        m = pc.match_substring(arr, needle)
+        mask = m if mask is None else pc.or_(mask, m)
+    return pc.fill_null(mask, False)
+
+
+def _unescape_rest(arr):
+    """Entities the fixed list does not cover (&rsquo; &#8217; ...), per row with html.unescape: rare."""
+    still = pc.fill_null(pc.match_substring_regex(arr, ENTITY_PATTERN), False)
+    if not pc.any(still).as_py():
+        return arr
+    idx = np.flatnonzero(still.to_numpy(zero_copy_only=False))
+    values = arr.to_pylist()
+    for i in idx:
+        values[i] = html.unescape(values[i])
+    return pa.array(values, type=arr.type)
+
+
+def unescape_entities(arr):
+    """Unescape HTML character references, vectorised for the common ones."""
+    for entity, repl in COMMON_ENTITIES:
+        arr = pc.replace_substring(arr, entity, repl)
+    return _unescape_rest(arr)
+
+
+def _clean_html_subset(arr):
+    arr = pc.replace_substring_regex(arr, TAG_PATTERN, " ")
+    arr = unescape_entities(arr)
+    return pc.utf8_trim_whitespace(pc.replace_substring_regex(arr, r"\s{2,}", " "))
+
+
+def clean_html(col):
+    """Strip tags (as spaces) and unescape entities; rows without ``<`` or ``&`` are left as they are."""
+    out = []
+    for chunk in _chunks(col):
+        mask = _contains_any(chunk, ("<", "&"))
+        if pc.any(mask).as_py():
+            chunk = pc.replace_with_mask(chunk, mask, _clean_html_subset(pc.filter(chunk, mask)))
+        out.append(chunk)
+    return _rebuild(col, out)
+
+
+def unescape_html(col):
+    """Entities only (names and the like, where a ``<`` is text, not a tag)."""
+    out = []
+    for chunk in _chunks(col):
+        mask = _contains_any(chunk, ("&",))
+        if pc.any(mask).as_py():
+            chunk = pc.replace_with_mask(chunk, mask, unescape_entities(pc.filter(chunk, mask)))
+        out.append(chunk)
+    return _rebuild(col, out)
+
+
+def word_count(col):
+    """Number of runs of non-whitespace bytes per string (0 for null or empty), computed with numpy on
+    the Arrow buffers: pyarrow's split kernels materialise every word and cost several times more."""
+    out = []
+    for chunk in _chunks(col):
+        n = len(chunk)
+        if n == 0:
+            out.append(pa.array([], type=pa.int32()))
+            continue
+        if chunk.type == pa.large_string():
+            chunk = chunk.cast(pa.string())
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32, count=n + 1, offset=chunk.offset * 4)
+        data_buf = chunk.buffers()[2]
+        data = (np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None
+                else np.zeros(0, dtype=np.uint8))[offsets[0]:offsets[-1]]
+        rel = offsets - offsets[0]
+        word = ~_WHITESPACE[data]
+        # a word starts where a non-space byte follows a space byte, or at the start of a string
+        starts = word.copy()
+        starts[1:] &= ~word[:-1]
+        lengths = np.diff(rel)
+        nonempty = lengths > 0
+        heads = rel[:-1][nonempty]
+        starts[heads] = word[heads]
+        counts = np.zeros(n, dtype=np.int32)
+        if heads.size:
+            counts[nonempty] = np.add.reduceat(starts, heads, dtype=np.int32)
+        out.append(pa.array(counts, type=pa.int32()))
+    return pa.chunked_array(out, type=pa.int32()) if isinstance(col, pa.ChunkedArray) else out[0]
+
+
+def normalize_for_model(col):
+    """Model text: tags -> entities -> URLs -> lower case -> punctuation and digits -> single spaces."""
+    col = clean_html(col)
+    col = pc.replace_substring_regex(col, URL_PATTERN, " ")
+    col = pc.utf8_lower(col)
+    col = pc.replace_substring_regex(col, r"[^\w\s']+|\d+|_", " ")
+    col = pc.replace_substring_regex(col, r"(?:^|\s)'+|'+(?:\s|$)", " ")
+    return pc.utf8_trim_whitespace(pc.replace_substring_regex(col, r"\s+", " "))
+
+
+def clean_html_py(text):
+    """The same rule as ``clean_html`` for one Python string (product metadata, tests)."""
+    if text is None:
+        return None
+    return clean_html(pa.array([text], type=pa.string()))[0].as_py()
