@@ -1,0 +1,131 @@
+"""The job's options: one PipelineOptions subclass, validated before any work starts."""
+import os
+import re
+
+from apache_beam.options.pipeline_options import (AzureOptions, DirectOptions, PipelineOptions,
+                                                  StandardOptions)
+
+SOURCES = ("adls", "files", "eventhub")
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text):
+    """'90', '90s', '15m', '6h', '1d', '1w' -> seconds."""
+    m = _DURATION.match(str(text))
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 3600, 15m, 6h, 1d)")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+class OptionsError(ValueError):
+    """Options that contradict each other or cannot work; raised before the pipeline is built."""
+
+
+class ReviewsOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        g = parser.add_argument_group("reviews job")
+        g.add_argument("--source", choices=SOURCES, default="files",
+                       help="where reviews come from: 'adls' (azfs:// paths, Azure Blob/ADLS Gen2 through the "
+                            "Blob API), 'files' (local or any Beam filesystem path), 'eventhub' (streaming, not "
+                            "available yet). Default: files")
+        g.add_argument("--reviews", action="append", default=None,
+                       help="review JSON-lines files: a path, glob or comma-separated list; plain or .gz. Repeat "
+                            "the option for more. Example: azfs://myaccount/raw/amazon_reviews/partition_*/*.json.gz")
+        g.add_argument("--products", action="append", default=None,
+                       help="product metadata JSON-lines files (same forms as --reviews). Optional: without it "
+                            "silver reviews carry null product columns")
+        g.add_argument("--output", default=None,
+                       help="output root (local path or azfs://...): silver/, gold/, dead_letters/ and "
+                            "_run_summary.json go under it. A rerun into the same root replaces its tables")
+        g.add_argument("--window_size", default="1d",
+                       help="event-time window of the gold metrics: seconds or 15m / 6h / 1d / 1w. Default 1d")
+        g.add_argument("--window_period", default=None,
+                       help="sliding windows: a new window every PERIOD (must divide --window_size). "
+                            "Default: fixed windows")
+        g.add_argument("--top_reviewers", type=int, default=10,
+                       help="how many reviewers the top_reviewers gold table keeps per window. Default 10")
+        g.add_argument("--shuffle_buckets", type=int, default=8,
+                       help="hash buckets of asin for the dedupe + product join shuffle; more buckets spread "
+                            "work across more workers, fewer make bigger Arrow batches. Default 8")
+        g.add_argument("--chunk_mb", type=int, default=16,
+                       help="bytes of a file parsed as one Arrow batch (whole lines), in MiB. Default 16")
+        g.add_argument("--max_record_bytes", type=int, default=1 << 20,
+                       help="a line longer than this is a dead letter (too_large). Default 1048576")
+        g.add_argument("--dead_letter_payload_bytes", type=int, default=4096,
+                       help="how much of a rejected record's raw bytes its dead letter keeps. Default 4096")
+        g.add_argument("--run_id", default=None,
+                       help="name of this run's staging area under OUTPUT/_staging/. Default: a timestamp")
+
+
+def _split_paths(values):
+    out = []
+    for value in values or []:
+        out += [p.strip() for p in value.split(",") if p.strip()]
+    return out
+
+
+def validated(options):
+    """-> (ReviewsOptions view, list of review patterns, list of product patterns); OptionsError if the
+    options cannot work together. Called before the pipeline is built, so mistakes cost nothing."""
+    o = options.view_as(ReviewsOptions)
+    reviews, products = _split_paths(o.reviews), _split_paths(o.products)
+    problems = []
+    if o.source == "eventhub":
+        problems.append("--source=eventhub (streaming) is not implemented yet; use --source=adls or files")
+    if not reviews:
+        problems.append("--reviews is required: where the review JSON lines are")
+    if not o.output:
+        problems.append("--output is required: where silver, gold and dead letters go")
+    paths = reviews + products
+    if o.source == "adls":
+        bad = [p for p in paths if not p.startswith("azfs://")]
+        if bad:
+            problems.append(f"--source=adls reads azfs://ACCOUNT/CONTAINER/PATH paths only, got: {', '.join(bad)}")
+        az = options.view_as(AzureOptions)
+        if not (os.environ.get("AZURE_STORAGE_CONNECTION_STRING") or az.blob_service_endpoint):
+            problems.append("--source=adls needs credentials: set AZURE_STORAGE_CONNECTION_STRING, or pass "
+                            "--blob_service_endpoint=https://ACCOUNT.blob.core.windows.net and sign in for "
+                            "DefaultAzureCredential (az login, managed identity or AZURE_CLIENT_* variables)")
+    elif o.source == "files":
+        bad = [p for p in paths if p.startswith("azfs://")]
+        if bad:
+            problems.append(f"--source=files was given azfs:// paths ({', '.join(bad)}); use --source=adls")
+    if options.view_as(AzureOptions).azure_connection_string:
+        problems.append("--azure_connection_string would be copied into the job's metadata and logs; put the "
+                        "connection string in the AZURE_STORAGE_CONNECTION_STRING environment variable instead")
+    if options.view_as(StandardOptions).streaming and o.source != "eventhub":
+        problems.append(f"--streaming contradicts --source={o.source} (a bounded source); drop --streaming")
+    try:
+        size = parse_duration(o.window_size)
+        period = parse_duration(o.window_period) if o.window_period else None
+        if size <= 0:
+            problems.append("--window_size must be positive")
+        elif period is not None and (period <= 0 or period > size or size % period):
+            problems.append(f"--window_period ({o.window_period}) must be positive and divide --window_size "
+                            f"({o.window_size})")
+    except ValueError as err:
+        problems.append(str(err))
+    for name, low in (("top_reviewers", 1), ("shuffle_buckets", 1), ("chunk_mb", 1), ("max_record_bytes", 1024),
+                      ("dead_letter_payload_bytes", 0)):
+        if getattr(o, name) < low:
+            problems.append(f"--{name} must be at least {low}")
+    if o.chunk_mb * (1 << 20) >= (1 << 31):
+        problems.append("--chunk_mb must stay below 2048")
+    if problems:
+        raise OptionsError("invalid options:\n  - " + "\n  - ".join(problems))
+    return o, reviews, products
+
+
+def with_local_defaults(options):
+    """No runner named: the in-process FnApiRunner on every core. (The plain DirectRunner first tries to
+    download the Prism runner, which stalls or fails without network.)"""
+    std = options.view_as(StandardOptions)
+    if std.runner is None:
+        std.runner = "FnApiRunner"
+        direct = options.view_as(DirectOptions)
+        if direct.direct_num_workers == 1:
+            direct.direct_num_workers = max(1, min(4, os.cpu_count() or 1))
+            direct.direct_running_mode = "multi_threading"  # Arrow kernels release the GIL
+    return options

@@ -1,0 +1,415 @@
+"""The reviews graph: read -> parse -> clean -> dedupe + enrich -> silver, gold, dead letters.
+
+    ReadReviews (adls | files)          the only step that knows where data comes from
+      -> ParseReviews                   chunks of JSON lines -> Arrow batches; bad lines -> dead letters
+      -> CleanReviews                   the shared vectorised rules (transforms.clean)
+      -> KeyReviewsByBucket             sub-batches per hash bucket of asin
+    ReadProducts -> ParseProducts       per record (a tenth of the volume) -> KeyProductsByBucket
+    CoGroupByBucket -> DedupeAndEnrich  content-key dedupe, products deduped on asin, left join
+      |-> WriteSilverReviews            Parquet, hive partitions year=/month=
+      |-> WriteSilverProducts
+      |-> ComputeGold -> WriteGold      additive partials per bucket, merged per family
+    dead letters of every stage -> WriteDeadLetters (JSON lines)
+    every staged file -> Publish        replaces the output tables at once
+
+Batch mode carries Arrow tables through every step (one element per chunk or bucket, never one per
+review) and the gold windows as columns. ``run(argv)`` is the entry point; it prints and writes a run
+summary whose reconciliation ``records_read = silver + dead letters + duplicates`` must hold.
+"""
+import datetime
+import json
+import logging
+import time
+import typing
+import zlib
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam import pvalue
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+
+from beam_pipeline import io
+from beam_pipeline.options import ReviewsOptions, parse_duration, validated, with_local_defaults
+from transforms import gold, keys, reasons
+from transforms.clean import clean_reviews
+from transforms.dead_letters import counter_name, dead_letter
+from transforms.enrich import dedupe_products, dedupe_reviews, enrich_with_products
+from transforms.parse import classify_line, parse_reviews
+from transforms.products import clean_product
+from transforms.schemas import REVIEW_PARTITION_COLUMNS, SILVER_PRODUCT_SCHEMA
+from transforms.windows import WindowSpec
+
+LOG = logging.getLogger("reviews")
+DEAD = "dead_letters"
+SILVER, PRODUCTS, GOLD = "silver", "products", "gold"
+SILVER_REVIEWS_DIR, SILVER_PRODUCTS_DIR, GOLD_DIR, DEAD_DIR = (
+    "silver/reviews", "silver/products", "gold", "dead_letters")
+SUMMARY_FILE = "_run_summary.json"
+DEAD_LETTER_SHARDS = 4
+
+
+def _count_dead(letters):
+    for d in letters:
+        Metrics.counter(DEAD, counter_name(d["record_type"], d["stage"], d["reason"])).inc()
+
+
+# ---------------------------------------------------------------------------------------------------
+# reviews
+
+class ParseReviewsFn(beam.DoFn):
+    """Chunk -> ParsedBatch (main) + dead letters."""
+
+    def __init__(self, max_record_bytes, payload_bytes):
+        self.max_record_bytes, self.payload_bytes = max_record_bytes, payload_bytes
+        self.records = Metrics.counter("reviews", "records_read")
+
+    def process(self, chunk):
+        batch, dead, records = parse_reviews(chunk, self.max_record_bytes, self.payload_bytes)
+        self.records.inc(records)
+        _count_dead(dead)
+        for d in dead:
+            yield pvalue.TaggedOutput(DEAD, d)
+        if batch.table.num_rows:
+            yield batch
+
+
+class CleanReviewsFn(beam.DoFn):
+    """ParsedBatch -> clean Arrow table (main) + dead letters."""
+
+    def __init__(self, payload_bytes):
+        self.payload_bytes = payload_bytes
+
+    def process(self, batch):
+        table, dead = clean_reviews(batch, self.payload_bytes)
+        _count_dead(dead)
+        for d in dead:
+            yield pvalue.TaggedOutput(DEAD, d)
+        if table.num_rows:
+            yield table
+
+
+class ParseReviews(beam.PTransform):
+    def __init__(self, max_record_bytes, payload_bytes):
+        super().__init__()
+        self.fn = ParseReviewsFn(max_record_bytes, payload_bytes)
+
+    def expand(self, chunks):
+        return chunks | beam.ParDo(self.fn).with_outputs(DEAD, main="batches")
+
+
+class CleanReviews(beam.PTransform):
+    def __init__(self, payload_bytes):
+        super().__init__()
+        self.fn = CleanReviewsFn(payload_bytes)
+
+    def expand(self, batches):
+        return batches | beam.ParDo(self.fn).with_outputs(DEAD, main="clean")
+
+
+def _key_table_by_bucket(table, n_buckets):
+    for bucket, part in keys.split_by_bucket(table, keys.buckets(table["asin"], n_buckets)):
+        yield bucket, part
+
+
+# ---------------------------------------------------------------------------------------------------
+# products (per record)
+
+class ParseProductsFn(beam.DoFn):
+    """Chunk of product lines -> clean product rows (dicts) + dead letters."""
+
+    def __init__(self, max_record_bytes, payload_bytes):
+        self.max_record_bytes, self.payload_bytes = max_record_bytes, payload_bytes
+        self.records = Metrics.counter("products", "records_read")
+
+    def process(self, chunk):
+        dead = []
+        for i, line in enumerate(chunk.data.split(b"\n")):
+            position = chunk.first_line + i
+            obj, verdict = classify_line(line, self.max_record_bytes)
+            if verdict is not None and verdict.reason is None:
+                continue  # blank
+            self.records.inc()
+            if verdict is not None:
+                dead.append(dead_letter("product", verdict.stage, verdict.reason, chunk.source, position, line,
+                                        verdict.detail, self.payload_bytes))
+                continue
+            row, reason, detail = clean_product(obj, chunk.source, position)
+            if row is None:
+                dead.append(dead_letter("product", reasons.CLEAN_PRODUCTS, reason, chunk.source, position, line,
+                                        detail, self.payload_bytes))
+                continue
+            yield row
+        _count_dead(dead)
+        for d in dead:
+            yield pvalue.TaggedOutput(DEAD, d)
+
+
+class ParseProducts(beam.PTransform):
+    def __init__(self, max_record_bytes, payload_bytes):
+        super().__init__()
+        self.fn = ParseProductsFn(max_record_bytes, payload_bytes)
+
+    def expand(self, chunks):
+        return chunks | beam.ParDo(self.fn).with_outputs(DEAD, main="products")
+
+
+def _bucket_of(asin, n_buckets):
+    return int(keys.buckets(pa.array([asin], pa.string()), n_buckets)[0])
+
+
+# ---------------------------------------------------------------------------------------------------
+# dedupe, join, gold partials
+
+class DedupeAndEnrichFn(beam.DoFn):
+    """(bucket, {'reviews': [tables], 'products': [rows]}) -> silver slices per (year, month) (main),
+    the bucket's silver products, and gold partials per family."""
+
+    def __init__(self, window):
+        self.window = window
+        self.silver = Metrics.counter("reviews", "silver_rows")
+        self.duplicates = Metrics.counter("reviews", "duplicates_dropped")
+        self.matched = Metrics.counter("reviews", "products_matched")
+        self.unmatched = Metrics.counter("reviews", "products_unmatched")
+        self.product_rows = Metrics.counter("products", "silver_rows")
+        self.product_dups = Metrics.counter("products", "duplicates_dropped")
+
+    def process(self, element):
+        _, grouped = element
+        products, dropped = dedupe_products(list(grouped["products"]))
+        self.product_rows.inc(products.num_rows)
+        self.product_dups.inc(dropped)
+        if products.num_rows:
+            yield pvalue.TaggedOutput(PRODUCTS, products)
+            for name, partial in gold.partials(gold.product_facts(products), self.window, "products").items():
+                yield pvalue.TaggedOutput(GOLD, (name, partial))
+        reviews, duplicates = dedupe_reviews(list(grouped["reviews"]))
+        if reviews is None:
+            return
+        silver, matched, unmatched = enrich_with_products(reviews, products)
+        self.silver.inc(silver.num_rows)
+        self.duplicates.inc(duplicates)
+        self.matched.inc(matched)
+        self.unmatched.inc(unmatched)
+        for name, partial in gold.partials(gold.review_facts(silver), self.window, "reviews").items():
+            yield pvalue.TaggedOutput(GOLD, (name, partial))
+        ym = (silver["year"].to_numpy() * 100 + silver["month"].to_numpy()).astype("int64")
+        for key, part in keys.split_by_bucket(silver, ym):
+            yield (key // 100, key % 100), part
+
+
+class MergeGoldFn(beam.CombineFn):
+    """Partial gold tables of one family -> one merged partial (see transforms.gold)."""
+
+    def create_accumulator(self):
+        return []
+
+    def add_input(self, acc, table):
+        acc.append(table)
+        return [gold.merge(acc)] if len(acc) >= 8 else acc
+
+    def merge_accumulators(self, accs):
+        return [gold.merge([t for acc in accs for t in acc])]
+
+    def extract_output(self, acc):
+        return gold.merge(acc)
+
+
+# ---------------------------------------------------------------------------------------------------
+# writers: each yields the relative paths it staged
+
+class WriteSilverPartitionFn(beam.DoFn):
+    def __init__(self, layout):
+        self.layout = layout
+
+    def process(self, element):
+        (year, month), tables = element
+        table = pa.concat_tables(sorted(tables, key=lambda t: (t["source"][0].as_py(),
+                                                               t["source_position"][0].as_py())))
+        rel = f"{SILVER_REVIEWS_DIR}/year={year}/month={month}/part-00000.parquet"
+        io.write_parquet(table.drop_columns(list(REVIEW_PARTITION_COLUMNS)), self.layout.staged(rel))
+        yield rel
+
+
+class WriteTableFn(beam.DoFn):
+    """(relpath, [tables]) -> one Parquet file."""
+
+    def __init__(self, layout, schema=None):
+        self.layout, self.schema = layout, schema
+
+    def process(self, element):
+        rel, tables = element
+        tables = [t for t in tables if t is not None]
+        table = pa.concat_tables(tables) if tables else self.schema.empty_table()
+        io.write_parquet(table, self.layout.staged(rel))
+        yield rel
+
+
+class WriteDeadLettersFn(beam.DoFn):
+    def __init__(self, layout):
+        self.layout = layout
+
+    def process(self, element):
+        shard, letters = element
+        letters = sorted(letters, key=lambda d: (d["source"] or "", d["source_position"] or 0))
+        rel = f"{DEAD_DIR}/part-{shard:05d}-of-{DEAD_LETTER_SHARDS:05d}.jsonl"
+        io.write_json_lines(letters, self.layout.staged(rel))
+        yield rel
+
+
+def _dead_letter_shard(d):
+    return zlib.crc32(f"{d['source']}:{d['source_position']}".encode()) % DEAD_LETTER_SHARDS
+
+
+def _finalize_gold(element, top_reviewers):
+    name, table = element
+    family = gold.FAMILY_BY_NAME[name]
+    if family.top:
+        family = gold.Family(**{**family.__dict__, "top": top_reviewers})
+    return f"{GOLD_DIR}/{name}/part-00000.parquet", [gold.finalize(family, table)]
+
+
+def output_tables():
+    return (SILVER_REVIEWS_DIR, SILVER_PRODUCTS_DIR, DEAD_DIR) + tuple(f"{GOLD_DIR}/{f.name}" for f in gold.FAMILIES)
+
+
+def build_pipeline(p, options):
+    """Add the whole job to pipeline ``p``. Returns the main PCollections (tests look at them)."""
+    o, review_patterns, product_patterns = validated(options)
+    size = parse_duration(o.window_size)
+    window = WindowSpec(size, parse_duration(o.window_period) if o.window_period else None)
+    layout = io.Layout(o.output, o.run_id or datetime.datetime.now(datetime.timezone.utc).strftime(
+        "%Y%m%dT%H%M%S%fZ"), output_tables())
+    chunk = o.chunk_mb << 20
+    n_buckets = o.shuffle_buckets
+
+    chunks = p | "ReadReviews" >> io.ReadFiles("reviews", review_patterns, chunk)
+    parsed = chunks | "ParseReviews" >> ParseReviews(o.max_record_bytes, o.dead_letter_payload_bytes)
+    cleaned = parsed.batches | "CleanReviews" >> CleanReviews(o.dead_letter_payload_bytes)
+    review_buckets = cleaned.clean | "KeyReviewsByBucket" >> beam.FlatMap(_key_table_by_bucket, n_buckets)
+    dead = [parsed[DEAD], cleaned[DEAD]]
+
+    if product_patterns:
+        product_chunks = p | "ReadProducts" >> io.ReadFiles("products", product_patterns, chunk)
+        products = product_chunks | "ParseProducts" >> ParseProducts(o.max_record_bytes, o.dead_letter_payload_bytes)
+        product_buckets = products.products | "KeyProductsByBucket" >> beam.Map(
+            lambda row, n: (_bucket_of(row["asin"], n), row), n_buckets)
+        dead.append(products[DEAD])
+    else:
+        product_buckets = p | "NoProducts" >> beam.Create([])
+
+    enriched = ({"reviews": review_buckets, "products": product_buckets}
+                | "CoGroupByBucket" >> beam.CoGroupByKey()
+                | "DedupeAndEnrich" >> beam.ParDo(DedupeAndEnrichFn(window))
+                .with_output_types(typing.Tuple[typing.Tuple[int, int], typing.Any])
+                .with_outputs(PRODUCTS, GOLD, main=SILVER))
+
+    staged = []
+    staged.append(enriched[SILVER]
+                  | "GroupByPartition" >> beam.GroupByKey()
+                  | "WriteSilverReviews" >> beam.ParDo(WriteSilverPartitionFn(layout)))
+    staged.append(enriched[PRODUCTS]
+                  | "KeyProductsFile" >> beam.Map(lambda t: (f"{SILVER_PRODUCTS_DIR}/part-00000.parquet", t))
+                  | "GroupProducts" >> beam.GroupByKey()
+                  | "WriteSilverProducts" >> beam.ParDo(WriteTableFn(layout, SILVER_PRODUCT_SCHEMA)))
+    staged.append(enriched[GOLD]
+                  | "ComputeGold" >> beam.CombinePerKey(MergeGoldFn())
+                  | "FinalizeGold" >> beam.Map(_finalize_gold, o.top_reviewers)
+                  | "WriteGold" >> beam.ParDo(WriteTableFn(layout)))
+    all_dead = dead | "FlattenDeadLetters" >> beam.Flatten()
+    staged.append(all_dead
+                  | "ShardDeadLetters" >> beam.Map(lambda d: (_dead_letter_shard(d), d))
+                  | "GroupDeadLetters" >> beam.GroupByKey()
+                  | "WriteDeadLetters" >> beam.ParDo(WriteDeadLettersFn(layout)))
+    published = (staged
+                 | "FlattenStaged" >> beam.Flatten()
+                 | "CollectStaged" >> beam.combiners.ToList()
+                 | "Publish" >> beam.ParDo(io.PublishFn(layout)))
+    return {"silver": enriched[SILVER], "gold": enriched[GOLD], "dead_letters": all_dead, "published": published,
+            "layout": layout}
+
+
+# ---------------------------------------------------------------------------------------------------
+# run summary
+
+def _counters(result):
+    out = {}
+    for c in result.metrics().query(MetricsFilter())["counters"]:
+        value = c.committed if c.committed is not None else c.attempted
+        out[(c.key.metric.namespace, c.key.metric.name)] = out.get((c.key.metric.namespace, c.key.metric.name), 0) \
+            + (value or 0)
+    return out
+
+
+def summarize(counters):
+    """Beam counters -> the run summary, with the reconciliation of each record type."""
+    def get(ns, name):
+        return int(counters.get((ns, name), 0))
+
+    summary = {}
+    for kind, rtype in (("reviews", "review"), ("products", "product")):
+        dead = {name.split(".", 1)[1]: int(v) for (ns, name), v in sorted(counters.items())
+                if ns == DEAD and name.startswith(rtype + ".")}
+        read, silver, dups = get(kind, "records_read"), get(kind, "silver_rows"), get(kind, "duplicates_dropped")
+        n_dead = sum(dead.values())
+        summary[kind] = {
+            "records_read": read, "silver_rows": silver, "dead_letters": n_dead, "dead_letters_by_reason": dead,
+            "duplicates_dropped": dups,
+            "reconciled": read == silver + n_dead + dups,
+            "files_read": get("io", f"{kind}.files_read"), "bytes_read": get("io", f"{kind}.bytes_read"),
+        }
+    summary["reviews"]["products_matched"] = get("reviews", "products_matched")
+    summary["reviews"]["products_unmatched"] = get("reviews", "products_unmatched")
+    return summary
+
+
+def _print_summary(summary, layout, seconds):
+    r, p = summary["reviews"], summary["products"]
+    lines = [
+        "",
+        f"Run summary ({seconds:.1f} s)",
+        f"  reviews   read {r['records_read']:,} = silver {r['silver_rows']:,} + dead letters {r['dead_letters']:,}"
+        f" + duplicates {r['duplicates_dropped']:,}  [{'reconciled' if r['reconciled'] else 'DOES NOT RECONCILE'}]",
+        f"            products joined {r['products_matched']:,}, unmatched {r['products_unmatched']:,}",
+        f"  products  read {p['records_read']:,} = silver {p['silver_rows']:,} + dead letters {p['dead_letters']:,}"
+        f" + duplicates {p['duplicates_dropped']:,}  [{'reconciled' if p['reconciled'] else 'DOES NOT RECONCILE'}]",
+    ]
+    for kind in ("reviews", "products"):
+        for reason, n in summary[kind]["dead_letters_by_reason"].items():
+            lines.append(f"  dead letter  {kind[:-1]:8s} {reason:38s} {n:,}")
+    lines += [
+        "Outputs",
+        f"  silver reviews   {layout.final(SILVER_REVIEWS_DIR)}   (Parquet, hive partitions year=/month=)",
+        f"  silver products  {layout.final(SILVER_PRODUCTS_DIR)}",
+        f"  gold metrics     {layout.final(GOLD_DIR)}/<family>   ({', '.join(f.name for f in gold.FAMILIES)})",
+        f"  dead letters     {layout.final(DEAD_DIR)}   (JSON lines)",
+        f"  this summary     {layout.final(SUMMARY_FILE)}",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def run(argv=None, save_main_session=False):
+    """Parse ``argv``, run the job to completion, write and print the run summary; returns the summary."""
+    options = PipelineOptions(argv)
+    validated(options)  # fail fast, before anything starts
+    with_local_defaults(options)
+    options.view_as(SetupOptions).save_main_session = save_main_session
+    started = time.monotonic()
+    p = beam.Pipeline(options=options)
+    outputs = build_pipeline(p, options)
+    layout = outputs["layout"]
+    LOG.info("running: reviews from %s -> %s", ", ".join(validated(options)[1]), layout.output)
+    result = p.run()
+    result.wait_until_finish()
+    seconds = time.monotonic() - started
+    summary = summarize(_counters(result))
+    summary["seconds"] = round(seconds, 3)
+    summary["output"] = layout.output
+    o = options.view_as(ReviewsOptions)
+    summary["options"] = {"source": o.source, "reviews": o.reviews, "products": o.products,
+                          "window_size": o.window_size, "window_period": o.window_period,
+                          "run_id": layout.run_id}
+    io.write_bytes(json.dumps(summary, indent=1, sort_keys=True).encode() + b"\n", layout.final(SUMMARY_FILE))
+    _print_summary(summary, layout, seconds)
+    return summary

@@ -1,0 +1,1 @@
+"""Thin entry points and the local stack: data generator, Azurite, launch helpers."""

@@ -1,0 +1,81 @@
+"""Stable, vectorised hashing of string keys, for shuffle buckets and dedupe keys.
+
+Python's ``hash`` of a str changes between processes, so buckets computed by two workers would not
+agree. This is a 64-bit polynomial hash over the UTF-8 bytes with a final avalanche mix, computed with
+numpy on the Arrow buffers (no per-row Python).
+"""
+import numpy as np
+import pyarrow as pa
+
+_P = np.uint64(0x100000001B3)
+_M1, _M2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
+
+
+def _powers(n):
+    out = np.empty(max(n, 1), dtype=np.uint64)
+    out[0] = 1
+    with np.errstate(over="ignore"):
+        for i in range(1, n):
+            out[i] = out[i - 1] * _P
+    return out
+
+
+_POWERS = _powers(256)
+
+
+def _mix(h):
+    with np.errstate(over="ignore"):
+        h ^= h >> np.uint64(33)
+        h *= _M1
+        h ^= h >> np.uint64(33)
+        h *= _M2
+        h ^= h >> np.uint64(33)
+    return h
+
+
+def hash_strings(arr):
+    """string array -> uint64 numpy array (null -> a fixed value)."""
+    global _POWERS
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if arr.type != pa.string():
+        arr = arr.cast(pa.string())
+    n = len(arr)
+    if n == 0:
+        return np.zeros(0, dtype=np.uint64)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=n + 1, offset=arr.offset * 4).astype(np.int64)
+    data_buf = arr.buffers()[2]
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    data = data[offsets[0]:offsets[-1]]
+    rel = offsets - offsets[0]
+    lengths = np.diff(rel)
+    longest = int(lengths.max()) if n else 0
+    if longest > len(_POWERS):
+        _POWERS = _powers(longest)
+    pos = np.arange(len(data), dtype=np.int64) - np.repeat(rel[:-1], lengths)
+    with np.errstate(over="ignore"):
+        vals = data.astype(np.uint64) * _POWERS[pos]
+    h = np.zeros(n, dtype=np.uint64)
+    nonempty = lengths > 0
+    if nonempty.any():
+        h[nonempty] = np.add.reduceat(vals, rel[:-1][nonempty])
+    h += lengths.astype(np.uint64)  # "" and "\0" differ
+    if arr.null_count:
+        h[np.asarray(arr.is_null())] = np.uint64(0x9E3779B97F4A7C15)
+    return _mix(h)
+
+
+def buckets(arr, n_buckets):
+    """string array -> int64 numpy array of bucket numbers in [0, n_buckets)."""
+    return (hash_strings(arr) % np.uint64(n_buckets)).astype(np.int64)
+
+
+def split_by_bucket(table, bucket_ids):
+    """-> [(bucket, sub-table)] for the buckets present, rows kept in order within each bucket."""
+    order = np.argsort(bucket_ids, kind="stable")
+    sorted_ids = bucket_ids[order]
+    cuts = np.flatnonzero(np.diff(sorted_ids)) + 1
+    starts = np.concatenate([[0], cuts])
+    ends = np.concatenate([cuts, [len(order)]])
+    taken = table.take(pa.array(order))
+    return [(int(sorted_ids[s]), taken.slice(s, e - s)) for s, e in zip(starts, ends) if e > s]
