@@ -2,8 +2,7 @@
 import os
 import re
 
-from apache_beam.options.pipeline_options import (AzureOptions, DirectOptions, PipelineOptions,
-                                                  StandardOptions)
+from apache_beam.options.pipeline_options import AzureOptions, PipelineOptions, StandardOptions
 
 SOURCES = ("adls", "files", "eventhub")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
@@ -119,13 +118,11 @@ def validated(options):
 
 
 def with_local_defaults(options):
-    """No runner named: the in-process FnApiRunner on every core. (The plain DirectRunner first tries to
-    download the Prism runner, which stalls or fails without network.)"""
+    """No runner named: the in-process FnApiRunner with its embedded worker. (The plain DirectRunner
+    first tries to download the Prism runner, which stalls or fails without network. Its multi-worker
+    modes move every element through a gRPC data plane, which for Arrow batches costs far more than the
+    second core gains: measured 10 s single-worker vs >2 min and 24 GB with 2 threads at 200k reviews.)"""
     std = options.view_as(StandardOptions)
     if std.runner is None:
         std.runner = "FnApiRunner"
-        direct = options.view_as(DirectOptions)
-        if direct.direct_num_workers == 1:
-            direct.direct_num_workers = max(1, min(4, os.cpu_count() or 1))
-            direct.direct_running_mode = "multi_threading"  # Arrow kernels release the GIL
     return options

@@ -4,8 +4,10 @@
       -> ParseReviews                   chunks of JSON lines -> Arrow batches; bad lines -> dead letters
       -> CleanReviews                   the shared vectorised rules (transforms.clean)
       -> KeyReviewsByBucket             sub-batches per hash bucket of asin
-    ReadProducts -> ParseProducts       per record (a tenth of the volume) -> KeyProductsByBucket
-    CoGroupByBucket -> DedupeAndEnrich  content-key dedupe, products deduped on asin, left join
+    ReadProducts -> ParseProducts       per record (a tenth of the volume)
+      -> GroupProducts -> DedupeProducts   one products table per bucket, deduplicated on asin
+    GroupReviewsByBucket -> DedupeAndEnrich  content-key dedupe, left join with the bucket's products
+                                             (a side input: no fan-out, no shuffle of products twice)
       |-> WriteSilverReviews            Parquet, hive partitions year=/month=
       |-> WriteSilverProducts
       |-> ComputeGold -> WriteGold      additive partials per bucket, merged per family
@@ -30,7 +32,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
-from beam_pipeline import io
+from beam_pipeline import coders, io  # noqa: F401  (coders registers the Arrow coder)
+from beam_pipeline.threaded import ThreadedDoFn
 from beam_pipeline.options import ReviewsOptions, parse_duration, validated, with_local_defaults
 from transforms import gold, keys, reasons
 from transforms.clean import clean_reviews
@@ -58,15 +61,18 @@ def _count_dead(letters):
 # ---------------------------------------------------------------------------------------------------
 # reviews
 
-class ParseReviewsFn(beam.DoFn):
+class ParseReviewsFn(ThreadedDoFn):
     """Chunk -> ParsedBatch (main) + dead letters."""
 
     def __init__(self, max_record_bytes, payload_bytes):
         self.max_record_bytes, self.payload_bytes = max_record_bytes, payload_bytes
         self.records = Metrics.counter("reviews", "records_read")
 
-    def process(self, chunk):
-        batch, dead, records = parse_reviews(chunk, self.max_record_bytes, self.payload_bytes)
+    def work(self, chunk):
+        return parse_reviews(chunk, self.max_record_bytes, self.payload_bytes)
+
+    def emit(self, result):
+        batch, dead, records = result
         self.records.inc(records)
         _count_dead(dead)
         for d in dead:
@@ -75,14 +81,17 @@ class ParseReviewsFn(beam.DoFn):
             yield batch
 
 
-class CleanReviewsFn(beam.DoFn):
+class CleanReviewsFn(ThreadedDoFn):
     """ParsedBatch -> clean Arrow table (main) + dead letters."""
 
     def __init__(self, payload_bytes):
         self.payload_bytes = payload_bytes
 
-    def process(self, batch):
-        table, dead = clean_reviews(batch, self.payload_bytes)
+    def work(self, batch):
+        return clean_reviews(batch, self.payload_bytes)
+
+    def emit(self, result):
+        table, dead = result
         _count_dead(dead)
         for d in dead:
             yield pvalue.TaggedOutput(DEAD, d)
@@ -162,9 +171,27 @@ def _bucket_of(asin, n_buckets):
 # ---------------------------------------------------------------------------------------------------
 # dedupe, join, gold partials
 
-class DedupeAndEnrichFn(beam.DoFn):
-    """(bucket, {'reviews': [tables], 'products': [rows]}) -> silver slices per (year, month) (main),
-    the bucket's silver products, and gold partials per family."""
+class DedupeProductsFn(beam.DoFn):
+    """(bucket, product rows) -> (bucket, products table deduplicated on asin) + gold partials."""
+
+    def __init__(self, window):
+        self.window = window
+        self.rows = Metrics.counter("products", "silver_rows")
+        self.duplicates = Metrics.counter("products", "duplicates_dropped")
+
+    def process(self, element):
+        bucket, rows = element
+        products, dropped = dedupe_products(list(rows))
+        self.rows.inc(products.num_rows)
+        self.duplicates.inc(dropped)
+        for name, partial in gold.partials(gold.product_facts(products), self.window, "products").items():
+            yield pvalue.TaggedOutput(GOLD, (name, partial))
+        yield bucket, products
+
+
+class DedupeAndEnrichFn(ThreadedDoFn):
+    """(bucket, [clean review tables]) + products of that bucket (side input) -> silver slices per
+    (year, month) (main) and gold partials per family."""
 
     def __init__(self, window):
         self.window = window
@@ -172,30 +199,33 @@ class DedupeAndEnrichFn(beam.DoFn):
         self.duplicates = Metrics.counter("reviews", "duplicates_dropped")
         self.matched = Metrics.counter("reviews", "products_matched")
         self.unmatched = Metrics.counter("reviews", "products_unmatched")
-        self.product_rows = Metrics.counter("products", "silver_rows")
-        self.product_dups = Metrics.counter("products", "duplicates_dropped")
 
-    def process(self, element):
-        _, grouped = element
-        products, dropped = dedupe_products(list(grouped["products"]))
-        self.product_rows.inc(products.num_rows)
-        self.product_dups.inc(dropped)
-        if products.num_rows:
-            yield pvalue.TaggedOutput(PRODUCTS, products)
-            for name, partial in gold.partials(gold.product_facts(products), self.window, "products").items():
-                yield pvalue.TaggedOutput(GOLD, (name, partial))
-        reviews, duplicates = dedupe_reviews(list(grouped["reviews"]))
+    def process(self, element, products_by_bucket):
+        bucket, tables = element
+        yield from super().process((list(tables), products_by_bucket.get(bucket)))
+
+    def work(self, element):
+        tables, products = element
+        reviews, duplicates = dedupe_reviews(tables)
         if reviews is None:
+            return None
+        silver, matched, unmatched = enrich_with_products(
+            reviews, products if products is not None else SILVER_PRODUCT_SCHEMA.empty_table())
+        partials = gold.partials(gold.review_facts(silver), self.window, "reviews")
+        ym = (silver["year"].to_numpy() * 100 + silver["month"].to_numpy()).astype("int64")
+        return silver.num_rows, duplicates, matched, unmatched, partials, keys.split_by_bucket(silver, ym)
+
+    def emit(self, result):
+        if result is None:
             return
-        silver, matched, unmatched = enrich_with_products(reviews, products)
-        self.silver.inc(silver.num_rows)
+        rows, duplicates, matched, unmatched, partials, parts = result
+        self.silver.inc(rows)
         self.duplicates.inc(duplicates)
         self.matched.inc(matched)
         self.unmatched.inc(unmatched)
-        for name, partial in gold.partials(gold.review_facts(silver), self.window, "reviews").items():
+        for name, partial in partials.items():
             yield pvalue.TaggedOutput(GOLD, (name, partial))
-        ym = (silver["year"].to_numpy() * 100 + silver["month"].to_numpy()).astype("int64")
-        for key, part in keys.split_by_bucket(silver, ym):
+        for key, part in parts:
             yield (key // 100, key % 100), part
 
 
@@ -219,17 +249,20 @@ class MergeGoldFn(beam.CombineFn):
 # ---------------------------------------------------------------------------------------------------
 # writers: each yields the relative paths it staged
 
-class WriteSilverPartitionFn(beam.DoFn):
+class WriteSilverPartitionFn(ThreadedDoFn):
     def __init__(self, layout):
         self.layout = layout
 
-    def process(self, element):
+    def emit(self, rel):
+        yield rel
+
+    def work(self, element):
         (year, month), tables = element
         table = pa.concat_tables(sorted(tables, key=lambda t: (t["source"][0].as_py(),
                                                                t["source_position"][0].as_py())))
         rel = f"{SILVER_REVIEWS_DIR}/year={year}/month={month}/part-00000.parquet"
         io.write_parquet(table.drop_columns(list(REVIEW_PARTITION_COLUMNS)), self.layout.staged(rel))
-        yield rel
+        return rel
 
 
 class WriteTableFn(beam.DoFn):
@@ -287,33 +320,42 @@ def build_pipeline(p, options):
     chunks = p | "ReadReviews" >> io.ReadFiles("reviews", review_patterns, chunk)
     parsed = chunks | "ParseReviews" >> ParseReviews(o.max_record_bytes, o.dead_letter_payload_bytes)
     cleaned = parsed.batches | "CleanReviews" >> CleanReviews(o.dead_letter_payload_bytes)
-    review_buckets = cleaned.clean | "KeyReviewsByBucket" >> beam.FlatMap(_key_table_by_bucket, n_buckets)
+    review_buckets = (cleaned.clean
+                      | "KeyReviewsByBucket" >> beam.FlatMap(_key_table_by_bucket, n_buckets)
+                      .with_output_types(typing.Tuple[int, pa.Table]))
     dead = [parsed[DEAD], cleaned[DEAD]]
 
     if product_patterns:
         product_chunks = p | "ReadProducts" >> io.ReadFiles("products", product_patterns, chunk)
         products = product_chunks | "ParseProducts" >> ParseProducts(o.max_record_bytes, o.dead_letter_payload_bytes)
-        product_buckets = products.products | "KeyProductsByBucket" >> beam.Map(
-            lambda row, n: (_bucket_of(row["asin"], n), row), n_buckets)
         dead.append(products[DEAD])
+        product_rows = products.products
     else:
-        product_buckets = p | "NoProducts" >> beam.Create([])
+        product_rows = p | "NoProducts" >> beam.Create([])
+    product_tables = (product_rows
+                      | "KeyProductsByBucket" >> beam.Map(lambda row, n: (_bucket_of(row["asin"], n), row), n_buckets)
+                      | "GroupProducts" >> beam.GroupByKey()
+                      | "DedupeProducts" >> beam.ParDo(DedupeProductsFn(window))
+                      .with_output_types(typing.Tuple[int, pa.Table]).with_outputs(GOLD, main=PRODUCTS))
 
-    enriched = ({"reviews": review_buckets, "products": product_buckets}
-                | "CoGroupByBucket" >> beam.CoGroupByKey()
-                | "DedupeAndEnrich" >> beam.ParDo(DedupeAndEnrichFn(window))
-                .with_output_types(typing.Tuple[typing.Tuple[int, int], typing.Any])
-                .with_outputs(PRODUCTS, GOLD, main=SILVER))
+    enriched = (review_buckets
+                | "GroupReviewsByBucket" >> beam.GroupByKey()
+                | "DedupeAndEnrich" >> beam.ParDo(DedupeAndEnrichFn(window),
+                                                  products_by_bucket=beam.pvalue.AsDict(product_tables[PRODUCTS]))
+                .with_output_types(typing.Tuple[typing.Tuple[int, int], pa.Table])
+                .with_outputs(GOLD, main=SILVER))
 
     staged = []
     staged.append(enriched[SILVER]
                   | "GroupByPartition" >> beam.GroupByKey()
                   | "WriteSilverReviews" >> beam.ParDo(WriteSilverPartitionFn(layout)))
-    staged.append(enriched[PRODUCTS]
-                  | "KeyProductsFile" >> beam.Map(lambda t: (f"{SILVER_PRODUCTS_DIR}/part-00000.parquet", t))
-                  | "GroupProducts" >> beam.GroupByKey()
+    staged.append(product_tables[PRODUCTS]
+                  | "KeyProductsFile" >> beam.MapTuple(lambda _, t: (f"{SILVER_PRODUCTS_DIR}/part-00000.parquet", t))
+                  .with_output_types(typing.Tuple[str, pa.Table])
+                  | "GroupProductsFile" >> beam.GroupByKey()
                   | "WriteSilverProducts" >> beam.ParDo(WriteTableFn(layout, SILVER_PRODUCT_SCHEMA)))
-    staged.append(enriched[GOLD]
+    staged.append((enriched[GOLD], product_tables[GOLD])
+                  | "FlattenGoldPartials" >> beam.Flatten()
                   | "ComputeGold" >> beam.CombinePerKey(MergeGoldFn())
                   | "FinalizeGold" >> beam.Map(_finalize_gold, o.top_reviewers)
                   | "WriteGold" >> beam.ParDo(WriteTableFn(layout)))
