@@ -1,0 +1,45 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`. Both are idempotent.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+AZURITE := node_modules/.bin/azurite-blob
+
+.PHONY: install run test test-fast bench stop clean help
+
+help:
+	@echo "make run     - set up, start Azurite, generate data, run the batch job from azfs://, print the summary"
+	@echo "make test    - set up and run the whole test suite (unit, composite, end to end on local services)"
+	@echo "make bench   - the batch job vs the pyarrow reference at 200k and 1M reviews (bench/results/)"
+	@echo "make stop    - stop the Azurite started by make run"
+	@echo "make clean   - remove outputs and local state (keeps .venv and node_modules)"
+
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+$(AZURITE): package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $(AZURITE)
+
+install: $(STAMP) $(AZURITE)
+
+run: install
+	$(PY) -m runners.demo
+
+test: install
+	$(PY) -m pytest tests -q -p no:cacheprovider --durations=10
+
+test-fast: install
+	$(PY) -m pytest tests -q -p no:cacheprovider -m "not e2e"
+
+bench: install
+	$(PY) bench/run_bench.py
+
+stop:
+	-test -x $(PY) && $(PY) -m runners.local_stack azurite stop
+
+clean: stop
+	rm -rf out .local bench/work
