@@ -6,16 +6,20 @@ import logging
 import os
 import sys
 
-from beam_pipeline.options import OptionsError
+from beam_pipeline.options import OptionsError, help_text
 
 
 def main(argv=None):
+    args = sys.argv[1:] if argv is None else argv
+    if "-h" in args or "--help" in args:
+        print(help_text())
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     for noisy in ("apache_beam", "azure", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from beam_pipeline.pipeline import run
     try:
-        summary = run(sys.argv[1:] if argv is None else argv)
+        summary = run(args)
     except OptionsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

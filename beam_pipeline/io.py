@@ -76,6 +76,7 @@ class ReadChunksFn(beam.DoFn):
                          self.kind, self._read >> 20, rate, posixpath.basename(path))
             yield chunk
         self.files.inc()
+        LOG.info("[progress] %s: read %s", self.kind, path)
 
 
 class ReadFiles(beam.PTransform):

@@ -126,3 +126,37 @@ def with_local_defaults(options):
     if std.runner is None:
         std.runner = "FnApiRunner"
     return options
+
+
+HELP_EPILOG = """\
+Examples
+  local files:   python -m beam_pipeline --source=files --reviews='data/reviews/*.jsonl.gz' \\
+                     --products='data/metadata/*.jsonl.gz' --output=out/batch
+  Azure (ADLS):  export AZURE_STORAGE_CONNECTION_STRING=...   # or --blob_service_endpoint + DefaultAzureCredential
+                 python -m beam_pipeline --source=adls \\
+                     --reviews='azfs://ACCOUNT/source-files/amazon_reviews/partition_*/*.json.gz' \\
+                     --products='azfs://ACCOUNT/source-files/amazon_metadata/partition_*/*.json.gz' \\
+                     --output=azfs://ACCOUNT/lake/reviews
+  Dataflow:      add --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp --setup_file=./setup.py
+Without --runner the job runs in-process on Beam's FnApiRunner. Exit status: 0 when the run reconciles,
+1 when its counts do not, 2 for invalid options."""
+
+
+def help_text():
+    """--help: the job's options and the Beam runner options most runs need (Beam's own parser hides --help)."""
+    import argparse
+
+    from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions, SetupOptions,
+                                                      WorkerOptions)
+    parser = argparse.ArgumentParser(
+        prog="python -m beam_pipeline", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=HELP_EPILOG,
+        description="Amazon reviews -> silver Parquet, windowed gold metrics and dead letters (one Beam graph). "
+                    "Any other Beam pipeline option is accepted as well.")
+    ReviewsOptions._add_argparse_args(parser)
+    for cls in (StandardOptions, AzureOptions, DirectOptions, SetupOptions, GoogleCloudOptions, WorkerOptions):
+        group = parser.add_argument_group(f"Beam {cls.__name__}")
+        try:
+            cls._add_argparse_args(group)
+        except (TypeError, AttributeError, argparse.ArgumentError):
+            pass
+    return parser.format_help()
