@@ -126,14 +126,14 @@ def _key_table_by_bucket(table, n_buckets):
 # products (per record)
 
 class ParseProductsFn(beam.DoFn):
-    """Chunk of product lines -> clean product rows (dicts) + dead letters."""
+    """Chunk of product lines -> (bucket, clean product row) (main) + dead letters."""
 
-    def __init__(self, max_record_bytes, payload_bytes):
-        self.max_record_bytes, self.payload_bytes = max_record_bytes, payload_bytes
+    def __init__(self, max_record_bytes, payload_bytes, n_buckets):
+        self.max_record_bytes, self.payload_bytes, self.n_buckets = max_record_bytes, payload_bytes, n_buckets
         self.records = Metrics.counter("products", "records_read")
 
     def process(self, chunk):
-        dead = []
+        dead, rows = [], []
         for i, line in enumerate(chunk.data.split(b"\n")):
             position = chunk.first_line + i
             obj, verdict = classify_line(line, self.max_record_bytes)
@@ -149,23 +149,21 @@ class ParseProductsFn(beam.DoFn):
                 dead.append(dead_letter("product", reasons.CLEAN_PRODUCTS, reason, chunk.source, position, line,
                                         detail, self.payload_bytes))
                 continue
-            yield row
+            rows.append(row)
+        if rows:  # the same stable hash as the reviews' buckets, one vectorised call per chunk
+            yield from zip(keys.buckets(pa.array([r["asin"] for r in rows], pa.string()), self.n_buckets).tolist(), rows)
         _count_dead(dead)
         for d in dead:
             yield pvalue.TaggedOutput(DEAD, d)
 
 
 class ParseProducts(beam.PTransform):
-    def __init__(self, max_record_bytes, payload_bytes):
+    def __init__(self, max_record_bytes, payload_bytes, n_buckets):
         super().__init__()
-        self.fn = ParseProductsFn(max_record_bytes, payload_bytes)
+        self.fn = ParseProductsFn(max_record_bytes, payload_bytes, n_buckets)
 
     def expand(self, chunks):
         return chunks | beam.ParDo(self.fn).with_outputs(DEAD, main="products")
-
-
-def _bucket_of(asin, n_buckets):
-    return int(keys.buckets(pa.array([asin], pa.string()), n_buckets)[0])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -320,13 +318,13 @@ def build_pipeline(p, options):
 
     if product_patterns:
         product_chunks = p | "ReadProducts" >> io.ReadFiles("products", product_patterns, chunk)
-        products = product_chunks | "ParseProducts" >> ParseProducts(o.max_record_bytes, o.dead_letter_payload_bytes)
+        products = product_chunks | "ParseProducts" >> ParseProducts(o.max_record_bytes, o.dead_letter_payload_bytes,
+                                                                   n_buckets)
         dead.append(products[DEAD])
         product_rows = products.products
     else:
         product_rows = p | "NoProducts" >> beam.Create([])
     product_tables = (product_rows
-                      | "KeyProductsByBucket" >> beam.Map(lambda row, n: (_bucket_of(row["asin"], n), row), n_buckets)
                       | "GroupProducts" >> beam.GroupByKey()
                       | "DedupeProducts" >> beam.ParDo(DedupeProductsFn(window))
                       .with_output_types(typing.Tuple[int, pa.Table]).with_outputs(GOLD, main=PRODUCTS))

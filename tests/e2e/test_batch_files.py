@@ -1,0 +1,284 @@
+"""End to end, local files: generated reviews (with a manifest of what the job must find) through
+``beam_pipeline.pipeline.run`` on the FnApiRunner, outputs read back with pyarrow and checked."""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+import pytest
+
+from beam_pipeline.options import OptionsError, ReviewsOptions
+from beam_pipeline.pipeline import run
+from runners.generate import generate
+from tests.e2e import _outputs as out
+
+pytestmark = pytest.mark.e2e
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+N_REVIEWS = 3000
+TOP_N = 5
+TAG = re.compile(r"<[^<>]*>")
+
+
+def _argv(data, output, run_id, reviews=None, *extra):
+    return ["--runner=FnApiRunner", "--source=files",
+            f"--reviews={reviews or os.path.join(data, 'reviews', '*.jsonl*')}",
+            f"--products={os.path.join(data, 'metadata', '*.jsonl*')}",
+            f"--output={output}", f"--run_id={run_id}", "--window_size=1d", f"--top_reviewers={TOP_N}", *extra]
+
+
+def _source_lines(data, manifest):
+    return {os.path.join(str(data), rel): out.read_lines(os.path.join(str(data), rel)) for rel in manifest["files"]}
+
+
+@pytest.fixture(scope="module")
+def gz_run(tmp_path_factory):
+    """3000 generated reviews in 2 gzipped files + product metadata, run once for the module."""
+    data = tmp_path_factory.mktemp("gz_data")
+    manifest = generate(str(data), N_REVIEWS, files=2, seed=11, gzip=True)
+    assert sorted(manifest["files"]) == ["metadata/products-00000-of-00001.jsonl.gz",
+                                         "reviews/part-00000-of-00002.jsonl.gz", "reviews/part-00001-of-00002.jsonl.gz"]
+    output = tmp_path_factory.mktemp("gz_out")
+    summary = run(_argv(data, output, "gz1", None, "--shuffle_buckets=3"))
+    return data, manifest, output, summary
+
+
+def test_outputs_match_manifest(gz_run):
+    data, manifest, output, summary = gz_run
+    out.check_against_manifest(output, manifest, _source_lines(data, manifest))
+    assert summary == out.run_summary(output)
+    assert summary["reviews"]["files_read"] == 2 and summary["products"]["files_read"] == 1
+    assert summary["options"]["run_id"] == "gz1"
+
+
+def test_every_defect_kind_of_the_manifest_was_exercised(gz_run):
+    """Guard on the generated input: the manifest promises each review defect kind at least once."""
+    _, manifest, _, _ = gz_run
+    huge_ok = {"huge_line"}  # at most 1 per 100k rows: may be 0 or 1 at this size
+    assert all(n >= 1 for k, n in manifest["reviews"]["defects"].items() if k not in huge_ok)
+
+
+def test_gold_recomputed_from_silver(gz_run):
+    _, _, output, _ = gz_run
+    rows = out.silver_reviews(output).to_pylist()
+    products = out.silver_products(output).to_pylist()
+    out.check_gold(output, rows, products, TOP_N)
+
+
+def test_cleaned_defect_kinds_land_in_silver_with_their_rules(gz_run):
+    """Rows the generator made dirty-but-valid are in silver with the cleaning rules applied."""
+    data, manifest, output, _ = gz_run
+    rows = out.silver_reviews(output).to_pylist()
+    raw = {}
+    for rel in manifest["files"]:
+        if rel.startswith("reviews/"):
+            path = os.path.join(str(data), rel)
+            for i, line in enumerate(out.read_lines(path), 1):
+                raw[(path, i)] = line
+    for r in rows:
+        obj = json.loads(raw[(r["source"], r["source_position"])])
+        assert r["reviewer_id"] == obj["reviewerID"] and r["asin"] == obj["asin"]
+        assert r["overall"] == float(obj["overall"]) and 1.0 <= r["overall"] <= 5.0
+        assert r["unix_review_time"] == int(obj["unixReviewTime"])
+        if "helpful" in obj and "vote" not in obj:  # 2014 schema
+            assert r["verified"] is None and r["vote"] == obj["helpful"][0]
+        elif "vote" in obj:
+            assert r["vote"] == int(str(obj["vote"]).replace(",", ""))
+        else:
+            assert r["vote"] == 0
+        if isinstance(obj.get("verified"), str):
+            assert r["verified"] == (obj["verified"].strip().lower() == "true")
+        if obj.get("reviewText") is None and obj.get("summary") is not None:
+            assert r["review_text_from_summary"] is True and r["review_text"]
+        assert r["image_count"] == len([u for u in obj.get("image") or [] if u.startswith("http")])
+        for col in ("review_text", "summary"):  # tags are stripped
+            assert r[col] is None or TAG.search(r[col]) is None, r[col]
+        style = obj.get("style")
+        if isinstance(style, str):
+            style = json.loads(style)
+        if style is None:
+            assert r["style"] is None
+        else:  # keys "Size:" -> "Size", values trimmed
+            assert sorted(r["style"]) == sorted((k.strip(" :\t\n"), v.strip()) for k, v in style.items()
+                                                if v is not None)
+
+
+def test_silver_file_schema_is_exactly_the_declared_one(gz_run):
+    """SILVER_REVIEW_FILE_SCHEMA says review_time is timestamp[s]; Parquet cannot store seconds, so the
+    files hold timestamp[ms] (the other checks accept that coercion explicitly)."""
+    _, _, output, _ = gz_run
+    from transforms.schemas import SILVER_REVIEW_FILE_SCHEMA
+
+    schema = pq.read_schema(out.silver_review_files(output)[0]).remove_metadata()
+    diff = [(f.name, str(f.type), str(schema.field(f.name).type)) for f in SILVER_REVIEW_FILE_SCHEMA
+            if not schema.field(f.name).type.equals(f.type)]
+    if diff == [("review_time", "timestamp[s, tz=UTC]", "timestamp[ms, tz=UTC]")]:
+        pytest.xfail("project: SILVER_REVIEW_FILE_SCHEMA declares review_time timestamp[s], which Parquet "
+                     "stores and returns as timestamp[ms]")
+    assert not diff
+
+
+# ------------------------------------------------------------------------------------------ rerun
+@pytest.fixture(scope="module")
+def plain_data(tmp_path_factory):
+    data = tmp_path_factory.mktemp("plain_data")
+    manifest = generate(str(data), N_REVIEWS, files=2, seed=12, gzip=False)
+    return data, manifest
+
+
+def _table_rows(table, key):
+    return sorted(table.to_pylist(), key=key)
+
+
+def test_rerun_replaces_outputs_without_mixing(plain_data, tmp_path):
+    data, manifest = plain_data
+    output = tmp_path / "out"
+    first = run(_argv(data, output, "first"))
+    out.check_against_manifest(output, manifest)
+    assert {r["source"] for r in out.silver_reviews(output).to_pylist()} == {
+        os.path.join(str(data), rel) for rel in manifest["files"] if rel.startswith("reviews/")}
+
+    one_file = os.path.join(str(data), "reviews", "part-00000-of-00002.jsonl")
+    second = run(_argv(data, output, "second", one_file))
+    assert second["reviews"]["files_read"] == 1
+    assert second["reviews"]["records_read"] == sum(1 for line in out.read_lines(one_file) if line.strip())
+    assert second["reviews"]["records_read"] < first["reviews"]["records_read"]
+
+    rows = out.silver_reviews(output).to_pylist()
+    assert {r["source"] for r in rows} == {one_file}
+    assert len(rows) == second["reviews"]["silver_rows"]
+    letters = out.dead_letters(output)
+    assert {d["source"] for d in letters if d["record_type"] == "review"} <= {one_file}
+    assert sum(d["record_type"] == "review" for d in letters) == second["reviews"]["dead_letters"]
+    assert out.gold(output, "reviews").filter(
+        out.gold(output, "reviews")["window_start"].is_null())["n_reviews"].to_pylist() == [len(rows)]
+    assert out.run_summary(output)["options"]["run_id"] == "second"
+    assert not out.staged_files(output)
+    assert not (output / "_staging" / "first").exists() and not (output / "_staging" / "second").exists()
+
+    # the rerun's output equals a run of the same inputs into a fresh directory, table by table
+    fresh = tmp_path / "fresh"
+    run(_argv(data, fresh, "fresh", one_file))
+    key = lambda r: (r["source"], r["source_position"])  # noqa: E731
+    assert _table_rows(out.silver_reviews(output), key) == _table_rows(out.silver_reviews(fresh), key)
+    assert _table_rows(out.silver_products(output), key) == _table_rows(out.silver_products(fresh), key)
+    assert sorted(p.relative_to(output).as_posix() for p in out.silver_review_files(output)) == \
+        sorted(p.relative_to(fresh).as_posix() for p in out.silver_review_files(fresh))
+    assert sorted(letters, key=key) == sorted(out.dead_letters(fresh), key=key)
+    for family in (p.name for p in (fresh / "gold").iterdir()):
+        assert out.gold(output, family).equals(out.gold(fresh, family)), family
+    out.check_gold(output, rows, out.silver_products(output).to_pylist(), TOP_N)
+
+
+def test_staging_of_a_finished_run_is_gone(plain_data, tmp_path):
+    data, _ = plain_data
+    output = tmp_path / "out"
+    run(_argv(data, output, "only"))
+    assert not out.staged_files(output)
+    assert not (output / "_staging" / "only").exists()
+    # readers that skip "_"-prefixed paths see exactly the published tables and the summary
+    visible = {p.relative_to(output).parts[0] for p in output.rglob("*") if p.is_file()}
+    assert visible == {"silver", "gold", "dead_letters", "_run_summary.json"}
+
+
+# ------------------------------------------------------------------------------------------ options
+@pytest.fixture
+def no_pipeline(monkeypatch):
+    """Any attempt to build a Beam pipeline fails the test: validation must come first."""
+    class Boom:
+        def __init__(self, *a, **k):
+            raise AssertionError("a pipeline was constructed before the options were validated")
+
+    monkeypatch.setattr(beam, "Pipeline", Boom)
+
+
+SECRET = "AccountKey=c2VjcmV0LWtleS1mb3ItdGVzdHM="
+
+
+@pytest.mark.parametrize("case,extra,message", [
+    ("adls_with_local_paths", ["--source=adls"], "azfs://"),
+    ("missing_reviews", [], "--reviews is required"),
+    ("period_not_dividing_size", ["--window_size=1d", "--window_period=7h"], "--window_period"),
+    ("connection_string_option", [f"--azure_connection_string=DefaultEndpointsProtocol=http;{SECRET}"],
+     "AZURE_STORAGE_CONNECTION_STRING"),
+    ("streaming", ["--streaming"], "--streaming"),
+])
+def test_invalid_options_fail_before_any_work(case, extra, message, tmp_path, monkeypatch, no_pipeline):
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", "UseDevelopmentStorage=true")  # only the case's problem
+    data = tmp_path / "in"
+    output = tmp_path / "out"
+    argv = ["--runner=FnApiRunner", "--source=files", f"--reviews={data}/reviews/*.jsonl",
+            f"--products={data}/metadata/*.jsonl", f"--output={output}", "--run_id=x"]
+    if case == "missing_reviews":
+        argv = [a for a in argv if not a.startswith("--reviews=")]
+    argv += extra
+    with pytest.raises(OptionsError) as exc:
+        run(argv)
+    assert message in str(exc.value)
+    assert SECRET not in str(exc.value)
+    assert not output.exists()
+
+
+def test_valid_options_pass_validation(tmp_path, no_pipeline):
+    """Control for the cases above: the same argv without the problem gets past validation (to the
+    pipeline constructor, which the fixture turns into an AssertionError)."""
+    argv = ["--runner=FnApiRunner", "--source=files", f"--reviews={tmp_path}/r/*.jsonl", f"--output={tmp_path}/o",
+            "--window_size=1d", "--window_period=6h"]
+    with pytest.raises(AssertionError, match="before the options were validated"):
+        run(argv)
+
+
+def _job_options():
+    parser = argparse.ArgumentParser()
+    ReviewsOptions._add_argparse_args(parser)
+    return sorted(s for a in parser._actions for s in a.option_strings if s.startswith("--"))
+
+
+@pytest.mark.xfail(strict=True, reason="project bug: run() builds PipelineOptions(argv) (beam_pipeline/pipeline.py "
+                                       "line 427), whose argparse knows no job option, so --help prints only -h")
+def test_cli_help_lists_every_job_option():
+    r = subprocess.run([sys.executable, "-m", "beam_pipeline", "--help"], cwd=REPO_ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    missing = [o for o in _job_options() if o not in r.stdout]
+    assert not missing, f"--help does not mention {missing}:\n{r.stdout}"
+
+
+def test_cli_help_exits_zero():
+    r = subprocess.run([sys.executable, "-m", "beam_pipeline", "--help"], cwd=REPO_ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "usage:" in r.stdout
+
+
+def test_cli_reports_invalid_options_with_status_2(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "AZURE_STORAGE_CONNECTION_STRING"}
+    r = subprocess.run([sys.executable, "-m", "beam_pipeline", "--runner=FnApiRunner", "--source=adls",
+                        f"--reviews={tmp_path}/x.jsonl", f"--output={tmp_path}/o"],
+                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 2
+    assert "invalid options" in r.stderr and "azfs://" in r.stderr and "credentials" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_runs_the_job(plain_data, tmp_path):
+    data, manifest = plain_data
+    output = tmp_path / "cli"
+    r = subprocess.run([sys.executable, "-m", "beam_pipeline", *_argv(data, output, "cli")], cwd=REPO_ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "reconciled" in r.stdout and "DOES NOT RECONCILE" not in r.stdout
+    summary = out.run_summary(output)
+    assert summary["reviews"]["silver_rows"] == manifest["reviews"]["silver_rows"]
+    assert collections.Counter(d["reason"] for d in out.dead_letters(output) if d["record_type"] == "review") == \
+        collections.Counter(manifest["reviews"]["dead_by_reason"])
+    shutil.rmtree(output)
