@@ -38,7 +38,8 @@ def dedupe_reviews(tables):
     if t.num_rows < 2:
         return t, 0
     short = REVIEW_KEY[:-1]
-    rows = pa.array(np.arange(t.num_rows, dtype=np.int64))
+    order = _source_order(t)  # "first" means first in (source, source position) order
+    rows = pa.array(order)
     groups = t.select(list(short)).append_column("_i", rows).group_by(list(short), use_threads=False) \
         .aggregate([("_i", "min"), ([], "count_all")])
     if groups.num_rows == t.num_rows:
@@ -51,8 +52,21 @@ def dedupe_reviews(tables):
         candidates = t.select(list(REVIEW_KEY)).take(pa.array(shared))
         keep.append(_first_per_key(candidates, REVIEW_KEY, pa.array(shared)))
     mask = np.zeros(t.num_rows, dtype=bool)
-    mask[np.concatenate(keep)] = True
+    mask[np.argsort(order)[np.concatenate(keep)]] = True
     return t.filter(pa.array(mask)), t.num_rows - int(mask.sum())  # filter: contiguous copies, unlike take
+
+
+def _source_order(t):
+    """Each row's rank in (source, source_position) order, as int64 numpy."""
+    codes = pc.dictionary_encode(t["source"]).combine_chunks()
+    by_name = np.argsort(np.asarray(codes.dictionary.to_pylist(), dtype=object), kind="stable")
+    name_rank = np.empty_like(by_name)
+    name_rank[by_name] = np.arange(len(by_name))
+    sources = name_rank[codes.indices.to_numpy()]
+    order = np.lexsort((t["source_position"].to_numpy(), sources))
+    rank = np.empty(t.num_rows, dtype=np.int64)
+    rank[order] = np.arange(t.num_rows)
+    return rank
 
 
 def _member(table, keys):

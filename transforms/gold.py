@@ -124,7 +124,9 @@ def partials(facts, spec, source="reviews", families=FAMILIES):
         parts = []
         if fam.windowed:
             parts.append(_aggregate(windowed, fam, WINDOW_COLUMNS + fam.keys))
-        if fam.distinct or not fam.windowed:  # all-time rows that cannot be derived from window rows
+        if fam.distinct or not fam.windowed or spec.copies > 1:
+            # all-time rows that cannot be derived by adding up window rows (distinct counts; sliding
+            # windows, where each review is in several windows)
             parts.append(_aggregate(_with_null_window(facts), fam, WINDOW_COLUMNS + fam.keys))
         out[fam.name] = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
     return out
@@ -164,7 +166,7 @@ def merge(tables):
 
 def finalize(family, table):
     """Merged partial -> the published gold table: totals added, means and shares derived, top N cut."""
-    if family.windowed and not family.distinct:  # totals = the window rows re-aggregated
+    if family.windowed and table["window_start"].null_count == 0:  # totals = the window rows re-aggregated
         total = _reaggregate(table.drop_columns(list(WINDOW_COLUMNS)), list(family.keys))
         table = pa.concat_tables([table, _with_null_window(total).select(table.column_names)])
     n = pc.cast(table["n_reviews" if family.source == "reviews" else "n_products"], pa.float64())

@@ -120,8 +120,11 @@ def _as_int(field, v):
         return v
     if isinstance(v, float) and v.is_integer():
         return int(v)
-    if isinstance(v, str) and v.strip().lstrip("-").isdigit():
-        return int(v.strip())
+    if isinstance(v, str):
+        try:
+            return int(v.strip(), 10)
+        except ValueError:
+            pass
     raise _WrongType(field, v)
 
 
@@ -238,6 +241,27 @@ def _records_table(records, positions, rows):
     style = pa.array([r.get("style") for r in records], type=STYLE_TYPE)
     return pa.Table.from_arrays(cols + [style, pa.array(positions, pa.int64()), pa.array(rows, pa.int32())],
                                 schema=PARSED_REVIEW_SCHEMA)
+
+
+def _try_arrow(lines, piece, first_line):
+    """Parse the lines ``piece`` with Arrow -> a conformed table, or the index within ``piece`` of the
+    row Arrow rejected, or None when the failure names no usable row (the caller splits the piece)."""
+    try:
+        t = _read_json(lines.join(piece))
+    except pa.ArrowInvalid as err:
+        m = _ROW_IN_ERROR.search(str(err))
+        return int(m.group(1)) if m and int(m.group(1)) < len(piece) else None
+    if t.num_rows != len(piece):  # e.g. two objects on one line: rows no longer map to lines
+        return None
+    if "overall" in t.column_names and pa.types.is_floating(t["overall"].type):
+        odd = pc.fill_null(pc.or_(pc.is_nan(t["overall"]), pc.is_inf(t["overall"])), False)
+        hit = np.flatnonzero(np.asarray(odd))
+        if hit.size:  # NaN / Infinity are not JSON; Arrow accepts them, orjson does not
+            return int(hit[0])
+    try:
+        return _conform(t, first_line + piece, piece)
+    except (_WrongType, pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None  # e.g. a style that is a plain string in a block without any style object
 
 
 def _read_json(buf):
@@ -362,25 +386,26 @@ def parse_reviews(chunk, max_record_bytes=DEFAULT_MAX_RECORD_BYTES, max_payload_
     records -= blanks
 
     tables = []
-    pending = np.flatnonzero(nonblank & ~suspect)
-    while len(pending):
-        try:
-            t = _read_json(lines.join(pending))
-        except pa.ArrowInvalid as err:
-            m = _ROW_IN_ERROR.search(str(err))
-            bad = int(m.group(1)) if m and int(m.group(1)) < len(pending) else None
-            if bad is None:  # no row named: judge the rest one by one
-                for i in pending:
-                    judge(int(i))
-                break
-            if bad > 0:
-                good = pending[:bad]
-                tables.append(_conform(_read_json(lines.join(good)), chunk.first_line + good, good))
-            judge(int(pending[bad]))
-            pending = pending[bad + 1:]
+    todo = [np.flatnonzero(nonblank & ~suspect)]  # pieces (line indices) still to parse with Arrow
+    while todo:
+        piece = todo.pop()
+        if len(piece) == 0:
             continue
-        tables.append(_conform(t, chunk.first_line + pending, pending))
-        break
+        table = _try_arrow(lines, piece, chunk.first_line)
+        if isinstance(table, pa.Table):
+            tables.append(table)
+            continue
+        bad = table  # the row Arrow named, or None when it named none (or a row it cannot have)
+        if bad is None:
+            if len(piece) <= 64:
+                for i in piece:
+                    judge(int(i))
+            else:  # split until the culprit stands alone
+                half = len(piece) // 2
+                todo += [piece[:half], piece[half:]]
+            continue
+        judge(int(piece[bad]))
+        todo += [piece[bad + 1:], piece[:bad]]
     if coerced:
         rows = np.asarray(coerced_rows)
         tables.append(_records_table(coerced, chunk.first_line + rows, rows))

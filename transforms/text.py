@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 TAG_PATTERN = r"<[^<>]*>"
-URL_PATTERN = r"(?:https?://|www\.)\S+"
+URL_PATTERN = r"(?i)(?:https?://|www\.)\S+"
 # Named and numeric character references; the fixed list below handles the common ones vectorised.
 ENTITY_PATTERN = r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);"
 COMMON_ENTITIES = (("&lt;", "<"), ("&gt;", ">"), ("&quot;", '"'), ("&#39;", "'"), ("&apos;", "'"),
@@ -44,23 +44,26 @@ def _contains_any(arr, needles):
     return pc.fill_null(mask, False)
 
 
-def _unescape_rest(arr):
-    """Entities the fixed list does not cover (&rsquo; &#8217; ...), per row with html.unescape: rare."""
-    still = pc.fill_null(pc.match_substring_regex(arr, ENTITY_PATTERN), False)
-    if not pc.any(still).as_py():
-        return arr
-    idx = np.flatnonzero(still.to_numpy(zero_copy_only=False))
-    values = arr.to_pylist()
-    for i in idx:
-        values[i] = html.unescape(values[i])
-    return pa.array(values, type=arr.type)
+_COMMON_ENTITY_PATTERN = "&(?:lt|gt|quot|#39|apos|nbsp|amp);"
 
 
 def unescape_entities(arr):
-    """Unescape HTML character references, vectorised for the common ones."""
+    """Unescape HTML character references exactly one level, like ``html.unescape`` ("&amp;lt;" ->
+    "&lt;"). Rows holding only the common entities are done vectorised; rows with any other reference
+    (&rsquo; &#8217; ...) go through ``html.unescape`` from their original text, which is rare."""
+    rare = pc.fill_null(pc.match_substring_regex(pc.replace_substring_regex(arr, _COMMON_ENTITY_PATTERN, ""),
+                                                 ENTITY_PATTERN), False)
+    original = arr
     for entity, repl in COMMON_ENTITIES:
         arr = pc.replace_substring(arr, entity, repl)
-    return _unescape_rest(arr)
+    if not pc.any(rare).as_py():
+        return arr
+    idx = np.flatnonzero(rare.to_numpy(zero_copy_only=False))
+    values = arr.to_pylist()
+    source = original.take(pa.array(idx)).to_pylist()
+    for i, text in zip(idx, source):
+        values[i] = html.unescape(text).replace("\xa0", " ")  # &nbsp; -> a plain space, as above
+    return pa.array(values, type=arr.type)
 
 
 def _clean_html_subset(arr):
@@ -118,6 +121,8 @@ def word_count(col):
         counts = np.zeros(n, dtype=np.int32)
         if heads.size:
             counts[nonempty] = np.add.reduceat(starts, heads, dtype=np.int32)
+        if chunk.null_count:  # a null slot may still span bytes (e.g. from if_else)
+            counts[np.asarray(chunk.is_null())] = 0
         out.append(pa.array(counts, type=pa.int32()))
     return pa.chunked_array(out, type=pa.int32()) if isinstance(col, pa.ChunkedArray) else out[0]
 
@@ -127,7 +132,8 @@ def normalize_for_model(col):
     col = clean_html(col)
     col = pc.replace_substring_regex(col, URL_PATTERN, " ")
     col = pc.utf8_lower(col)
-    col = pc.replace_substring_regex(col, r"[^\w\s']+|\d+|_", " ")
+    col = pc.replace_substring(col, "\u2019", "'")
+    col = pc.replace_substring_regex(col, r"[^\p{L}\p{N}\s']+|\p{N}+", " ")
     col = pc.replace_substring_regex(col, r"(?:^|\s)'+|'+(?:\s|$)", " ")
     return pc.utf8_trim_whitespace(pc.replace_substring_regex(col, r"\s+", " "))
 

@@ -230,10 +230,6 @@ def test_integral_float_time_is_coerced():
     assert _rows_by_position(batch)[2]["unixReviewTime"] == 1388534400
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: parse.py re-reads the rows before an Arrow-named bad row without a try "
-                          "(line 378); a float time there fails Arrow's int64 conversion with no row named "
-                          "and ArrowInvalid escapes parse_reviews, losing the chunk")
 def test_integral_float_time_before_an_arrow_detected_defect():
     lines = [good("A"), good("I", unixReviewTime=1388534400.0), good("B", verified="true"),
              good("C", reviewText={"x": 1}), good("D")]
@@ -281,10 +277,6 @@ def test_style_non_json_string_after_a_style_object_is_wrong_type():
     assert sorted(batch.table["asin"].to_pylist()) == ["A", "C"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: a style Arrow infers as string/number/list without a type change in the "
-                          "block reaches struct_to_map, whose _WrongType escapes parse_reviews and loses "
-                          "the whole chunk")
 @pytest.mark.parametrize("style", ["Size: L", 5, ["L"]], ids=["non_json_string", "number", "list"])
 def test_style_wrong_type_when_no_line_has_a_style_object(style):
     lines = [good("A"), good("B", style=style), good("C")]
@@ -296,10 +288,6 @@ def test_style_wrong_type_when_no_line_has_a_style_object(style):
     assert sorted(batch.table["asin"].to_pylist()) == ["A", "C"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: the bad style line comes before the first style object: Arrow's row error "
-                          "names the later line, the earlier rows are re-read as a string style column and "
-                          "struct_to_map raises _WrongType out of parse_reviews")
 def test_style_wrong_type_before_a_style_object():
     lines = [good("A", style="not json"), good("B", style={"Size:": "L"})]
     try:
@@ -311,10 +299,12 @@ def test_style_wrong_type_before_a_style_object():
 
 
 def test_image_list_keeps_only_strings():
-    batch, dead, _ = _parse([good("A", image=["u1", 88, None, "u2"]), good("B", overall="5")])
+    # the same line through the Arrow path (A) and the one-by-one path (B, a suspect for its string rating)
+    image = ["u1", 88, None, "u2"]
+    batch, dead, _ = _parse([good("A", image=image), good("B", image=image, overall="5")])
     assert dead == []
     rows = {r["asin"]: r for r in batch.table.to_pylist()}
-    assert rows["A"]["image"] in (["u1", "u2"], ["u1", "88", "u2"], ["u1", "88", None, "u2"])
+    assert rows["A"]["image"] == rows["B"]["image"] == ["u1", "u2"]
 
 
 def test_extra_fields_are_ignored():
@@ -484,9 +474,6 @@ def test_consecutive_arrow_detected_defects():
     assert sorted(batch.table["asin"].to_pylist()) == ["A", "D", "E"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: _as_int accepts str.isdigit() strings that int() rejects ('--5', '\u00b2'), so "
-                          "ValueError (not _WrongType) escapes coerce_review and parse_reviews loses the chunk")
 @pytest.mark.parametrize("value", ["--5", "\u00b2"])
 def test_unparseable_digit_string_time_is_wrong_type(value):
     lines = [good("A"), good("B", unixReviewTime=value), good("C")]
@@ -498,9 +485,6 @@ def test_unparseable_digit_string_time_is_wrong_type(value):
     assert sorted(batch.table["asin"].to_pylist()) == ["A", "C"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: two JSON objects on one line ('{..} {..}') pass the suspicion test; Arrow "
-                          "reads two rows for one line and _conform raises ArrowInvalid (length mismatch)")
 @pytest.mark.parametrize("joined", [good("X") + b" " + good("Y"), good("X") + good("Y")], ids=["space", "none"])
 def test_two_objects_on_one_line_is_malformed(joined):
     lines = [good("A"), joined, good("B")]
@@ -513,9 +497,6 @@ def test_two_objects_on_one_line_is_malformed(joined):
     assert sorted(batch.table["asin"].to_pylist()) == ["A", "B"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Arrow's JSON reader accepts the non-JSON literals NaN/Infinity "
-                                       "for overall; the line is neither a dead letter nor a finite rating "
-                                       "(NaN later passes the cleaner's 1..5 range check)")
 def test_nan_overall_literal_is_not_kept():
     line = b'{"asin": "A", "reviewerID": "R", "overall": NaN, "unixReviewTime": 1388534400}'
     assert classify_line(line)[1].reason == reasons.MALFORMED_JSON  # orjson: not JSON
@@ -641,9 +622,6 @@ def test_coerce_review_time(value, expected):
     assert coerce_review({"unixReviewTime": value}).record["unixReviewTime"] == expected
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: _as_int('--5') passes the isdigit() test after lstrip('-') and int() raises "
-                          "ValueError instead of a wrong_type verdict")
 @pytest.mark.parametrize("value", ["--5", "\u00b2"])
 def test_coerce_review_bad_digit_string(value):
     try:

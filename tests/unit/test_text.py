@@ -80,8 +80,6 @@ def test_clean_html_sliced_array():
     assert clean_html(arr).to_pylist() == ["a b", "  keep  ", "x & y"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: text._unescape_rest re-unescapes what the fixed list produced "
-                                       "('&amp;lt;' -> '&lt;' -> '<'): two levels instead of one")
 @pytest.mark.parametrize("text", ["&amp;lt;", "&amp;quot;x&amp;quot;", "&amp;#39;", "&amp;rsquo;",
                                   "Tom &amp;amp; Jerry"])
 def test_clean_html_unescapes_exactly_one_level(text):
@@ -107,8 +105,6 @@ def test_unescape_html_chunked():
     assert out.to_pylist() == ['"x"', None, "y"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: unescape_html unescapes double-escaped entities twice "
-                                       "('&amp;lt;3' -> '<3', html.unescape gives '&lt;3')")
 def test_unescape_html_one_level():
     assert unescape_html(_s(["Tom &amp;lt;3"])).to_pylist() == [html.unescape("Tom &amp;lt;3")]
 
@@ -198,8 +194,6 @@ def test_word_count_random_against_oracle():
     assert word_count(sl).to_pylist() == [_oracle_words(v) for v in values[37:237]]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: word_count ignores the validity bitmap; a null slot whose "
-                                       "offsets still span bytes (as pc.if_else produces) is counted")
 def test_word_count_null_slot_with_data_is_zero():
     arr = pc.if_else(pa.array([True, False, True]), _s(["a b", "c d e", "f"]), pa.scalar(None, pa.string()))
     assert arr.to_pylist() == ["a b", None, "f"]
@@ -245,16 +239,11 @@ def test_normalize_for_model_chunked():
     assert normalize_for_model(col).to_pylist() == ["a b", "c d"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: URL_PATTERN is case-sensitive and runs before utf8_lower, so "
-                                       "'HTTP://X.COM/A' / 'WWW.X.COM' survive as 'http x com a' / 'www x com'")
 @pytest.mark.parametrize("text", ["see HTTP://X.COM/A now", "see Https://x.com now", "see WWW.X.COM now"])
 def test_normalize_for_model_removes_upper_case_urls(text):
     assert normalize_for_model(_s([text])).to_pylist() == ["see now"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the punctuation regex [^\\w\\s']+ runs in RE2 where \\w is "
-                                       "ASCII-only, so non-ASCII letters are deleted ('caf\u00e9' -> 'caf', "
-                                       "'cr\u00e8me' -> 'cr me', CJK text -> '')")
 @pytest.mark.parametrize("text, expected", [
     ("Caf\u00e9 CR\u00c8ME", "caf\u00e9 cr\u00e8me"),
     ("na\u00efve fa\u00e7ade", "na\u00efve fa\u00e7ade"),

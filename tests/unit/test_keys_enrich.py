@@ -1,0 +1,373 @@
+"""Unit tests for transforms.keys (stable hashing, buckets) and transforms.enrich (dedupe, product join).
+
+Clean/silver tables are built directly with pyarrow from the schemas; the expected survivors of a
+dedupe are computed with a plain-Python reference (sort by (source, source_position), keep the first
+row per content key), the expected join with a dict lookup.
+"""
+import datetime as dt
+import json
+import os
+import random
+import string
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from transforms.clean import clean_reviews
+from transforms.enrich import REVIEW_KEY, dedupe_products, dedupe_reviews, enrich_with_products
+from transforms.keys import buckets, hash_strings, split_by_bucket
+from transforms.parse import Chunk, parse_reviews
+from transforms.schemas import CLEAN_REVIEW_SCHEMA, PRODUCT_FIELDS, SILVER_PRODUCT_SCHEMA, SILVER_REVIEW_SCHEMA
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# ---------------------------------------------------------------------------------------------------
+# builders
+
+def review_table(rows, schema=CLEAN_REVIEW_SCHEMA):
+    """Dicts -> a table in ``schema``; time columns derived from unix_review_time, the rest defaulted."""
+    full = []
+    for r in rows:
+        t = r.get("unix_review_time", 1388534400)
+        when = dt.datetime.fromtimestamp(t, tz=dt.timezone.utc)
+        row = {"reviewer_id": "R1", "asin": "A1", "overall": 5.0, "verified": True, "vote": 0,
+               "unix_review_time": t, "review_time": when, "review_date": when.date(), "year": when.year,
+               "month": when.month, "review_text": "text", "review_text_from_summary": False,
+               "review_length_words": 1, "source": "s.json", "source_position": 1}
+        row.update(r)
+        full.append(row)
+    return pa.Table.from_pylist(full, schema=schema)
+
+
+def product_row(asin, source="p.json", position=1, **fields):
+    row = {f.name: None for f in SILVER_PRODUCT_SCHEMA}
+    row.update(asin=asin, source=source, source_position=position, image_count=0)
+    row.update(fields)
+    return row
+
+
+def _keys(table):
+    return [tuple(r[k] for k in REVIEW_KEY) for r in table.select(list(REVIEW_KEY)).to_pylist()]
+
+
+def _reference_dedupe(tables):
+    rows = [r for t in tables for r in t.to_pylist()]
+    rows.sort(key=lambda r: (r["source"], r["source_position"]))
+    seen, kept = set(), []
+    for r in rows:
+        k = tuple(r[c] for c in REVIEW_KEY)
+        if k not in seen:
+            seen.add(k)
+            kept.append((r["source"], r["source_position"]))
+    return kept, len(rows) - len(kept)
+
+
+def _lineage(table):
+    return sorted(zip(table["source"].to_pylist(), table["source_position"].to_pylist()))
+
+
+# ---------------------------------------------------------------------------------------------------
+# hash_strings
+
+VALUES = ["B000123", "", None, "\0", "a", "a\0", "ab", "ba", "A" * 300, "\u00e9t\u00e9", "x y", None, "B000123"]
+
+
+def test_hash_is_deterministic_and_uint64():
+    arr = pa.array(VALUES, type=pa.string())
+    h1, h2 = hash_strings(arr), hash_strings(pa.array(list(VALUES), type=pa.string()))
+    assert h1.dtype == np.uint64 and len(h1) == len(VALUES)
+    assert np.array_equal(h1, h2)
+    assert h1[0] == h1[-1]          # equal strings, equal hashes
+    assert h1[2] == h1[11]          # null -> one fixed value
+
+
+def test_hash_is_stable_across_processes():
+    # Python's own str hash changes per process (PYTHONHASHSEED); this one must not
+    code = ("import json, pyarrow as pa; from transforms.keys import hash_strings; "
+            f"print(json.dumps([int(x) for x in hash_strings(pa.array({VALUES!r}, type=pa.string()))]))")
+    here = [int(x) for x in hash_strings(pa.array(VALUES, type=pa.string()))]
+    for seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=str(REPO))
+        out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
+                             check=True, timeout=60)
+        assert json.loads(out.stdout) == here
+
+
+def test_hash_distinguishes_empty_null_and_nul():
+    h = hash_strings(pa.array(["", None, "\0", "\0\0", "a", "a\0", "ab", "ba"], type=pa.string()))
+    assert len(set(h.tolist())) == 8
+
+
+def test_hash_independent_of_chunking_slicing_and_string_type():
+    full = hash_strings(pa.array(VALUES, type=pa.string()))
+    chunked = pa.chunked_array([pa.array(VALUES[:3], pa.string()), pa.array([], pa.string()),
+                                pa.array(VALUES[3:9], pa.string()), pa.array(VALUES[9:], pa.string())])
+    assert np.array_equal(hash_strings(chunked), full)
+    arr = pa.array(VALUES, type=pa.string())
+    for start in range(len(VALUES)):
+        for length in (0, 1, 3, len(VALUES) - start):
+            assert np.array_equal(hash_strings(arr.slice(start, length)), full[start:start + length])
+    assert np.array_equal(hash_strings(pa.array(VALUES, type=pa.large_string())), full)
+
+
+def test_hash_of_long_strings():
+    base = "x" * 1000
+    other = base[:900] + "y" + base[901:]
+    h = hash_strings(pa.array([base, other, base], type=pa.string()))
+    assert h[0] == h[2] and h[0] != h[1]
+    # a later call with short strings only agrees with an earlier one
+    assert hash_strings(pa.array(["B1"]))[0] == hash_strings(pa.array(["B0", "B1"]))[1]
+
+
+def test_hash_empty_array():
+    assert hash_strings(pa.array([], type=pa.string())).tolist() == []
+    assert hash_strings(pa.chunked_array([], type=pa.string())).tolist() == []
+
+
+def _random_ids(n, seed=7):
+    rng = random.Random(seed)
+    alphabet = string.ascii_uppercase + string.digits
+    return ["B" + "".join(rng.choice(alphabet) for _ in range(9)) for _ in range(n)]
+
+
+@pytest.mark.parametrize("n_buckets", [1, 2, 7, 64, 1000])
+def test_buckets_in_range(n_buckets):
+    b = buckets(pa.array(_random_ids(2000) + [None, ""]), n_buckets)
+    assert b.dtype == np.int64
+    assert b.min() >= 0 and b.max() < n_buckets
+
+
+def test_buckets_roughly_uniform():
+    ids = _random_ids(10_000)
+    assert len(set(ids)) == 10_000
+    k = 16
+    counts = np.bincount(buckets(pa.array(ids), k), minlength=k)
+    expected = 10_000 / k                                   # 625, standard deviation about 24
+    assert counts.min() > expected - 150 and counts.max() < expected + 150
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 50.0                                      # 15 degrees of freedom: p < 1e-5 above 50
+
+
+def test_buckets_uniform_for_sequential_ids():
+    ids = [f"B{i:09d}" for i in range(10_000)]               # near-identical keys must spread too
+    counts = np.bincount(buckets(pa.array(ids), 10), minlength=10)
+    assert counts.min() > 800 and counts.max() < 1200
+
+
+# ---------------------------------------------------------------------------------------------------
+# split_by_bucket
+
+def test_split_by_bucket_keeps_all_rows_in_order():
+    asins = [f"A{i % 11}" for i in range(60)]
+    table = review_table([{"asin": a, "source_position": i + 1} for i, a in enumerate(asins)])
+    ids = buckets(table["asin"], 5)
+    parts = split_by_bucket(table, ids)
+    keys = [k for k, _ in parts]
+    assert keys == sorted(set(ids.tolist()))
+    assert sum(p.num_rows for _, p in parts) == table.num_rows
+    seen = []
+    for k, part in parts:
+        positions = part["source_position"].to_pylist()
+        assert positions == sorted(positions)                  # order kept within a bucket
+        assert all(ids[p - 1] == k for p in positions)         # every row is in its own bucket
+        assert part.schema == table.schema
+        seen += positions
+    assert sorted(seen) == list(range(1, 61))
+
+
+def test_split_by_bucket_single_bucket_and_empty():
+    table = review_table([{"source_position": i} for i in range(1, 4)])
+    parts = split_by_bucket(table, np.array([3, 3, 3]))
+    assert [(k, p.num_rows) for k, p in parts] == [(3, 3)]
+    assert split_by_bucket(table.slice(0, 0), np.array([], dtype=np.int64)) == []
+
+
+# ---------------------------------------------------------------------------------------------------
+# dedupe_reviews
+
+def _table_a():
+    return review_table([
+        {"reviewer_id": "R1", "asin": "A1", "unix_review_time": 100, "review_text": "t", "source_position": 1},
+        {"reviewer_id": "R1", "asin": "A1", "unix_review_time": 100, "review_text": "t", "source_position": 2,
+         "overall": 1.0},                                                    # same content key: dropped
+        {"reviewer_id": "R1", "asin": "A1", "unix_review_time": 100, "review_text": "other", "source_position": 3},
+        {"reviewer_id": "R2", "asin": "A1", "unix_review_time": 100, "review_text": "t", "source_position": 4},
+        {"reviewer_id": "R1", "asin": "A2", "unix_review_time": 100, "review_text": "t", "source_position": 5},
+    ], )
+
+
+def _table_b():
+    return review_table([
+        {"reviewer_id": "R1", "asin": "A1", "unix_review_time": 100, "review_text": "t", "source_position": 10},
+        {"reviewer_id": "R1", "asin": "A1", "unix_review_time": 200, "review_text": "t", "source_position": 11},
+        {"reviewer_id": "R3", "asin": "A3", "unix_review_time": 100, "review_text": "x", "source_position": 12},
+    ])
+
+
+def test_dedupe_drops_exact_duplicates_across_tables():
+    a, b = _table_a(), _table_b()
+    out, dropped = dedupe_reviews([a, b])
+    expected, n_dropped = _reference_dedupe([a, b])
+    assert (dropped, n_dropped) == (2, 2)
+    assert _lineage(out) == sorted(expected) == [("s.json", p) for p in (1, 3, 4, 5, 11, 12)]
+    assert len(set(_keys(out))) == out.num_rows
+    assert out.schema == CLEAN_REVIEW_SCHEMA
+    # the copy kept is the first one: its other columns are those of position 1
+    assert {r["source_position"]: r["overall"] for r in out.to_pylist()}[1] == 5.0
+
+
+def test_dedupe_keeps_same_reviewer_asin_time_with_different_text():
+    t = review_table([{"review_text": "first", "source_position": 1}, {"review_text": "second", "source_position": 2},
+                      {"review_text": None, "source_position": 3}])
+    out, dropped = dedupe_reviews([t])
+    assert dropped == 0 and out.num_rows == 3
+
+
+def test_dedupe_null_texts_are_the_same_content():
+    t = review_table([{"review_text": None, "source_position": 1}, {"review_text": None, "source_position": 2}])
+    out, dropped = dedupe_reviews([t])
+    assert dropped == 1 and _lineage(out) == [("s.json", 1)]
+
+
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_dedupe_keeps_first_in_source_order_whatever_the_table_order(order):
+    tables = [_table_a(), _table_b()]
+    out, dropped = dedupe_reviews([tables[i] for i in order])
+    assert dropped == 2
+    assert _lineage(out) == [("s.json", p) for p in (1, 3, 4, 5, 11, 12)]
+
+
+def test_dedupe_across_sources_keeps_the_first_source():
+    late = review_table([{"source": "z.json", "source_position": 1, "review_text": "t", "unix_review_time": 100}])
+    early = review_table([{"source": "a.json", "source_position": 99, "review_text": "t",
+                           "unix_review_time": 100}])
+    for tables in ([late, early], [early, late]):
+        out, dropped = dedupe_reviews(tables)
+        assert dropped == 1 and _lineage(out) == [("a.json", 99)]
+
+
+def test_dedupe_many_random_rows_against_reference():
+    rng = random.Random(3)
+    tables = []
+    for chunk in range(4):
+        rows = [{"reviewer_id": f"R{rng.randint(0, 5)}", "asin": f"A{rng.randint(0, 3)}",
+                 "unix_review_time": rng.choice([100, 200]), "review_text": rng.choice(["a", "b", None]),
+                 "source": f"f{chunk % 2}.json", "source_position": chunk * 1000 + i + 1} for i in range(50)]
+        tables.append(review_table(rows))
+    rng.shuffle(tables)
+    out, dropped = dedupe_reviews(tables)
+    expected, n_dropped = _reference_dedupe(tables)
+    assert dropped == n_dropped > 0
+    assert _lineage(out) == sorted(expected)
+
+
+def test_dedupe_trivial_inputs():
+    assert dedupe_reviews([]) == (None, 0)
+    empty = review_table([]).slice(0, 0)
+    assert dedupe_reviews([empty, empty]) == (None, 0)
+    one = review_table([{}])
+    out, dropped = dedupe_reviews([one, empty])
+    assert dropped == 0 and out.num_rows == 1
+
+
+def test_dedupe_no_duplicates_returns_everything():
+    t = review_table([{"reviewer_id": f"R{i}", "source_position": i} for i in range(1, 21)])
+    out, dropped = dedupe_reviews([t])
+    assert dropped == 0 and _lineage(out) == _lineage(t)
+
+
+def test_dedupe_keeps_first_position_within_a_parsed_table():
+    # the same review twice in one file; the first copy has a string rating (coerced by the parser)
+    first = {"asin": "A1", "reviewerID": "R1", "overall": "5.0", "unixReviewTime": 100, "reviewText": "same"}
+    second = dict(first, overall=5)
+    batch, _, _ = parse_reviews(Chunk((json.dumps(first) + "\n" + json.dumps(second) + "\n").encode(), "f.json", 1))
+    table, _ = clean_reviews(batch)
+    assert sorted(table["source_position"].to_pylist()) == [1, 2]
+    out, dropped = dedupe_reviews([table])
+    assert dropped == 1
+    assert out["source_position"].to_pylist() == [1]
+
+
+# ---------------------------------------------------------------------------------------------------
+# dedupe_products
+
+def test_dedupe_products_keeps_first_per_asin():
+    rows = [
+        product_row("P1", "b.json", 1, title="b1"),
+        product_row("P1", "a.json", 5, title="a5"),
+        product_row("P1", "a.json", 2, title="a2"),
+        product_row("P2", "a.json", 3, title="p2"),
+        product_row("P3", "b.json", 0, title="p3"),
+        product_row("P2", "b.json", 9, title="p2 late"),
+    ]
+    table, dropped = dedupe_products(rows)
+    assert table.schema == SILVER_PRODUCT_SCHEMA
+    assert dropped == 3
+    got = {r["asin"]: (r["title"], r["source"], r["source_position"]) for r in table.to_pylist()}
+    assert got == {"P1": ("a2", "a.json", 2), "P2": ("p2", "a.json", 3), "P3": ("p3", "b.json", 0)}
+    assert table.num_rows == len(set(table["asin"].to_pylist()))
+
+
+def test_dedupe_products_input_order_does_not_matter():
+    rows = [product_row(f"P{i % 4}", f"s{i % 3}.json", i, title=str(i)) for i in range(30)]
+    t1, d1 = dedupe_products(rows)
+    t2, d2 = dedupe_products(list(reversed(rows)))
+    assert d1 == d2 == 26
+    assert sorted(t1.to_pylist(), key=lambda r: r["asin"]) == sorted(t2.to_pylist(), key=lambda r: r["asin"])
+
+
+def test_dedupe_products_empty():
+    table, dropped = dedupe_products([])
+    assert table.num_rows == 0 and dropped == 0 and table.schema == SILVER_PRODUCT_SCHEMA
+
+
+# ---------------------------------------------------------------------------------------------------
+# enrich_with_products
+
+def _products(*rows):
+    return pa.Table.from_pylist(list(rows), schema=SILVER_PRODUCT_SCHEMA)
+
+
+def test_enrich_left_join():
+    reviews = review_table([{"asin": a, "source_position": i + 1}
+                            for i, a in enumerate(["A1", "A2", "A1", "A9", "A3", "A2"])])
+    products = _products(product_row("A1", title="T1", brand="B1", main_cat="C1", price=1.5),
+                         product_row("A2", title="T2", brand=None, main_cat="C2", price=None),
+                         product_row("A4", title="T4", brand="B4", main_cat="C4", price=9.0))
+    out, matched, unmatched = enrich_with_products(reviews, products)
+    assert (matched, unmatched) == (4, 2)
+    assert out.num_rows == reviews.num_rows                    # no fan-out, nothing lost
+    assert out.schema == SILVER_REVIEW_SCHEMA
+    by_asin = {r["asin"]: r for r in products.to_pylist()}
+    for r in out.to_pylist():
+        p = by_asin.get(r["asin"], {})
+        for f in PRODUCT_FIELDS.names:
+            assert r[f] == p.get(f), (r["asin"], f)
+    # the review columns are unchanged, in the same order
+    assert out.select(CLEAN_REVIEW_SCHEMA.names).equals(reviews)
+
+
+def test_enrich_without_products():
+    reviews = review_table([{"asin": "A1"}, {"asin": "A2"}])
+    out, matched, unmatched = enrich_with_products(reviews, SILVER_PRODUCT_SCHEMA.empty_table())
+    assert (matched, unmatched, out.num_rows) == (0, 2, 2)
+    for f in PRODUCT_FIELDS.names:
+        assert out[f].to_pylist() == [None, None]
+    assert out.schema == SILVER_REVIEW_SCHEMA
+
+
+def test_enrich_after_product_dedupe_does_not_fan_out():
+    rows = [product_row("A1", "p.json", 2, title="second"), product_row("A1", "p.json", 1, title="first"),
+            product_row("A2", "p.json", 3, title="two")]
+    products, dropped = dedupe_products(rows)
+    assert dropped == 1
+    reviews = pa.concat_tables([review_table([{"asin": "A1"}, {"asin": "A2"}]),
+                                review_table([{"asin": "A1"}, {"asin": "A5"}])])   # chunked columns
+    out, matched, unmatched = enrich_with_products(reviews, products)
+    assert out.num_rows == 4 and (matched, unmatched) == (3, 1)
+    assert out["title"].to_pylist() == ["first", "two", "first", None]
