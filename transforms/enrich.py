@@ -50,7 +50,7 @@ def dedupe_reviews(tables):
     shared = np.flatnonzero(_member(t.select(list(short)), shared_keys))
     if shared.size:
         candidates = t.select(list(REVIEW_KEY)).take(pa.array(shared))
-        keep.append(_first_per_key(candidates, REVIEW_KEY, pa.array(shared)))
+        keep.append(_first_per_key(candidates, REVIEW_KEY, pa.array(order[shared])))
     mask = np.zeros(t.num_rows, dtype=bool)
     mask[np.argsort(order)[np.concatenate(keep)]] = True
     return t.filter(pa.array(mask)), t.num_rows - int(mask.sum())  # filter: contiguous copies, unlike take

@@ -371,3 +371,24 @@ def test_enrich_after_product_dedupe_does_not_fan_out():
     out, matched, unmatched = enrich_with_products(reviews, products)
     assert out.num_rows == 4 and (matched, unmatched) == (3, 1)
     assert out["title"].to_pylist() == ["first", "two", "first", None]
+
+
+def test_dedupe_with_rows_out_of_source_order_keeps_exactly_the_reference_rows():
+    """Regression: row numbers and (source, position) ranks differ when tables arrive out of order and
+    rows within a table are not sorted; rows sharing the short key but not the text must all stay."""
+    rng = random.Random(3)
+    rows = []
+    for i in range(300):
+        rows.append({"reviewer_id": f"R{i % 40}", "asin": f"A{i % 7}", "unix_review_time": 1388534400 + 86400 * (i % 11),
+                     "review_text": f"text {i % 5}", "source": rng.choice(["c.json", "a.json", "b.json"]),
+                     "source_position": rng.randrange(1, 10_000)})
+    seen = set()
+    rows = [r for r in rows if (r["source"], r["source_position"]) not in seen
+            and not seen.add((r["source"], r["source_position"]))]
+    rng.shuffle(rows)
+    tables = [review_table(rows[k::3]) for k in range(3)]
+    want, want_dropped = _reference_dedupe(tables)
+    got, dropped = dedupe_reviews(tables[::-1])
+    assert dropped == want_dropped
+    assert dropped > 0
+    assert _lineage(got) == sorted(want)
