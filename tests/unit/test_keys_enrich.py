@@ -379,8 +379,9 @@ def test_dedupe_with_rows_out_of_source_order_keeps_exactly_the_reference_rows()
     rng = random.Random(3)
     rows = []
     for i in range(300):
-        rows.append({"reviewer_id": f"R{i % 40}", "asin": f"A{i % 7}", "unix_review_time": 1388534400 + 86400 * (i % 11),
-                     "review_text": f"text {i % 5}", "source": rng.choice(["c.json", "a.json", "b.json"]),
+        # 20 short keys (reviewer, asin, time), each with 3 texts: 60 content keys over 300 rows
+        rows.append({"reviewer_id": f"R{i % 20}", "asin": "A1", "unix_review_time": 1388534400 + 86400 * (i % 20),
+                     "review_text": f"text {i % 3}", "source": rng.choice(["c.json", "a.json", "b.json"]),
                      "source_position": rng.randrange(1, 10_000)})
     seen = set()
     rows = [r for r in rows if (r["source"], r["source_position"]) not in seen
