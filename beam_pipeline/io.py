@@ -168,5 +168,8 @@ class PublishFn(beam.DoFn):
             FileSystems.rename([src], [dst])
             published.append(dst)
         _delete_tree(self.layout.staging)
+        staging_root = join(self.layout.output, STAGING)
+        if "://" not in staging_root and os.path.isdir(staging_root) and not os.listdir(staging_root):
+            os.rmdir(staging_root)  # other runs' staging areas, if any, stay
         LOG.info("published %d files under %s", len(published), self.layout.output)
         yield published

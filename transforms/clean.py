@@ -102,7 +102,7 @@ def clean_images(image):
 def review_time_columns(unix_seconds):
     ts = pc.cast(unix_seconds, pa.timestamp("s", tz="UTC"))
     return {
-        "review_time": ts,
+        "review_time": pc.cast(ts, pa.timestamp("ms", tz="UTC")),
         "review_date": pc.cast(pc.cast(unix_seconds, pa.timestamp("s")), pa.date32()),
         "year": pc.cast(pc.year(ts), pa.int32()),
         "month": pc.cast(pc.month(ts), pa.int32()),

@@ -43,7 +43,7 @@ SILVER_REVIEW_SCHEMA = pa.schema([
     ("verified", pa.bool_()),
     ("vote", pa.int64()),
     ("unix_review_time", pa.int64()),
-    ("review_time", pa.timestamp("s", tz="UTC")),
+    ("review_time", pa.timestamp("ms", tz="UTC")),  # Parquet has no seconds unit
     ("review_date", pa.date32()),
     ("year", pa.int32()),
     ("month", pa.int32()),

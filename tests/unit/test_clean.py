@@ -302,7 +302,7 @@ def test_output_schema_and_columns():
     table, _, _ = run([line()])
     assert table.schema == CLEAN_REVIEW_SCHEMA
     assert "_row" not in table.column_names and "reviewText" not in table.column_names
-    assert table.schema.field("review_time").type == pa.timestamp("s", tz="UTC")
+    assert table.schema.field("review_time").type == pa.timestamp("ms", tz="UTC")
 
 
 def test_mixed_chunk_end_to_end():
