@@ -6,7 +6,7 @@ explicitly: ``transforms`` and ``runners`` are also names of unrelated PyPI proj
 """
 from setuptools import setup
 
-BEAM = "apache-beam[azure]==2.77.0"
+BEAM_VERSION = "2.77.0"  # the one place Beam's version is set
 
 setup(
     name="amazon-reviews-beam",
@@ -16,7 +16,7 @@ setup(
     python_requires=">=3.10,<3.13",
     packages=["beam_pipeline", "transforms", "training", "runners"],
     install_requires=[
-        BEAM,
+        f"apache-beam[azure]=={BEAM_VERSION}",
         "pyarrow>=17,<26",
         "numpy>=1.26",
         "orjson>=3.9",
@@ -27,7 +27,9 @@ setup(
     ],
     extras_require={
         "training": ["tensorflow==2.21.0", "tensorflow-transform==1.21.0"],
-        "dev": ["pytest>=8", "duckdb>=1.0"],
-        "test": ["pytest>=8", "duckdb>=1.0"],
+        # [gcp] lets the tests build the Dataflow graph offline (--dry_run) and lets you launch on Dataflow
+        "dataflow": [f"apache-beam[gcp]=={BEAM_VERSION}"],
+        "dev": ["pytest>=8", "duckdb>=1.0", f"apache-beam[gcp]=={BEAM_VERSION}"],
+        "test": ["pytest>=8", "duckdb>=1.0", f"apache-beam[gcp]=={BEAM_VERSION}"],
     },
 )
