@@ -48,8 +48,8 @@ class ReviewsOptions(PipelineOptions):
         g.add_argument("--shuffle_buckets", type=int, default=8,
                        help="hash buckets of asin for the dedupe + product join shuffle; more buckets spread "
                             "work across more workers, fewer make bigger Arrow batches. Default 8")
-        g.add_argument("--chunk_mb", type=int, default=16,
-                       help="bytes of a file parsed as one Arrow batch (whole lines), in MiB. Default 16")
+        g.add_argument("--chunk_mb", type=int, default=8,
+                       help="bytes of a file parsed as one Arrow batch (whole lines), in MiB. Default 8 (three pooled steps hold two batches each, so this bounds the read stage's memory)")
         g.add_argument("--max_record_bytes", type=int, default=1 << 20,
                        help="a line longer than this is a dead letter (too_large). Default 1048576")
         g.add_argument("--dead_letter_payload_bytes", type=int, default=4096,

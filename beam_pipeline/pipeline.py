@@ -118,9 +118,18 @@ class CleanReviews(beam.PTransform):
         return batches | beam.ParDo(self.fn).with_outputs(DEAD, main="clean")
 
 
-def _key_table_by_bucket(table, n_buckets):
-    for bucket, part in keys.split_by_bucket(table, keys.buckets(table["asin"], n_buckets)):
-        yield bucket, part
+class KeyByBucketFn(ThreadedDoFn):
+    """Clean table -> (bucket, encoded sub-table) per hash bucket of asin; split and encoded on the pool."""
+
+    def __init__(self, n_buckets):
+        self.n_buckets = n_buckets
+
+    def work(self, table):
+        return [(bucket, coders.ArrowPayload.of(part))
+                for bucket, part in keys.split_by_bucket(table, keys.buckets(table["asin"], self.n_buckets))]
+
+    def emit(self, parts):
+        yield from parts
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -189,7 +198,7 @@ class DedupeProductsFn(beam.DoFn):
 
 
 class DedupeAndEnrichFn(ThreadedDoFn):
-    """(bucket, [clean review tables]) + products of that bucket (side input) -> the bucket's silver rows
+    """(bucket, [encoded clean review tables]) + products of that bucket (side input) -> the bucket's silver rows
     written straight into their year/month partitions (one file per bucket and partition; main output:
     the staged paths) and gold partials per family.
 
@@ -219,16 +228,21 @@ class DedupeAndEnrichFn(ThreadedDoFn):
         yield from super().process((bucket, list(tables), products_by_bucket.get(bucket)))
 
     def work(self, element):
-        bucket, tables, products = element
-        reviews, duplicates = dedupe_reviews(tables)
+        bucket, payloads, products = element
+        # decoded tables live only inside dedupe_reviews: a bucket is the largest working set of the job
+        reviews, duplicates = dedupe_reviews([p.table() for p in payloads])
         if reviews is None:
             return None
         silver, matched, unmatched = enrich_with_products(
             reviews, products if products is not None else SILVER_PRODUCT_SCHEMA.empty_table())
+        del reviews
         partials = gold.partials(gold.review_facts(silver), self.window, "reviews")
+        rows = silver.num_rows
         ym = (silver["year"].to_numpy() * 100 + silver["month"].to_numpy()).astype("int64")
+        parts = keys.split_by_bucket(silver, ym)
+        del silver
         written, writes = [], []
-        for key, part in keys.split_by_bucket(silver, ym):
+        for key, part in parts:
             rel = (f"{SILVER_REVIEWS_DIR}/year={key // 100}/month={key % 100}/"
                    f"part-{bucket:05d}-of-{self.n_buckets:05d}.parquet")
             writes.append(self._writers.submit(io.write_parquet, part.drop_columns(list(REVIEW_PARTITION_COLUMNS)),
@@ -236,7 +250,7 @@ class DedupeAndEnrichFn(ThreadedDoFn):
             written.append(rel)
         for w in writes:
             w.result()
-        return silver.num_rows, duplicates, matched, unmatched, partials, written
+        return rows, duplicates, matched, unmatched, partials, written
 
     def emit(self, result):
         if result is None:
@@ -327,8 +341,8 @@ def build_pipeline(p, options):
     parsed = chunks | "ParseReviews" >> ParseReviews(o.max_record_bytes, o.dead_letter_payload_bytes)
     cleaned = parsed.batches | "CleanReviews" >> CleanReviews(o.dead_letter_payload_bytes)
     review_buckets = (cleaned.clean
-                      | "KeyReviewsByBucket" >> beam.FlatMap(_key_table_by_bucket, n_buckets)
-                      .with_output_types(typing.Tuple[int, pa.Table]))
+                      | "KeyReviewsByBucket" >> beam.ParDo(KeyByBucketFn(n_buckets))
+                      .with_output_types(typing.Tuple[int, coders.ArrowPayload]))
     dead = [parsed[DEAD], cleaned[DEAD]]
 
     if product_patterns:
