@@ -3,10 +3,11 @@
     ReadReviews (adls | files)          the only step that knows where data comes from
       -> ParseReviews                   chunks of JSON lines -> Arrow batches; bad lines -> dead letters
       -> CleanReviews                   the shared vectorised rules (transforms.clean)
-      -> KeyReviewsByBucket             sub-batches per hash bucket of asin
+      -> KeyReviewsByBucket             sub-batches per hash bucket of asin (encoded on the pool)
+      -> GroupReviewsByBucket
     ReadProducts -> ParseProducts       per record (a tenth of the volume)
       -> GroupProducts -> DedupeProducts   one products table per bucket, deduplicated on asin
-    GroupReviewsByBucket -> DedupeAndEnrich  content-key dedupe, left join with the bucket's products
+    DedupeAndEnrich                     content-key dedupe, left join with the bucket's products
                                              (a side input: no fan-out, no shuffle of products twice)
       |-> silver reviews               written by DedupeAndEnrich: Parquet, hive partitions year=/month=
       |-> WriteSilverProducts
@@ -18,6 +19,7 @@ Batch mode carries Arrow tables through every step (one element per chunk or buc
 review) and the gold windows as columns. ``run(argv)`` is the entry point; it prints and writes a run
 summary whose reconciliation ``records_read = silver + dead letters + duplicates`` must hold.
 """
+import dataclasses
 import datetime
 import json
 import logging
@@ -33,7 +35,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
-from beam_pipeline import coders, io  # noqa: F401  (coders registers the Arrow coder)
+from beam_pipeline import coders, io  # importing coders registers the Arrow coders
 from beam_pipeline.threaded import THREADS, ThreadedDoFn
 from beam_pipeline.options import ReviewsOptions, parse_duration, validated, with_local_defaults
 from transforms import gold, keys, reasons
@@ -319,7 +321,7 @@ def _finalize_gold(element, top_reviewers):
     name, table = element
     family = gold.FAMILY_BY_NAME[name]
     if family.top:
-        family = gold.Family(**{**family.__dict__, "top": top_reviewers})
+        family = dataclasses.replace(family, top=top_reviewers)
     return f"{GOLD_DIR}/{name}/part-00000.parquet", [gold.finalize(family, table)]
 
 
@@ -452,14 +454,14 @@ def _print_summary(summary, layout, seconds):
 def run(argv=None, save_main_session=False):
     """Parse ``argv``, run the job to completion, write and print the run summary; returns the summary."""
     options = PipelineOptions(argv)
-    validated(options)  # fail fast, before anything starts
+    _, review_patterns, _ = validated(options)  # fail fast, before anything starts
     with_local_defaults(options)
     options.view_as(SetupOptions).save_main_session = save_main_session
     started = time.monotonic()
     p = beam.Pipeline(options=options)
     outputs = build_pipeline(p, options)
     layout = outputs["layout"]
-    LOG.info("running: reviews from %s -> %s", ", ".join(validated(options)[1]), layout.output)
+    LOG.info("running: reviews from %s -> %s", ", ".join(review_patterns), layout.output)
     result = p.run()
     result.wait_until_finish()
     seconds = time.monotonic() - started

@@ -6,10 +6,12 @@ type changes (``"overall": "5.0"`` among numbers) fails the whole block. So pars
 1. A vectorised suspicion test over the chunk's bytes (numpy): lines that do not start with ``{`` or
    end with ``}``, lines over the size limit, and lines holding a string ``overall`` (the one type
    quirk seen in real feeds) are *suspects*. Only suspects are judged one by one with orjson.
-2. Arrow parses the rest. If it still fails (a defect the cheap test cannot see: bad UTF-8, a wrong
-   type, a truncated line that happens to end in ``}``), its error names the row: the rows before it
-   are parsed again as one block, the named line is judged alone, and parsing goes on after it. A bad
-   line costs itself, never its neighbours.
+2. Arrow parses the rest. If it still fails (a defect the cheap test cannot see: a wrong type, a
+   truncated line that happens to end in ``}``), its error names the row: that line is judged alone and
+   the lines before and after it go back on the work stack as two pieces. A failure that names no row
+   (or two objects on one line, a NaN rating, a style no rule reads) splits the piece in halves down to
+   single lines. A bad line costs itself, never its neighbours. Invalid UTF-8, which Arrow's reader
+   lets through, is found first by validating the chunk as Arrow strings (bisecting only if it fails).
 3. Judged lines are either dead (a reason from ``transforms.reasons``), blank (not a record), or
    coerced to the canonical types (``coerce_review``) and appended as rows.
 
