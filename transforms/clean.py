@@ -132,8 +132,7 @@ def clean_columns(t, source):
         "style": clean_style(t["style"]),
         "image_urls": urls,
         "image_count": n_images,
-        "source": pa.array(np.full(t.num_rows, source, dtype=object), pa.string()) if t.num_rows else
-        pa.array([], pa.string()),
+        "source": pa.repeat(pa.scalar(source, pa.string()), t.num_rows),
         "source_position": t["source_position"],
     }
     return pa.Table.from_pydict({f.name: cols[f.name] for f in CLEAN_REVIEW_SCHEMA}, schema=CLEAN_REVIEW_SCHEMA)

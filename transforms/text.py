@@ -22,9 +22,6 @@ COMMON_ENTITIES = (("&lt;", "<"), ("&gt;", ">"), ("&quot;", '"'), ("&#39;", "'")
                    ("&nbsp;", " "), ("&amp;", "&"))  # &amp; last: one level of unescaping, like html.unescape
 _ENTITY_RE = re.compile(ENTITY_PATTERN)
 
-_WHITESPACE = np.zeros(256, dtype=bool)
-_WHITESPACE[[9, 10, 11, 12, 13, 32]] = True  # ASCII whitespace, the bytes bytes.split() splits on
-
 
 def _chunks(col):
     return col.chunks if isinstance(col, pa.ChunkedArray) else [col]
@@ -36,12 +33,32 @@ def _rebuild(col, chunks):
     return chunks[0]
 
 
+def _string_buffers(arr):
+    """(relative offsets int64, data uint8) of a string array, zero-copy."""
+    if arr.type == pa.large_string():
+        arr = arr.cast(pa.string())
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=n + 1, offset=arr.offset * 4)
+    data_buf = arr.buffers()[2]
+    data = (np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None
+            else np.zeros(0, dtype=np.uint8))[offsets[0]:offsets[-1]]
+    return (offsets - offsets[0]).astype(np.int64), data
+
+
 def _contains_any(arr, needles):
-    mask = None
+    """Rows holding any of the single-byte ``needles``: one numpy pass over the string bytes (a per-row
+    substring search costs several times more)."""
+    if len(arr) == 0:
+        return pa.array([], type=pa.bool_())
+    offsets, data = _string_buffers(arr)
+    hit = np.zeros(len(data), dtype=bool)
     for needle in needles:
-        m = pc.match_substring(arr, needle)
-        mask = m if mask is None else pc.or_(mask, m)
-    return pc.fill_null(mask, False)
+        hit |= data == ord(needle)
+    rows = np.zeros(len(arr), dtype=bool)
+    rows[np.searchsorted(offsets, np.flatnonzero(hit), side="right") - 1] = True
+    if arr.null_count:
+        rows &= np.asarray(arr.is_valid())
+    return pa.array(rows)
 
 
 _COMMON_ENTITY_PATTERN = "&(?:lt|gt|quot|#39|apos|nbsp|amp);"
@@ -103,14 +120,8 @@ def word_count(col):
         if n == 0:
             out.append(pa.array([], type=pa.int32()))
             continue
-        if chunk.type == pa.large_string():
-            chunk = chunk.cast(pa.string())
-        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32, count=n + 1, offset=chunk.offset * 4)
-        data_buf = chunk.buffers()[2]
-        data = (np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None
-                else np.zeros(0, dtype=np.uint8))[offsets[0]:offsets[-1]]
-        rel = offsets - offsets[0]
-        word = ~_WHITESPACE[data]
+        rel, data = _string_buffers(chunk)
+        word = (data != 32) & ((data - np.uint8(9)) > 4)  # not space, not \t \n \v \f \r (9..13)
         # a word starts where a non-space byte follows a space byte, or at the start of a string
         starts = word.copy()
         starts[1:] &= ~word[:-1]
