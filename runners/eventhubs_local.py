@@ -859,16 +859,21 @@ class _Server:
         self._tasks.add(task)
         try:
             await conn.run()
+        except asyncio.CancelledError:
+            pass                    # stop(): end quietly (asyncio logs cancelled client_connected_cb tasks)
         finally:
             self._tasks.discard(task)
 
     async def close_all(self) -> None:
+        """Send close to every client and drop its transport; handlers then end on EOF by themselves."""
         for conn in list(self.connections):
             conn.close(AMQPError(condition=b"amqp:connection:forced", description="server stopping"))
-        for task in list(self._tasks):
-            task.cancel()
         if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=2)
+            _, pending = await asyncio.wait(list(self._tasks), timeout=2)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1)
 
 
 # ------------------------------------------------------------------------------------------ public API
