@@ -398,6 +398,11 @@ class EventHub:
 
 
 # ------------------------------------------------------------------------------------------ AMQP
+def _not_found(description: str) -> AMQPError:
+    """The error an attach to a missing hub, consumer group or partition is refused with."""
+    return AMQPError(condition=b"amqp:not-found", description=description)
+
+
 @dataclass
 class _Link:
     handle: int                       # the client's handle (we reuse it as ours)
@@ -595,12 +600,11 @@ class _Connection:
             if src in ("$cbs", "$management"):
                 pass
             elif not m or m.group(1).lower() != hub_lower:
-                error = AMQPError(condition=b"amqp:not-found", description=f"no such entity: {src}")
+                error = _not_found(f"no such entity: {src}")
             elif m.group(2).lower() not in self.hub.consumer_groups:
-                error = AMQPError(condition=b"amqp:not-found",
-                                  description=f"consumer group {m.group(2)!r} does not exist")
+                error = _not_found(f"consumer group {m.group(2)!r} does not exist")
             elif m.group(3) not in self.hub.partitions:
-                error = AMQPError(condition=b"amqp:not-found", description=f"no partition {m.group(3)!r}")
+                error = _not_found(f"no partition {m.group(3)!r}")
             else:
                 link.partition_id = m.group(3)
                 filters = source[7] if len(source) > 7 and source[7] else {}
@@ -618,9 +622,9 @@ class _Connection:
             if tgt in ("$cbs", "$management"):
                 pass
             elif not m or m.group(1).lower() != hub_lower:
-                error = AMQPError(condition=b"amqp:not-found", description=f"no such entity: {tgt}")
+                error = _not_found(f"no such entity: {tgt}")
             elif m.group(2) is not None and m.group(2) not in self.hub.partitions:
-                error = AMQPError(condition=b"amqp:not-found", description=f"no partition {m.group(2)!r}")
+                error = _not_found(f"no partition {m.group(2)!r}")
             else:
                 link.partition_id = m.group(2)
         self._write_frame(session.channel, perf.AttachFrame(

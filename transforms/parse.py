@@ -420,10 +420,5 @@ def raw_payloads(batch, rows):
     return [v.as_py() for v in batch.lines.take(pa.array(rows, type=pa.int32()))]
 
 
-def take_rows(table, mask):
-    """Rows of ``table`` where ``mask`` (numpy bool) holds."""
-    return table.filter(pa.array(mask)) if not mask.all() else table
-
-
 __all__ = ["Chunk", "ParsedBatch", "PARSED_REVIEW_SCHEMA", "parse_reviews", "classify_line", "coerce_review",
-           "judge_review_line", "struct_to_map", "raw_payloads", "pc"]
+           "judge_review_line", "struct_to_map", "raw_payloads"]

@@ -5,10 +5,10 @@ The model normalisation (``normalize_for_model``) goes further and in the right 
 entities, then URLs, and only then lower case and punctuation (stripping punctuation first, as the
 seeds did, leaves ``br`` and ``http www`` fragments behind).
 
-Only rows that hold ``<`` or ``&`` are touched by the HTML rules, so clean text costs one substring scan.
+Only rows that hold ``<`` or ``&`` are touched by the HTML rules; finding them is one numpy pass over
+the string bytes.
 """
 import html
-import re
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +20,6 @@ URL_PATTERN = r"(?i)(?:https?://|www\.)\S+"
 ENTITY_PATTERN = r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);"
 COMMON_ENTITIES = (("&lt;", "<"), ("&gt;", ">"), ("&quot;", '"'), ("&#39;", "'"), ("&apos;", "'"),
                    ("&nbsp;", " "), ("&amp;", "&"))  # &amp; last: one level of unescaping, like html.unescape
-_ENTITY_RE = re.compile(ENTITY_PATTERN)
 
 
 def _chunks(col):
@@ -147,10 +146,3 @@ def normalize_for_model(col):
     col = pc.replace_substring_regex(col, r"[^\p{L}\p{N}\s']+|\p{N}+", " ")
     col = pc.replace_substring_regex(col, r"(?:^|\s)'+|'+(?:\s|$)", " ")
     return pc.utf8_trim_whitespace(pc.replace_substring_regex(col, r"\s+", " "))
-
-
-def clean_html_py(text):
-    """The same rule as ``clean_html`` for one Python string (product metadata, tests)."""
-    if text is None:
-        return None
-    return clean_html(pa.array([text], type=pa.string()))[0].as_py()

@@ -243,7 +243,9 @@ def test_starting_positions_sequence_offset_time_latest(hubs):
     assert sorted(r[1] for r in results["inclusive"]) == list(range(3, 10))
     by_time = results["time"]
     assert sorted(r[4] for r in by_time) == sorted(second)
-    assert all(r[3] >= between - datetime.timedelta(milliseconds=1) for r in by_time)
+    # enqueued times are whole epoch milliseconds: every event read from `between` was enqueued at or after it
+    floor_ms = int(between.timestamp() * 1000)
+    assert all(int(r[3].timestamp() * 1000) >= floor_ms - 1 for r in by_time)
     assert sorted(r[1] for r in results["offset"]) == [5, 6, 7, 8, 9]
 
     # live tail from @latest: keep publishing probes until the receiver sees one; none of the older

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from transforms.text import clean_html, clean_html_py, normalize_for_model, unescape_html, word_count
+from transforms.text import clean_html, normalize_for_model, unescape_html, word_count
 
 
 def _s(values):
@@ -255,7 +255,7 @@ def test_normalize_for_model_keeps_non_ascii_letters(text, expected):
 
 
 # ---------------------------------------------------------------------------------------------------
-# clean_html_py
+# clean_html on single values
 
 @pytest.mark.parametrize("text, expected", [
     (None, None),
@@ -265,10 +265,5 @@ def test_normalize_for_model_keeps_non_ascii_letters(text, expected):
     ("<span>T&amp;C</span>", "T&C"),
     ("  untouched  ", "  untouched  "),
 ])
-def test_clean_html_py(text, expected):
-    assert clean_html_py(text) == expected
-
-
-def test_clean_html_py_matches_vectorised_rule():
-    texts = ["x <i>y</i>", "&quot;a&quot;", "it&rsquo;s", "no html", "<p> a  b </p>"]
-    assert [clean_html_py(t) for t in texts] == clean_html(_s(texts)).to_pylist()
+def test_clean_html_single_value(text, expected):
+    assert clean_html(pa.array([text], type=pa.string())).to_pylist() == [expected]
