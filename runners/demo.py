@@ -86,8 +86,8 @@ def main(argv=None):
     print(f"[5/5] every count matches the generator's manifest ({Path(a.data) / 'manifest.json'}).")
     print(f"Open the outputs, e.g.:\n  .venv/bin/python -c \"import pyarrow.dataset as ds; "
           f"print(ds.dataset('{a.output}/silver/reviews', partitioning='hive').to_table().num_rows)\"\n"
-          f"  duckdb -c \"select * from read_parquet('{a.output}/gold/reviews_by_rating/*.parquet') "
-          f"where window_start is null\"\nAzurite keeps running for inspection; `make stop` stops it.")
+          f"  .venv/bin/python -c \"import duckdb; print(duckdb.sql(\\\"select * from read_parquet("
+          f"'{a.output}/gold/reviews_by_rating/*.parquet') where window_start is null\\\"))\"\nAzurite keeps running for inspection; `make stop` stops it.")
     return 0
 
 
