@@ -97,27 +97,27 @@ class ReadFiles(beam.PTransform):
 # ---------------------------------------------------------------------------------------------------
 # sinks
 
-def _ensure_parent(path):
+def ensure_parent(path):
     if "://" not in path:  # object stores have no directories
         os.makedirs(os.path.dirname(path), exist_ok=True)
 
 
 def write_parquet(table, path):
-    _ensure_parent(path)
+    ensure_parent(path)
     with FileSystems.create(path) as fh:
         pq.write_table(table, fh, compression="snappy")
     return path
 
 
 def write_bytes(data, path):
-    _ensure_parent(path)
+    ensure_parent(path)
     with FileSystems.create(path) as fh:
         fh.write(data)
     return path
 
 
 def write_json_lines(records, path):
-    _ensure_parent(path)
+    ensure_parent(path)
     with FileSystems.create(path) as fh:
         fh.write(b"".join(orjson.dumps(r) + b"\n" for r in records))
     return path
@@ -126,21 +126,22 @@ def write_json_lines(records, path):
 class Layout:
     """Where each table lives under the output root, and where this run stages it."""
 
-    def __init__(self, output, run_id, tables):
-        self.output, self.run_id, self.tables = output, run_id, tuple(tables)
+    def __init__(self, output, run_id, tables, in_place=False):
+        self.output, self.run_id, self.tables, self.in_place = output, run_id, tuple(tables), in_place
 
     @property
     def staging(self):
         return join(self.output, STAGING, self.run_id)
 
     def staged(self, relpath):
-        return join(self.staging, relpath)
+        """Where a file is written first (``in_place``: where it stays; no staging, no publish step)."""
+        return self.final(relpath) if self.in_place else join(self.staging, relpath)
 
     def final(self, relpath):
         return join(self.output, relpath)
 
 
-def _delete_tree(root):
+def delete_tree(root):
     try:
         files = [m.path for r in FileSystems.match([join(root, "**")]) for m in r.metadata_list]
     except Exception:  # nothing there
@@ -161,13 +162,13 @@ class PublishFn(beam.DoFn):
     def process(self, relpaths):
         published = []
         for table in self.layout.tables:
-            _delete_tree(self.layout.final(table))
+            delete_tree(self.layout.final(table))
         for rel in sorted(relpaths):
             src, dst = self.layout.staged(rel), self.layout.final(rel)
-            _ensure_parent(dst)
+            ensure_parent(dst)
             FileSystems.rename([src], [dst])
             published.append(dst)
-        _delete_tree(self.layout.staging)
+        delete_tree(self.layout.staging)
         staging_root = join(self.layout.output, STAGING)
         if "://" not in staging_root and os.path.isdir(staging_root) and not os.listdir(staging_root):
             os.rmdir(staging_root)  # other runs' staging areas, if any, stay

@@ -27,8 +27,8 @@ class ReviewsOptions(PipelineOptions):
         g = parser.add_argument_group("reviews job")
         g.add_argument("--source", choices=SOURCES, default="files",
                        help="where reviews come from: 'adls' (azfs:// paths, Azure Blob/ADLS Gen2 through the "
-                            "Blob API), 'files' (local or any Beam filesystem path), 'eventhub' (streaming, not "
-                            "available yet). Default: files")
+                            "Blob API), 'files' (local or any Beam filesystem path), 'eventhub' (streaming from "
+                            "Azure Event Hubs; turns on --streaming). Default: files")
         g.add_argument("--reviews", action="append", default=None,
                        help="review JSON-lines files: a path, glob or comma-separated list; plain or .gz. Repeat "
                             "the option for more. Example: azfs://myaccount/raw/amazon_reviews/partition_*/*.json.gz")
@@ -55,7 +55,47 @@ class ReviewsOptions(PipelineOptions):
         g.add_argument("--dead_letter_payload_bytes", type=int, default=4096,
                        help="how much of a rejected record's raw bytes its dead letter keeps. Default 4096")
         g.add_argument("--run_id", default=None,
-                       help="name of this run's staging area under OUTPUT/_staging/. Default: a timestamp")
+                       help="name of this run's staging area under OUTPUT/_staging/ (streaming: also part of every "
+                            "file name). Default: a timestamp")
+        s = parser.add_argument_group("reviews job, streaming (--source=eventhub)")
+        s.add_argument("--event_hub_connection_env", default="EVENTHUB_CONNECTION_STRING",
+                       help="NAME of the environment variable holding the Event Hubs connection string (the string "
+                            "itself is never an option: options are logged). Default: EVENTHUB_CONNECTION_STRING")
+        s.add_argument("--event_hub_namespace", default=None,
+                       help="instead of a connection string: NAMESPACE.servicebus.windows.net, signed in with "
+                            "DefaultAzureCredential (managed identity, az login, AZURE_CLIENT_* variables)")
+        s.add_argument("--event_hub", default=None,
+                       help="event hub name. Default: the connection string's EntityPath")
+        s.add_argument("--consumer_group", default="$Default", help="consumer group to read as. Default: $Default")
+        s.add_argument("--start_position", default="checkpoint",
+                       help="where each partition starts: 'checkpoint' (after the last committed event; the "
+                            "beginning when there is none), 'earliest', 'latest', 'sequence:N', or "
+                            "'enqueued:2024-01-31T00:00:00Z'. Default: checkpoint")
+        s.add_argument("--max_records", type=int, default=None,
+                       help="stop each partition after this many events (bounds local runs). Default: no limit")
+        s.add_argument("--stop_after_idle_s", type=float, default=None,
+                       help="stop a partition after this many seconds without events (bounds local runs; the "
+                            "local runners emit panes only when the run ends). Default: never, i.e. truly "
+                            "unbounded: then outputs are written in place and the runner's own checkpointing "
+                            "(Dataflow, Flink) gives exactly-once")
+        s.add_argument("--event_time", choices=("review_time", "enqueued_time"), default="review_time",
+                       help="the event-time clock of windows and watermark: the review's unixReviewTime, or "
+                            "when the hub received the event. Default: review_time")
+        s.add_argument("--max_out_of_orderness", default="1h",
+                       help="the watermark trails the largest event time seen per partition by this much (events "
+                            "further behind are late). Duration, e.g. 90s, 15m, 1d. Default 1h")
+        s.add_argument("--idle_timeout", default="30s",
+                       help="a partition without events this long lets its watermark follow the wall clock, so "
+                            "it does not hold every window open. Default 30s")
+        s.add_argument("--allowed_lateness", default="0",
+                       help="how long after the watermark passes a window's end late events still update it (a "
+                            "late pane each); later than that they are dead letters 'too_late'. Default 0")
+        s.add_argument("--early_firing", default=None,
+                       help="emit early (speculative) panes of open windows every DURATION of processing time. "
+                            "Default: none, only on-time and late panes")
+        s.add_argument("--checkpoint_dir", default=None,
+                       help="where per-partition checkpoints are stored (local or azfs://). Default: "
+                            "OUTPUT/_checkpoints/HUB/CONSUMER_GROUP")
 
 
 def _split_paths(values):
@@ -72,8 +112,8 @@ def validated(options):
     reviews, products = _split_paths(o.reviews), _split_paths(o.products)
     problems = []
     if o.source == "eventhub":
-        problems.append("--source=eventhub (streaming) is not implemented yet; use --source=adls or files")
-    if not reviews:
+        problems += _streaming_problems(o, reviews)
+    elif not reviews:
         problems.append("--reviews is required: where the review JSON lines are")
     if not o.output:
         problems.append("--output is required: where silver, gold and dead letters go")
@@ -87,8 +127,8 @@ def validated(options):
             problems.append("--source=adls needs credentials: set AZURE_STORAGE_CONNECTION_STRING, or pass "
                             "--blob_service_endpoint=https://ACCOUNT.blob.core.windows.net and sign in for "
                             "DefaultAzureCredential (az login, managed identity or AZURE_CLIENT_* variables)")
-    elif o.source == "files":
-        bad = [p for p in paths if p.startswith("azfs://")]
+    elif o.source in ("files", "eventhub"):
+        bad = [p for p in paths if p.startswith("azfs://")] if o.source == "files" else []
         if bad:
             problems.append(f"--source=files was given azfs:// paths ({', '.join(bad)}); use --source=adls")
     if options.view_as(AzureOptions).azure_connection_string:
@@ -117,6 +157,38 @@ def validated(options):
     return o, reviews, products
 
 
+def hub_settings(o):
+    from beam_pipeline.eventhub import HubSettings
+    return HubSettings(hub=o.event_hub, consumer_group=o.consumer_group, connection_env=o.event_hub_connection_env,
+                       namespace=o.event_hub_namespace)
+
+
+def _streaming_problems(o, reviews):
+    from beam_pipeline.eventhub import parse_start_position
+    problems = []
+    if reviews:
+        problems.append("--reviews is for files; with --source=eventhub reviews come from the hub")
+    problem = hub_settings(o).check()
+    if problem:
+        problems.append(problem)
+    try:
+        parse_start_position(o.start_position)
+    except ValueError as err:
+        problems.append(str(err))
+    for name in ("max_out_of_orderness", "idle_timeout", "allowed_lateness") + (("early_firing",) if o.early_firing else ()):
+        try:
+            parse_duration(getattr(o, name))
+        except ValueError as err:
+            problems.append(f"--{name}: {err}")
+    if o.early_firing and not parse_duration(o.early_firing):
+        problems.append("--early_firing must be positive")
+    if o.max_records is not None and o.max_records < 1:
+        problems.append("--max_records must be at least 1")
+    if o.stop_after_idle_s is not None and o.stop_after_idle_s <= 0:
+        problems.append("--stop_after_idle_s must be positive")
+    return problems
+
+
 def with_local_defaults(options):
     """No runner named: the in-process FnApiRunner with its embedded worker. (The plain DirectRunner
     first tries to download the Prism runner, which stalls or fails without network. Its multi-worker
@@ -137,6 +209,9 @@ Examples
                      --reviews='azfs://ACCOUNT/source-files/amazon_reviews/partition_*/*.json.gz' \\
                      --products='azfs://ACCOUNT/source-files/amazon_metadata/partition_*/*.json.gz' \\
                      --output=azfs://ACCOUNT/lake/reviews
+  streaming:     export EVENTHUB_CONNECTION_STRING=...      # or --event_hub_namespace + DefaultAzureCredential
+                 python -m beam_pipeline --source=eventhub --output=out/stream --stop_after_idle_s=10 \
+                     --products='data/metadata/*.jsonl.gz' --window_size=1d --allowed_lateness=1d
   Dataflow:      add --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp --setup_file=./setup.py
 Without --runner the job runs in-process on Beam's FnApiRunner. Exit status: 0 when the run reconciles,
 1 when its counts do not, 2 for invalid options."""

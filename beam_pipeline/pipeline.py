@@ -33,11 +33,11 @@ import pyarrow as pa
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
 from beam_pipeline import coders, io  # importing coders registers the Arrow coders
 from beam_pipeline.threaded import THREADS, ThreadedDoFn
-from beam_pipeline.options import ReviewsOptions, parse_duration, validated, with_local_defaults
+from beam_pipeline.options import ReviewsOptions, hub_settings, parse_duration, validated, with_local_defaults
 from transforms import gold, keys, reasons
 from transforms.clean import clean_reviews
 from transforms.dead_letters import counter_name, dead_letter
@@ -84,22 +84,28 @@ class ParseReviewsFn(ThreadedDoFn):
             yield batch
 
 
+class StampedTable(typing.NamedTuple):
+    """A clean table from a streaming chunk, with the reader's metadata (``transforms.events.EventMeta``)."""
+    table: pa.Table
+    meta: object
+
+
 class CleanReviewsFn(ThreadedDoFn):
-    """ParsedBatch -> clean Arrow table (main) + dead letters."""
+    """ParsedBatch -> clean Arrow table (main; a StampedTable in streaming) + dead letters."""
 
     def __init__(self, payload_bytes):
         self.payload_bytes = payload_bytes
 
     def work(self, batch):
-        return clean_reviews(batch, self.payload_bytes)
+        return clean_reviews(batch, self.payload_bytes) + (batch.meta,)
 
     def emit(self, result):
-        table, dead = result
+        table, dead, meta = result
         _count_dead(dead)
         for d in dead:
             yield pvalue.TaggedOutput(DEAD, d)
-        if table.num_rows:
-            yield table
+        if table.num_rows:  # streaming: the table travels on with its events' metadata
+            yield table if meta is None else StampedTable(table, meta)
 
 
 class ParseReviews(beam.PTransform):
@@ -329,15 +335,61 @@ def output_tables():
     return (SILVER_REVIEWS_DIR, SILVER_PRODUCTS_DIR, DEAD_DIR) + tuple(f"{GOLD_DIR}/{f.name}" for f in gold.FAMILIES)
 
 
-def build_pipeline(p, options):
-    """Add the whole job to pipeline ``p``. Returns the main PCollections (tests look at them)."""
+def _layout(o, streaming):
+    run_id = o.run_id or datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    if not streaming:
+        return io.Layout(o.output, run_id, output_tables())
+    # streaming runs append their files (named with the run id) and clear nothing; a truly unbounded
+    # run writes in place, since its end never comes to commit from staging
+    bounded = o.max_records is not None or o.stop_after_idle_s is not None
+    return io.Layout(o.output, run_id, (), in_place=not bounded)
+
+
+def checkpoint_root(o):
+    from beam_pipeline.options import hub_settings
+    settings = hub_settings(o)
+    return o.checkpoint_dir or io.join(o.output, "_checkpoints", settings.hub_name or "hub",
+                                       settings.consumer_group.replace("$", "") or "default")
+
+
+def build_pipeline(p, options, checkpoint=None):
+    """Add the whole job to pipeline ``p``. Returns the main PCollections (tests look at them).
+    ``checkpoint``: the stored partition positions a streaming run resumes from."""
     o, review_patterns, product_patterns = validated(options)
+    streaming = o.source == "eventhub"
     size = parse_duration(o.window_size)
     window = WindowSpec(size, parse_duration(o.window_period) if o.window_period else None)
-    layout = io.Layout(o.output, o.run_id or datetime.datetime.now(datetime.timezone.utc).strftime(
-        "%Y%m%dT%H%M%S%fZ"), output_tables())
+    layout = _layout(o, streaming)
     chunk = o.chunk_mb << 20
     n_buckets = o.shuffle_buckets
+
+    dead = []
+    if product_patterns:
+        product_chunks = p | "ReadProducts" >> io.ReadFiles("products", product_patterns, chunk)
+        products = product_chunks | "ParseProducts" >> ParseProducts(o.max_record_bytes, o.dead_letter_payload_bytes,
+                                                                   n_buckets)
+        product_dead = products[DEAD]
+        product_rows = products.products
+    else:
+        product_dead = p | "NoProductDeadLetters" >> beam.Create([])
+        product_rows = p | "NoProducts" >> beam.Create([])
+    product_tables = (product_rows
+                      | "GroupProducts" >> beam.GroupByKey()
+                      | "DedupeProducts" >> beam.ParDo(DedupeProductsFn(window))
+                      .with_output_types(typing.Tuple[int, pa.Table]).with_outputs(GOLD, main=PRODUCTS))
+
+    if streaming:
+        from beam_pipeline import streaming as stream
+        from beam_pipeline.eventhub import ReaderConfig
+        from beam_pipeline.options import hub_settings
+        config = ReaderConfig(o.event_time, parse_duration(o.max_out_of_orderness), parse_duration(o.idle_timeout),
+                              o.stop_after_idle_s, o.max_record_bytes)
+        outputs = stream.build_streaming(p, o, layout, window, hub_settings(o), config, checkpoint_root(o),
+                                         checkpoint, product_tables[PRODUCTS], product_dead,
+                                         commit=not layout.in_place)
+        outputs["layout"] = layout
+        return outputs
+    dead.append(product_dead)
 
     chunks = p | "ReadReviews" >> io.ReadFiles("reviews", review_patterns, chunk)
     parsed = chunks | "ParseReviews" >> ParseReviews(o.max_record_bytes, o.dead_letter_payload_bytes)
@@ -345,20 +397,7 @@ def build_pipeline(p, options):
     review_buckets = (cleaned.clean
                       | "KeyReviewsByBucket" >> beam.ParDo(KeyByBucketFn(n_buckets))
                       .with_output_types(typing.Tuple[int, coders.ArrowPayload]))
-    dead = [parsed[DEAD], cleaned[DEAD]]
-
-    if product_patterns:
-        product_chunks = p | "ReadProducts" >> io.ReadFiles("products", product_patterns, chunk)
-        products = product_chunks | "ParseProducts" >> ParseProducts(o.max_record_bytes, o.dead_letter_payload_bytes,
-                                                                   n_buckets)
-        dead.append(products[DEAD])
-        product_rows = products.products
-    else:
-        product_rows = p | "NoProducts" >> beam.Create([])
-    product_tables = (product_rows
-                      | "GroupProducts" >> beam.GroupByKey()
-                      | "DedupeProducts" >> beam.ParDo(DedupeProductsFn(window))
-                      .with_output_types(typing.Tuple[int, pa.Table]).with_outputs(GOLD, main=PRODUCTS))
+    dead += [parsed[DEAD], cleaned[DEAD]]
 
     enriched = (review_buckets
                 | "GroupReviewsByBucket" >> beam.GroupByKey()
@@ -440,6 +479,22 @@ def _print_summary(summary, layout, seconds):
     for kind in ("reviews", "products"):
         for reason, n in summary[kind]["dead_letters_by_reason"].items():
             lines.append(f"  dead letter  {kind[:-1]:8s} {reason:38s} {n:,}")
+    if "eventhub" in summary:
+        eh = summary["eventhub"]
+        positions = ", ".join(f"{pid}@{v['sequence_number']}" for pid, v in sorted(eh["checkpoint"].items()))
+        lines += [
+            f"  event hub  events read {eh['events_read']:,}; checkpoint (partition@last sequence number) "
+            f"{positions or 'none'}{'' if eh['committed'] else ' (unbounded run: outputs written in place)'}",
+            "Outputs (one file per window, pane and shard; gold: the last pane of a window is its value)",
+            f"  silver reviews   {layout.final(SILVER_REVIEWS_DIR)}   (Parquet, hive partitions year=/month=)",
+            f"  gold metrics     {layout.final(GOLD_DIR)}/<family>   (window_start/window_end, pane_index, "
+            f"pane_timing, pane_is_last)",
+            f"  dead letters     {layout.final(DEAD_DIR)}   (JSON lines)",
+            f"  checkpoints      {eh['checkpoint_dir']}",
+            f"  this summary     {layout.final(SUMMARY_FILE)}",
+        ]
+        print("\n".join(lines), flush=True)
+        return
     lines += [
         "Outputs",
         f"  silver reviews   {layout.final(SILVER_REVIEWS_DIR)}   (Parquet, hive partitions year=/month=)",
@@ -454,24 +509,40 @@ def _print_summary(summary, layout, seconds):
 def run(argv=None, save_main_session=False):
     """Parse ``argv``, run the job to completion, write and print the run summary; returns the summary."""
     options = PipelineOptions(argv)
-    _, review_patterns, _ = validated(options)  # fail fast, before anything starts
+    o, review_patterns, _ = validated(options)  # fail fast, before anything starts
     with_local_defaults(options)
     options.view_as(SetupOptions).save_main_session = save_main_session
+    streaming = o.source == "eventhub"
+    checkpoint, store = None, None
+    if streaming:
+        from beam_pipeline.checkpoints import CheckpointStore
+        options.view_as(StandardOptions).streaming = True
+        store = CheckpointStore(checkpoint_root(o))
+        store.recover()                                    # a commit a killed run left half done
+        io.delete_tree(io.join(o.output, io.STAGING))      # what killed runs staged: never committed
+        checkpoint = store.load()
     started = time.monotonic()
     p = beam.Pipeline(options=options)
-    outputs = build_pipeline(p, options)
+    outputs = build_pipeline(p, options, checkpoint)
     layout = outputs["layout"]
-    LOG.info("running: reviews from %s -> %s", ", ".join(review_patterns), layout.output)
+    LOG.info("running: reviews from %s -> %s", f"event hub {hub_settings(o).hub_name}" if streaming
+             else ", ".join(review_patterns), layout.output)
     result = p.run()
     result.wait_until_finish()
     seconds = time.monotonic() - started
-    summary = summarize(_counters(result))
+    counters = _counters(result)
+    summary = summarize(counters)
     summary["seconds"] = round(seconds, 3)
     summary["output"] = layout.output
-    o = options.view_as(ReviewsOptions)
     summary["options"] = {"source": o.source, "reviews": o.reviews, "products": o.products,
                           "window_size": o.window_size, "window_period": o.window_period,
                           "run_id": layout.run_id}
+    if streaming:
+        summary["eventhub"] = {
+            "events_read": int(counters.get(("eventhub", "events_read"), 0)),
+            "checkpoint": store.load(), "checkpoint_dir": store.root, "committed": not layout.in_place,
+            "event_time": o.event_time, "allowed_lateness": o.allowed_lateness,
+            "max_out_of_orderness": o.max_out_of_orderness}
     io.write_bytes(json.dumps(summary, indent=1, sort_keys=True).encode() + b"\n", layout.final(SUMMARY_FILE))
     _print_summary(summary, layout, seconds)
     return summary

@@ -14,6 +14,7 @@ so they are never averaged twice. Rows whose window is null are the all-time tot
 merging totals of separate runs would double-count products seen in both.
 """
 from dataclasses import dataclass
+from dataclasses import replace as dataclass_replace
 
 import numpy as np
 import pyarrow as pa
@@ -132,6 +133,35 @@ def partials(facts, spec, source="reviews", families=FAMILIES):
     return out
 
 
+def window_partials(facts, start_s, end_s, source="reviews", families=FAMILIES):
+    """Fact rows that all lie in one window -> {family name: partial} for the windowed families (streaming).
+
+    A window's partials come from many small batches whose products overlap, so a distinct count is
+    carried exactly: the counted column stays a key of the partial, and ``finalize`` counts its rows."""
+    n = facts.num_rows
+    windowed = facts.append_column("window_start", pa.array(np.full(n, start_s, dtype=np.int64), TS)) \
+        .append_column("window_end", pa.array(np.full(n, end_s, dtype=np.int64), TS))
+    out = {}
+    for fam in families:
+        if fam.source != source or not fam.windowed:
+            continue
+        exact = dataclass_replace(fam, distinct=())
+        out[fam.name] = _aggregate(windowed, exact, WINDOW_COLUMNS + fam.keys + tuple(c for c, _ in fam.distinct))
+    return out
+
+
+def _collapse_distinct(family, table):
+    """Partials from ``window_partials`` (distinct column as a key) -> the family's own columns."""
+    carried = [c for c, _ in family.distinct if c in table.column_names]
+    if not carried:
+        return table
+    dims = list(WINDOW_COLUMNS + family.keys)
+    _, measures = _split_columns(table)
+    aggs = [(c, _merge_op(c), c) for c in measures]
+    aggs += [(None, "count_all", f"n_{alias}") for c, alias in family.distinct if c in carried]
+    return _group(table, dims, aggs)
+
+
 def _split_columns(table):
     measures = [c for c in table.column_names if c.startswith(("n_", "sum_", "min_", "max_"))]
     return [c for c in table.column_names if c not in measures], measures
@@ -164,9 +194,11 @@ def merge(tables):
     return _reaggregate(t, _split_columns(t)[0])
 
 
-def finalize(family, table):
-    """Merged partial -> the published gold table: totals added, means and shares derived, top N cut."""
-    if family.windowed and table["window_start"].null_count == 0:  # totals = the window rows re-aggregated
+def finalize(family, table, totals=True):
+    """Merged partial -> the published gold table: totals added (unless ``totals`` is false: a streaming
+    pane has no all-time view), means and shares derived, top N cut."""
+    table = _collapse_distinct(family, table)
+    if totals and family.windowed and table["window_start"].null_count == 0:  # totals = the window rows re-aggregated
         total = _reaggregate(table.drop_columns(list(WINDOW_COLUMNS)), list(family.keys))
         table = pa.concat_tables([table, _with_null_window(total).select(table.column_names)])
     n = pc.cast(table["n_reviews" if family.source == "reviews" else "n_products"], pa.float64())

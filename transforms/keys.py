@@ -65,6 +65,24 @@ def hash_strings(arr):
     return _mix(h)
 
 
+def hash_columns(table, columns):
+    """Rows of ``table`` -> uint64 numpy hash of their values in ``columns`` (strings or integers)."""
+    h = np.zeros(table.num_rows, dtype=np.uint64)
+    for name in columns:
+        col = table[name]
+        if pa.types.is_integer(col.type) or pa.types.is_timestamp(col.type):
+            col = col.cast(pa.int64())
+            values = np.asarray(col.fill_null(0).to_numpy(), dtype=np.int64).view(np.uint64)
+            part = _mix(values ^ np.uint64(0x5851F42D4C957F2D))
+            if col.null_count:
+                part[np.asarray(col.is_null())] = np.uint64(0x9E3779B97F4A7C15)
+        else:
+            part = hash_strings(col)
+        with np.errstate(over="ignore"):
+            h = _mix(h * _P + part)
+    return h
+
+
 def buckets(arr, n_buckets):
     """string array -> int64 numpy array of bucket numbers in [0, n_buckets)."""
     return (hash_strings(arr) % np.uint64(n_buckets)).astype(np.int64)

@@ -47,16 +47,20 @@ _SUSPECT_NEEDLES = (b'"overall": "', b'"overall":"')
 
 
 class Chunk(NamedTuple):
-    """Whole lines of one source: ``data`` starts at line ``first_line`` (1-based) of ``source``."""
+    """Whole lines of one source: ``data`` starts at line ``first_line`` (1-based) of ``source``.
+    Streaming chunks are events (one per line, ``first_line`` = first sequence number) and carry the
+    reader's ``meta`` (``transforms.events.EventMeta``) through parsing and cleaning."""
     data: bytes
     source: str
     first_line: int
+    meta: object = None
 
 
 class ParsedBatch(NamedTuple):
     table: pa.Table     # PARSED_REVIEW_SCHEMA
     lines: pa.Array     # binary, one entry per line of the chunk (trailing newline included)
     source: str
+    meta: object = None
 
 
 class Verdict(NamedTuple):
@@ -187,6 +191,21 @@ def coerce_review(obj):
         return Verdict(stage=reasons.PARSE, reason=reasons.WRONG_TYPE, detail=f"overall: {type(overall).__name__}")
     record["overall"] = None if overall is None else float(overall)
     return Verdict(record=record)
+
+
+def review_time_of(line):
+    """The review time (seconds) a line would get after parsing, or None; the streaming reader holds its
+    watermark on it before the line is parsed."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    try:
+        return _as_int("unixReviewTime", obj.get("unixReviewTime"))
+    except _WrongType:
+        return None
 
 
 def judge_review_line(line, max_record_bytes=DEFAULT_MAX_RECORD_BYTES):
@@ -412,7 +431,7 @@ def parse_reviews(chunk, max_record_bytes=DEFAULT_MAX_RECORD_BYTES, max_payload_
         rows = np.asarray(coerced_rows)
         tables.append(_records_table(coerced, chunk.first_line + rows, rows))
     table = pa.concat_tables(tables) if tables else PARSED_REVIEW_SCHEMA.empty_table()
-    return ParsedBatch(table, lines.arrow(), chunk.source), dead, records
+    return ParsedBatch(table, lines.arrow(), chunk.source, chunk.meta), dead, records
 
 
 def raw_payloads(batch, rows):
@@ -421,4 +440,4 @@ def raw_payloads(batch, rows):
 
 
 __all__ = ["Chunk", "ParsedBatch", "PARSED_REVIEW_SCHEMA", "parse_reviews", "classify_line", "coerce_review",
-           "judge_review_line", "struct_to_map", "raw_payloads"]
+           "judge_review_line", "review_time_of", "struct_to_map", "raw_payloads"]

@@ -8,7 +8,7 @@ it and one of the reason codes below; a free-text ``detail`` says more (the fiel
 PARSE = "parse"                # bytes -> JSON object (reviews and products)
 CLEAN = "clean"                # required fields and value rules (reviews)
 CLEAN_PRODUCTS = "clean_products"
-WINDOW = "window"              # streaming: behind the watermark (issue 9)
+WINDOW = "window"              # streaming: every window of the record had closed when it arrived
 
 # parse-stage reasons
 INVALID_UTF8 = "invalid_utf8"          # the line is not valid UTF-8
@@ -17,6 +17,7 @@ HTML_PAYLOAD = "html_payload"          # an HTML page / fragment instead of JSON
 MALFORMED_JSON = "malformed_json"      # not parseable JSON (truncated line, log line, ...)
 NOT_AN_OBJECT = "not_an_object"        # valid JSON but not an object ([...], "x", 3)
 WRONG_TYPE = "wrong_type"              # a field whose JSON type cannot be coerced; detail names the field
+EMPTY_EVENT = "empty_event"            # streaming: an event whose body is empty or whitespace
 
 # clean-stage reasons (reviews)
 MISSING_ASIN = "missing_asin"
@@ -26,10 +27,11 @@ OVERALL_NOT_NUMERIC = "overall_not_numeric"    # a string that is not a number (
 OVERALL_OUT_OF_RANGE = "overall_out_of_range"  # not within 1..5 (0 included: the seeds' "0 stars")
 MISSING_REVIEW_TIME = "missing_review_time"    # unixReviewTime absent or null
 
-# streaming
+# window-stage reason (streaming): latest window end + allowed lateness <= the source's watermark
 TOO_LATE = "too_late"
 
 PARSE_REASONS = (INVALID_UTF8, TOO_LARGE, HTML_PAYLOAD, MALFORMED_JSON, NOT_AN_OBJECT, WRONG_TYPE)
 REVIEW_CLEAN_REASONS = (MISSING_ASIN, MISSING_REVIEWER_ID, MISSING_OVERALL, OVERALL_NOT_NUMERIC,
                         OVERALL_OUT_OF_RANGE, MISSING_REVIEW_TIME)
 PRODUCT_CLEAN_REASONS = (MISSING_ASIN,)
+STREAM_REASONS = (EMPTY_EVENT, TOO_LATE)  # only events can be empty or late

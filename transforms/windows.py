@@ -51,3 +51,34 @@ def with_windows(table, spec, time_column="unix_review_time"):
         parts.append(table.append_column("window_start", pa.array(starts, TS))
                      .append_column("window_end", pa.array(starts + spec.size_s, TS)))
     return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+
+
+def window_closed(starts, spec, watermark_s, allowed_lateness_s):
+    """Bool numpy mask: windows starting at ``starts`` that had closed at ``watermark_s``: end + allowed
+    lateness at or behind the watermark (Beam drops data for such windows; we dead-letter it)."""
+    return np.asarray(starts) + spec.size_s + allowed_lateness_s <= watermark_s
+
+
+def latest_window_closed(seconds, spec, watermark_s, allowed_lateness_s):
+    """Bool numpy mask: instants whose every window had closed (the ``too_late`` rule)."""
+    return window_closed(spec.starts(np.asarray(seconds, dtype=np.int64))[0], spec, watermark_s, allowed_lateness_s)
+
+
+def window_rows(seconds, spec, watermark_s=None, allowed_lateness_s=0):
+    """Event times -> [(window_start, row indices, primary)] in window order, one entry per window that
+    holds rows (a row is in ``spec.copies`` windows; rows keep their order within a window). ``primary``
+    marks the rows whose latest window this is: the copy that is written to silver and counted once.
+    Windows already closed at ``watermark_s`` are left out."""
+    seconds = np.asarray(seconds, dtype=np.int64)
+    n = len(seconds)
+    all_starts = np.concatenate(spec.starts(seconds)) if n else np.zeros(0, np.int64)
+    all_rows = np.tile(np.arange(n, dtype=np.int64), spec.copies)
+    primary = np.repeat(np.arange(spec.copies) == 0, n)
+    if watermark_s is not None:
+        keep = ~window_closed(all_starts, spec, watermark_s, allowed_lateness_s)
+        all_starts, all_rows, primary = all_starts[keep], all_rows[keep], primary[keep]
+    order = np.lexsort((all_rows, all_starts))
+    sorted_starts = all_starts[order]
+    cuts = np.flatnonzero(np.diff(sorted_starts)) + 1
+    return [(int(sorted_starts[a]), all_rows[order[a:b]], primary[order[a:b]])
+            for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(order)]])) if b > a]

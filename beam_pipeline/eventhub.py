@@ -1,0 +1,409 @@
+"""The Event Hubs source: a splittable DoFn over a hub's partitions, on the real ``azure-eventhub`` client.
+
+    Create([hub]) -> ListPartitions -> ResolveStartPositions -> ReadPartitions (SDF) -> EventBatch
+
+One element per partition. Its restriction is a range of sequence numbers ``[start, stop)``: ``start``
+comes from ``--start_position`` (the last checkpoint by default), ``stop`` is ``start + --max_records``
+or unbounded. Each ``process`` call claims and emits what arrived (one ``EventBatch`` of consecutive
+events), then defers the rest of the range: the runner calls again, on Dataflow/Flink from any worker.
+A background receiver per partition keeps a bounded queue filled, so reading overlaps processing and a
+slow pipeline slows the receiver instead of filling memory.
+
+The watermark is on the event-time clock (``transforms.events``): per partition, the largest event time
+seen minus ``--max_out_of_orderness``. When a partition has been idle for ``--idle_timeout_s`` its
+clock moves on with the wall clock (review time: from the last event time seen; enqueued time: now), so
+an idle partition does not hold every window open. With ``--stop_after_idle_s`` a partition's range ends
+after that long without events, which is how local runs finish.
+
+Credentials: a connection string from the environment variable named by ``--event_hub_connection_env``
+(never an option value: options are logged and stored with the job), or ``--event_hub_namespace`` with
+``DefaultAzureCredential``.
+"""
+import dataclasses
+import logging
+import os
+import queue
+import threading
+import time
+from typing import NamedTuple
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
+from apache_beam.utils.timestamp import Duration, Timestamp
+
+from transforms.events import ENQUEUED_TIME, EventBatch, event_times
+
+LOG = logging.getLogger("reviews")
+UNBOUNDED = 2 ** 63 - 1
+START_POSITIONS = ("checkpoint", "earliest", "latest", "sequence:N", "enqueued:ISO-8601 time")
+
+
+class OptionsProblem(ValueError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class HubSettings:
+    """How to reach the hub. Holds the *name* of the variable with the connection string, never the
+    string itself, so pickling the pipeline or logging options leaks nothing."""
+    hub: str | None
+    consumer_group: str = "$Default"
+    connection_env: str | None = "EVENTHUB_CONNECTION_STRING"
+    namespace: str | None = None
+
+    def check(self):
+        """-> a problem description, or None."""
+        if self.namespace:
+            return None if self.hub else "--event_hub is required with --event_hub_namespace"
+        if not self.connection_env or not os.environ.get(self.connection_env):
+            return (f"no Event Hubs credentials: set the environment variable {self.connection_env or '(none named)'} "
+                    "to the hub's connection string (for the local endpoint: `python -m runners.local_stack "
+                    "eventhubs env`), or pass --event_hub_namespace=NAMESPACE.servicebus.windows.net and sign "
+                    "in for DefaultAzureCredential")
+        conn = os.environ[self.connection_env]
+        if "EntityPath=" not in conn and not self.hub:
+            return "the connection string has no EntityPath: name the hub with --event_hub"
+        return None
+
+    @property
+    def hub_name(self):
+        if self.hub:
+            return self.hub
+        conn = os.environ.get(self.connection_env or "", "")
+        for part in conn.split(";"):
+            if part.startswith("EntityPath="):
+                return part.split("=", 1)[1]
+        return None
+
+    def consumer(self, **kwargs):
+        from azure.eventhub import EventHubConsumerClient
+        if self.namespace:
+            from azure.identity import DefaultAzureCredential
+            return EventHubConsumerClient(self.namespace, self.hub, self.consumer_group, DefaultAzureCredential(),
+                                          **kwargs)
+        conn = os.environ[self.connection_env]
+        extra = {"eventhub_name": self.hub} if self.hub else {}
+        return EventHubConsumerClient.from_connection_string(conn, consumer_group=self.consumer_group, **extra,
+                                                             **kwargs)
+
+
+def parse_start_position(text):
+    """'checkpoint' | 'earliest' | 'latest' | 'sequence:N' | 'enqueued:2024-01-31T00:00:00Z' ->
+    (kind, value); ValueError otherwise."""
+    text = (text or "checkpoint").strip()
+    if text in ("checkpoint", "earliest", "latest"):
+        return text, None
+    kind, _, value = text.partition(":")
+    if kind == "sequence" and value.strip().isdigit():
+        return kind, int(value)
+    if kind == "enqueued" and value:
+        import datetime
+        when = datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.timezone.utc)
+        return kind, when
+    raise ValueError(f"--start_position {text!r}: use one of {', '.join(START_POSITIONS)}")
+
+
+class PartitionStart(NamedTuple):
+    """One partition to read: sequence numbers [start, stop), and the watermark to resume from."""
+    partition: str
+    start: int
+    stop: int
+    watermark_s: int | None = None
+
+
+class ListPartitionsFn(beam.DoFn):
+    def __init__(self, settings):
+        self.settings = settings
+
+    def process(self, hub):
+        client = self.settings.consumer()
+        try:
+            ids = client.get_partition_ids()
+        finally:
+            client.close()
+        LOG.info("event hub %s: %d partitions", hub, len(ids))
+        yield from ids
+
+
+class ResolveStartFn(beam.DoFn):
+    """Partition id -> PartitionStart, from ``--start_position`` and the stored checkpoint."""
+
+    def __init__(self, settings, start_position, max_records, checkpoint):
+        self.settings, self.start_position, self.max_records = settings, start_position, max_records
+        self.checkpoint = checkpoint or {}  # {partition: {"sequence_number": n, "watermark_s": w}}
+
+    def process(self, partition):
+        kind, value = parse_start_position(self.start_position)
+        client = self.settings.consumer()
+        try:
+            props = client.get_partition_properties(partition)
+            first = props["beginning_sequence_number"]
+            end = props["last_enqueued_sequence_number"] + 1
+            if props.get("is_empty"):
+                first = end
+            watermark = None
+            saved = self.checkpoint.get(partition)
+            if kind == "checkpoint" and saved is not None:
+                start, watermark = saved["sequence_number"] + 1, saved.get("watermark_s")
+            elif kind in ("checkpoint", "earliest"):
+                start = first
+            elif kind == "latest":
+                start = end
+            elif kind == "sequence":
+                start = value
+            else:
+                start = _first_sequence_after(client, partition, value, end)
+        finally:
+            client.close()
+        start = max(start, first)  # events before the retention horizon are gone
+        stop = start + self.max_records if self.max_records else UNBOUNDED
+        LOG.info("partition %s: reading from sequence number %d%s", partition, start,
+                 f" to {stop - 1}" if stop != UNBOUNDED else "")
+        yield PartitionStart(partition, start, stop, watermark)
+
+
+def _first_sequence_after(client, partition, when, default):
+    """Sequence number of the first event enqueued at or after ``when`` (``default`` if none yet)."""
+    found = []
+
+    def on_batch(_ctx, events):
+        if events and not found:
+            found.append(events[0].sequence_number)
+
+    worker = threading.Thread(target=client.receive_batch, daemon=True, kwargs=dict(
+        on_event_batch=on_batch, partition_id=partition, starting_position=when, max_batch_size=1,
+        max_wait_time=2))
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not found and time.monotonic() < deadline and worker.is_alive():
+        time.sleep(0.05)
+    client.close()
+    worker.join(5)
+    return found[0] if found else default
+
+
+# ---------------------------------------------------------------------------------------------------
+# the splittable DoFn
+
+class _SequenceRanges(RestrictionProvider):
+    def initial_restriction(self, element):
+        return OffsetRange(element.start, element.stop)
+
+    def create_tracker(self, restriction):
+        return OffsetRestrictionTracker(restriction)
+
+    def restriction_size(self, element, restriction):
+        return min(restriction.size(), 1 << 40)
+
+    def split(self, element, restriction):
+        yield restriction  # a partition is read in order; no initial splits
+
+
+class _ResumedWatermark(WatermarkEstimatorProvider):
+    def initial_estimator_state(self, element, restriction):
+        return None if element.watermark_s is None else Timestamp(seconds=element.watermark_s)
+
+    def create_watermark_estimator(self, estimator_state):
+        return ManualWatermarkEstimator(estimator_state)
+
+
+def event_body(event):
+    """An EventData's body as raw bytes (b'' for an event without a body)."""
+    try:
+        body = event.body
+    except ValueError:
+        return b""
+    if isinstance(body, (bytes, bytearray)):
+        return bytes(body)
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    try:
+        return b"".join(body)
+    except TypeError:
+        return str(body).encode("utf-8")
+
+
+class _Receiver:
+    """A background ``receive_batch`` positioned at a sequence number, feeding a bounded queue."""
+
+    def __init__(self, settings, partition, start, prefetch):
+        self.next_seq = start
+        self.queue = queue.Queue(maxsize=max(2, prefetch))
+        self.client = settings.consumer()
+        self.last_event_wall = time.monotonic()
+        self.closed = False
+        self.thread = threading.Thread(target=self._run, args=(partition, start), daemon=True,
+                                       name=f"eventhub-receive-{partition}")
+        self.thread.start()
+
+    def _run(self, partition, start):
+        def on_batch(_ctx, events):
+            while events and not self.closed:
+                try:
+                    self.queue.put(events, timeout=0.5)
+                    return
+                except queue.Full:
+                    continue
+        try:
+            self.client.receive_batch(on_event_batch=on_batch, partition_id=partition, starting_position=start,
+                                      starting_position_inclusive=True, max_batch_size=300, max_wait_time=None,
+                                      prefetch=300)
+        except Exception as err:  # noqa: BLE001 - surfaced by the reader
+            if not self.closed:
+                LOG.warning("receiver for partition %s stopped: %r", partition, err)
+
+    def close(self):
+        self.closed = True
+        try:
+            self.client.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+@dataclasses.dataclass(frozen=True)
+class ReaderConfig:
+    clock: str                        # transforms.events.REVIEW_TIME | ENQUEUED_TIME
+    max_out_of_orderness_s: int
+    idle_timeout_s: float             # idle this long -> the partition's clock follows the wall clock
+    stop_after_idle_s: float | None   # idle this long -> the partition's range ends (local runs)
+    max_record_bytes: int
+    read_s: float = 0.5               # longest a process call reads before it emits and defers
+    poll_s: float = 0.02              # how long a call waits for the first / next receive batch
+    max_batch_events: int = 2000      # most events in one EventBatch
+    prefetch_batches: int = 16        # receive batches buffered per partition
+
+
+class ReadPartitionsFn(beam.DoFn):
+    """PartitionStart -> EventBatch elements (timestamped on the event-time clock), unbounded per element."""
+
+    def __init__(self, settings, config):
+        self.settings, self.config = settings, config
+
+    def setup(self):
+        self._receivers = {}
+        self._state = {}  # partition -> [max event time seen, wall time of the last event]
+
+    def teardown(self):
+        for r in self._receivers.values():
+            r.close()
+        self._receivers = {}
+
+    def _receiver(self, partition, start):
+        r = self._receivers.get(partition)
+        if r is None or r.next_seq != start or not r.thread.is_alive():
+            if r is not None:
+                r.close()
+            r = self._receivers[partition] = _Receiver(self.settings, partition, start, self.config.prefetch_batches)
+        return r
+
+    @beam.DoFn.unbounded_per_element()
+    def process(self, element, tracker=beam.DoFn.RestrictionParam(_SequenceRanges()),
+                estimator=beam.DoFn.WatermarkEstimatorParam(_ResumedWatermark())):
+        cfg, partition = self.config, element.partition
+        rng = tracker.current_restriction()
+        if rng.start >= rng.stop:
+            return
+        receiver = self._receiver(partition, rng.start)
+        seen = self._state.setdefault(partition, [None, time.monotonic()])
+        watermark = estimator.current_watermark()
+        watermark_s = None if watermark is None or watermark <= Timestamp(seconds=-(2 ** 40)) \
+            else int(watermark.micros // 1_000_000)
+        events, exhausted = [], False
+        deadline = time.monotonic() + cfg.read_s
+        while len(events) < cfg.max_batch_events and time.monotonic() < deadline:
+            try:  # what has arrived, then give the other partitions their turn
+                got = receiver.queue.get(timeout=cfg.poll_s)
+            except queue.Empty:
+                break
+            for ev in got:
+                seq = ev.sequence_number
+                if seq < receiver.next_seq:
+                    continue
+                if not tracker.try_claim(seq):
+                    exhausted = True
+                    break
+                events.append(ev)
+                receiver.next_seq = seq + 1
+            if exhausted:
+                break
+        now = time.monotonic()
+        if events:
+            seen[1] = now
+            yield from self._emit(partition, events, watermark_s, seen, estimator)
+        if exhausted or receiver.next_seq >= rng.stop:
+            self._finish(partition, tracker, estimator)
+            return
+        idle = now - seen[1]
+        if cfg.stop_after_idle_s is not None and idle >= cfg.stop_after_idle_s:
+            LOG.info("partition %s: idle for %.1f s, stopping at sequence number %d", partition, idle,
+                     receiver.next_seq - 1)
+            tracker.try_claim(rng.stop)  # claims the rest: the range is done
+            self._finish(partition, tracker, estimator)
+            return
+        if not events and idle >= cfg.idle_timeout_s:
+            self._advance_idle(seen, idle, estimator)
+        tracker.defer_remainder(Duration(seconds=0 if events else 0.05))
+
+    def _emit(self, partition, events, watermark_s, seen, estimator):
+        from apache_beam.transforms.window import TimestampedValue
+        cfg = self.config
+        bodies = tuple(event_body(ev) for ev in events)
+        enqueued = np.fromiter((int(ev.enqueued_time.timestamp() * 1000) for ev in events), dtype=np.int64,
+                               count=len(events))
+        times = event_times(bodies, enqueued, cfg.clock, cfg.max_record_bytes)
+        known = times[times != np.iinfo(np.int64).min]
+        if known.size:
+            seen[0] = int(known.max()) if seen[0] is None else max(seen[0], int(known.max()))
+        # split where sequence numbers jump (events past the retention horizon): a batch is contiguous
+        seqs = np.fromiter((ev.sequence_number for ev in events), dtype=np.int64, count=len(events))
+        cuts = np.flatnonzero(np.diff(seqs) != 1) + 1
+        for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(events)]])):
+            batch = EventBatch(self.settings.hub_name, partition, int(seqs[a]),
+                               tuple(str(ev.offset) for ev in events[a:b]), enqueued[a:b], times[a:b],
+                               bodies[a:b], watermark_s)
+            part_known = times[a:b][times[a:b] != np.iinfo(np.int64).min]
+            carrier = max(watermark_s if watermark_s is not None else 0,
+                          int(part_known.max()) if part_known.size else 0)
+            yield TimestampedValue(batch, Timestamp(seconds=carrier))
+        if seen[0] is not None:
+            self._raise_watermark(estimator, seen[0] - cfg.max_out_of_orderness_s)
+
+    def _advance_idle(self, seen, idle_s, estimator):
+        if self.config.clock == ENQUEUED_TIME:
+            self._raise_watermark(estimator, int(time.time()) - self.config.max_out_of_orderness_s)
+        elif seen[0] is not None:
+            self._raise_watermark(estimator, seen[0] + int(idle_s) - self.config.max_out_of_orderness_s)
+
+    @staticmethod
+    def _raise_watermark(estimator, seconds):
+        target = Timestamp(seconds=seconds)
+        current = estimator.current_watermark()
+        if current is None or target > current:
+            estimator.set_watermark(target)
+
+    def _finish(self, partition, tracker, estimator):
+        r = self._receivers.pop(partition, None)
+        if r is not None:
+            r.close()
+
+
+class ReadEventHub(beam.PTransform):
+    """Hub -> EventBatch elements, one stream per partition."""
+
+    def __init__(self, settings, config, start_position="checkpoint", max_records=None, checkpoint=None):
+        super().__init__()
+        self.settings, self.config = settings, config
+        self.start_position, self.max_records, self.checkpoint = start_position, max_records, checkpoint
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Hub" >> beam.Create([self.settings.hub_name or "hub"])
+                | "ListPartitions" >> beam.ParDo(ListPartitionsFn(self.settings))
+                | "ResolveStartPositions" >> beam.ParDo(
+                    ResolveStartFn(self.settings, self.start_position, self.max_records, self.checkpoint))
+                | "ReadPartitions" >> beam.ParDo(ReadPartitionsFn(self.settings, self.config)))

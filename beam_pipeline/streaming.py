@@ -1,0 +1,365 @@
+"""The streaming half of the graph: what comes after the shared parse and clean composites when the
+source is a hub.
+
+    ReadEventHub                          EventBatch per partition poll (beam_pipeline.eventhub)
+      -> PrepareEvents                    empty and too-late events -> dead letters; the rest -> Chunk
+      -> ParseReviews -> CleanReviews     the SAME composites as batch (imported from beam_pipeline.pipeline)
+      -> AssignEventTime                  rows -> one sub-batch per (window, asin bucket), timestamped
+      -> WindowReviews                    RowWindows + trigger (early / on time / late), discarding
+      -> Deduplicate                      per bucket and window (state): (partition, sequence number) and
+                                          the batch content key; state ends with the window
+      -> GroupSilverPanes -> WriteSilver  one Parquet file per window, pane, bucket (and year/month), the
+                                          product join, gold partials of the pane's new rows
+      -> WindowGold (accumulating) -> ComputeGold -> WriteGold   one file per family, window and pane
+    dead letters of every stage -> windowed, sharded -> one JSON-lines file per window, pane, shard
+    staged files + last positions -> Commit: files moved into the tables, then checkpoints stored
+
+Gold panes accumulate: the last pane of a window is the window's value (``pane_is_last``); earlier
+panes are early or partial views. Silver panes discard: each row is written once, in the pane in which
+it arrived.
+"""
+import logging
+import time
+import typing
+import zlib
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam import pvalue
+from apache_beam.coders import coders as beam_coders
+from apache_beam.metrics import Metrics
+from apache_beam.transforms import trigger as tr
+from apache_beam.transforms import userstate
+from apache_beam.transforms.window import (FixedWindows, GlobalWindows, IntervalWindow, NonMergingWindowFn,
+                                           TimestampedValue)
+from apache_beam.utils.timestamp import Duration, Timestamp
+
+from beam_pipeline import io
+from beam_pipeline.checkpoints import CheckpointStore
+from transforms import gold, keys, reasons
+from transforms.dead_letters import dead_letter
+from transforms.enrich import REVIEW_KEY, enrich_with_products
+from transforms.events import UNKNOWN, prepare_events, row_event_times
+from transforms.schemas import REVIEW_PARTITION_COLUMNS, SILVER_PRODUCT_SCHEMA
+from transforms.windows import window_rows
+
+LOG = logging.getLogger("reviews")
+DEAD, GOLD, POSITIONS = "dead_letters", "gold", "positions"
+PRIMARY = "_primary"  # the row's copy in its latest window: written to silver, counted once
+DEAD_LETTER_SHARDS = 4
+
+
+class WindowedRows(typing.NamedTuple):
+    """Rows of one event-time window [start_s, end_s) (and one asin bucket)."""
+    start_s: int
+    end_s: int
+    table: pa.Table
+
+
+class RowWindows(NonMergingWindowFn):
+    """Assigns the window a ``(key, WindowedRows)`` element names; any other element keeps its window.
+    Windows are computed once, vectorised, by ``transforms.windows`` (both modes use that arithmetic),
+    so a sliding window's rows arrive as one element per window instead of being copied per element."""
+
+    def assign(self, context):
+        value = context.element[1] if isinstance(context.element, tuple) and len(context.element) == 2 else None
+        if isinstance(value, WindowedRows):
+            return [IntervalWindow(Timestamp(seconds=value.start_s), Timestamp(seconds=value.end_s))]
+        if context.window is None:
+            raise ValueError("RowWindows: element carries no window")
+        return [context.window]
+
+    def get_window_coder(self):
+        return beam_coders.IntervalWindowCoder()
+
+    def __eq__(self, other):
+        return type(self) is type(other)
+
+    def __hash__(self):
+        return hash(type(self))
+
+
+def make_trigger(early_firing_s, allowed_lateness_s):
+    """On time when the watermark passes the window end; optional early panes every ``early_firing_s``
+    of processing time; a late pane for each late arrival while the window is within its lateness."""
+    early = tr.AfterProcessingTime(early_firing_s) if early_firing_s else None
+    late = tr.AfterCount(1) if allowed_lateness_s else None
+    return tr.AfterWatermark(early=early, late=late)
+
+
+def window_into(windowfn, early_firing_s, allowed_lateness_s, accumulate):
+    return beam.WindowInto(windowfn, trigger=make_trigger(early_firing_s, allowed_lateness_s),
+                           accumulation_mode=(tr.AccumulationMode.ACCUMULATING if accumulate
+                                              else tr.AccumulationMode.DISCARDING),
+                           allowed_lateness=Duration(seconds=allowed_lateness_s))
+
+
+def pane_columns(pane, n):
+    timing = {0: "EARLY", 1: "ON_TIME", 2: "LATE"}.get(pane.timing, "UNKNOWN")
+    return {"pane_index": pa.array(np.full(n, pane.index, dtype=np.int64)),
+            "pane_timing": pa.array([timing] * n, pa.string()),
+            "pane_is_last": pa.array(np.full(n, bool(pane.is_last)))}
+
+
+def _window_tag(window):
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(int(window.start.micros // 1_000_000)))
+
+
+def _count_dead(letters):
+    from beam_pipeline.pipeline import _count_dead as count
+    count(letters)
+
+
+# ---------------------------------------------------------------------------------------------------
+# events -> chunks
+
+class PrepareEventsFn(beam.DoFn):
+    """EventBatch -> Chunk (main) + dead letters (empty, too late) + the partition's position."""
+
+    def __init__(self, spec, allowed_lateness_s, payload_bytes):
+        self.spec, self.allowed_lateness_s, self.payload_bytes = spec, allowed_lateness_s, payload_bytes
+        self.records = Metrics.counter("reviews", "records_read")
+        self.events = Metrics.counter("eventhub", "events_read")
+
+    def process(self, batch, timestamp=beam.DoFn.TimestampParam):
+        chunk, dead, n = prepare_events(batch, self.spec, self.allowed_lateness_s, self.payload_bytes)
+        self.events.inc(n)
+        self.records.inc(len(dead))  # the parser counts the lines it sees; these it never sees
+        _count_dead(dead)
+        for d in dead:
+            yield pvalue.TaggedOutput(DEAD, d)
+        known = batch.event_s[batch.event_s != UNKNOWN]
+        yield pvalue.TaggedOutput(POSITIONS, (batch.partition, (batch.last_seq,
+                                                                int(known.max()) if known.size else None)))
+        if len(dead) < n:
+            yield chunk
+
+
+class AssignEventTimeFn(beam.DoFn):
+    """StampedTable -> (bucket, WindowedRows) per window and asin bucket, timestamped inside the window.
+
+    Windows that had closed when the reader read the rows are left out; rows left with no open window at
+    all go to dead letters as ``too_late`` (the reader already routed the events whose time it could read
+    from the raw body; this catches the rest, with the parsed row as payload)."""
+
+    def __init__(self, spec, clock, allowed_lateness_s, n_buckets, payload_bytes):
+        self.spec, self.clock, self.allowed_lateness_s = spec, clock, allowed_lateness_s
+        self.n_buckets, self.payload_bytes = n_buckets, payload_bytes
+
+    def process(self, stamped):
+        table, meta = stamped
+        seconds = row_event_times(table, meta, self.clock)
+        placed = np.zeros(table.num_rows, dtype=bool)
+        for start, rows, primary in window_rows(seconds, self.spec, meta.watermark_s, self.allowed_lateness_s):
+            placed[rows] = True
+            part = table.take(pa.array(rows)).append_column(PRIMARY, pa.array(primary))
+            for bucket, sub in keys.split_by_bucket(part, keys.buckets(part["asin"], self.n_buckets)):
+                t = int(seconds[rows].max())
+                yield TimestampedValue((bucket, WindowedRows(start, start + self.spec.size_s, sub)),
+                                       Timestamp(seconds=min(max(t, start), start + self.spec.size_s - 1)))
+        if not placed.all():
+            late = table.filter(pa.array(~placed))
+            dead = [dead_letter("review", reasons.WINDOW, reasons.TOO_LATE, row["source"], row["source_position"],
+                                repr(row), f"window closed at watermark {meta.watermark_s} s",
+                                self.payload_bytes) for row in late.to_pylist()]
+            _count_dead(dead)
+            for d in dead:
+                yield pvalue.TaggedOutput(DEAD, d)
+
+
+class DedupeInWindowFn(beam.DoFn):
+    """(bucket, WindowedRows) -> the rows not seen before in this window and bucket.
+
+    A row is a duplicate when its (partition, sequence number) was seen (an event read twice) or its
+    content key was seen (the batch key: reviewer, product, review time, text; a review sent twice).
+    Duplicates share the review time, hence the window, so per-window state finds them all, and the
+    state is dropped when the window expires. Seen keys are stored as 64-bit hashes."""
+
+    SEEN = userstate.BagStateSpec("seen", beam_coders.BytesCoder())
+
+    def __init__(self):
+        self.duplicates = Metrics.counter("reviews", "duplicates_dropped")
+
+    def process(self, element, seen=beam.DoFn.StateParam(SEEN)):
+        bucket, rows = element
+        t = rows.table
+        stored = b"".join(seen.read())
+        prior = np.frombuffer(stored, dtype=np.uint64) if stored else np.zeros(0, np.uint64)
+        position = keys.hash_columns(t, ["source", "source_position"])
+        content = keys.hash_columns(t, list(REVIEW_KEY)) ^ np.uint64(0xA5A5A5A5A5A5A5A5)
+        keep = np.zeros(t.num_rows, dtype=bool)
+        keep[np.unique(position, return_index=True)[1]] = True
+        first_content = np.zeros(t.num_rows, dtype=bool)
+        first_content[np.unique(content, return_index=True)[1]] = True
+        keep &= first_content & ~np.isin(position, prior) & ~np.isin(content, prior)
+        primary = np.asarray(t[PRIMARY].to_numpy(zero_copy_only=False), dtype=bool)
+        self.duplicates.inc(int(np.count_nonzero(primary & ~keep)))
+        if keep.any():
+            seen.add(np.concatenate([position[keep], content[keep]]).tobytes())
+            yield bucket, WindowedRows(rows.start_s, rows.end_s, t.filter(pa.array(keep)))
+
+
+class WriteSilverPaneFn(beam.DoFn):
+    """(bucket, [WindowedRows]) of one pane -> silver Parquet (primary copies; one file per year/month),
+    staged paths (main) and gold partials of every copy (GOLD)."""
+
+    def __init__(self, layout):
+        self.layout = layout
+        self.silver = Metrics.counter("reviews", "silver_rows")
+        self.matched = Metrics.counter("reviews", "products_matched")
+        self.unmatched = Metrics.counter("reviews", "products_unmatched")
+
+    def process(self, element, products_by_bucket, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+        bucket, parts = element
+        parts = list(parts)
+        table = pa.concat_tables([p.table for p in parts])
+        start_s, end_s = parts[0].start_s, parts[0].end_s
+        primary = pa.array(np.asarray(table[PRIMARY].to_numpy(zero_copy_only=False), dtype=bool))
+        products = products_by_bucket.get(bucket)
+        enriched, _, _ = enrich_with_products(table.drop_columns([PRIMARY]), products if products is not None
+                                              else SILVER_PRODUCT_SCHEMA.empty_table())
+        for name, partial in gold.window_partials(gold.review_facts(enriched), start_s, end_s).items():
+            yield pvalue.TaggedOutput(GOLD, (name, partial))
+        silver = enriched.filter(primary)
+        if not silver.num_rows:
+            return
+        self.silver.inc(silver.num_rows)
+        matched = int(pc.sum(pc.is_in(silver["asin"], value_set=products["asin"])).as_py() or 0) \
+            if products is not None and products.num_rows else 0
+        self.matched.inc(matched)
+        self.unmatched.inc(silver.num_rows - matched)
+        ym = (silver["year"].to_numpy() * 100 + silver["month"].to_numpy()).astype("int64")
+        from beam_pipeline.pipeline import SILVER_REVIEWS_DIR
+        for key, part in keys.split_by_bucket(silver, ym):
+            rel = (f"{SILVER_REVIEWS_DIR}/year={key // 100}/month={key % 100}/"
+                   f"part-{_window_tag(window)}-p{pane.index:03d}-b{bucket:03d}-{self.layout.run_id}.parquet")
+            io.write_parquet(part.drop_columns(list(REVIEW_PARTITION_COLUMNS)), self.layout.staged(rel))
+            yield rel
+
+
+class WriteGoldPaneFn(beam.DoFn):
+    """(family, merged partial) of one window pane -> gold Parquet with pane columns; yields the path."""
+
+    def __init__(self, layout, top_reviewers):
+        self.layout, self.top_reviewers = layout, top_reviewers
+
+    def process(self, element, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+        import dataclasses
+        name, partial = element
+        family = gold.FAMILY_BY_NAME[name]
+        if family.top:
+            family = dataclasses.replace(family, top=self.top_reviewers)
+        table = gold.finalize(family, partial, totals=False)
+        for col, values in pane_columns(pane, table.num_rows).items():
+            table = table.append_column(col, values)
+        from beam_pipeline.pipeline import GOLD_DIR
+        rel = f"{GOLD_DIR}/{name}/part-{_window_tag(window)}-p{pane.index:03d}-{self.layout.run_id}.parquet"
+        io.write_parquet(table, self.layout.staged(rel))
+        yield rel
+
+
+class WriteDeadLetterPaneFn(beam.DoFn):
+    def __init__(self, layout, prefix):
+        self.layout, self.prefix = layout, prefix
+
+    def process(self, element, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+        shard, letters = element
+        letters = sorted(letters, key=lambda d: (d["source"] or "", d["source_position"] or 0))
+        tag = _window_tag(window) if isinstance(window, IntervalWindow) else "all"
+        from beam_pipeline.pipeline import DEAD_DIR
+        rel = f"{DEAD_DIR}/{self.prefix}-{tag}-p{pane.index:03d}-s{shard:02d}-{self.layout.run_id}.jsonl"
+        io.write_json_lines(letters, self.layout.staged(rel))
+        yield rel
+
+
+def _shard(d):
+    return zlib.crc32(f"{d['source']}:{d['source_position']}".encode()) % DEAD_LETTER_SHARDS
+
+
+class CommitFn(beam.DoFn):
+    """Every staged path and the last positions (one list, at the end of a bounded run) -> files moved
+    into the tables, then the checkpoints stored (``beam_pipeline.checkpoints``)."""
+
+    def __init__(self, layout, checkpoint_root, max_out_of_orderness_s):
+        self.layout, self.checkpoint_root, self.ooo = layout, checkpoint_root, max_out_of_orderness_s
+
+    def process(self, element):
+        _, items = element
+        files, positions = [], {}
+        for kind, value in items:
+            if kind == "file":
+                files.append(value)
+            else:
+                pid, (seq, max_event) = value
+                old_seq, old_event = positions.get(pid, (-1, None))
+                positions[pid] = (max(seq, old_seq), max_event if old_event is None else
+                                  old_event if max_event is None else max(old_event, max_event))
+        moves = [(self.layout.staged(rel), self.layout.final(rel)) for rel in sorted(files)]
+        CheckpointStore(self.checkpoint_root).commit(self.layout.run_id, moves, positions, self.ooo)
+        io.delete_tree(self.layout.staging)
+        yield [dst for _, dst in moves]
+
+
+def build_streaming(p, o, layout, spec, settings, reader_config, checkpoint_root, checkpoint, product_tables,
+                    product_dead, commit):
+    """The streaming graph after the source switch. Returns its main PCollections."""
+    from beam_pipeline.eventhub import ReadEventHub
+    from beam_pipeline.pipeline import CleanReviews, MergeGoldFn, ParseReviews
+    from beam_pipeline.options import parse_duration
+
+    lateness = parse_duration(o.allowed_lateness)
+    early = parse_duration(o.early_firing) if o.early_firing else None
+    payload = o.dead_letter_payload_bytes
+
+    events = p | "ReadEventHub" >> ReadEventHub(settings, reader_config, o.start_position, o.max_records,
+                                                checkpoint)
+    prepared = events | "PrepareEvents" >> beam.ParDo(PrepareEventsFn(spec, lateness, payload)).with_outputs(
+        DEAD, POSITIONS, main="chunks")
+    parsed = prepared.chunks | "ParseReviews" >> ParseReviews(o.max_record_bytes, payload)
+    cleaned = parsed.batches | "CleanReviews" >> CleanReviews(payload)
+    assigned = cleaned.clean | "AssignEventTime" >> beam.ParDo(
+        AssignEventTimeFn(spec, o.event_time, lateness, o.shuffle_buckets, payload)).with_outputs(DEAD, main="rows")
+    deduped = (assigned.rows
+               | "WindowReviews" >> window_into(RowWindows(), early, lateness, accumulate=False)
+               | "Deduplicate" >> beam.ParDo(DedupeInWindowFn()))
+    silver = (deduped
+              | "GroupSilverPanes" >> beam.GroupByKey()
+              | "WriteSilver" >> beam.ParDo(WriteSilverPaneFn(layout), beam.pvalue.AsDict(product_tables))
+              .with_outputs(GOLD, main="paths"))
+    gold_paths = (silver[GOLD]
+                  | "WindowGold" >> window_into(RowWindows(), early, lateness, accumulate=True)
+                  | "ComputeGold" >> beam.CombinePerKey(MergeGoldFn())
+                  | "WriteGold" >> beam.ParDo(WriteGoldPaneFn(layout, o.top_reviewers)))
+    review_dead = ((prepared[DEAD], parsed[DEAD], cleaned[DEAD], assigned[DEAD])
+                   | "FlattenDeadLetters" >> beam.Flatten())
+    dead_paths = (review_dead
+                  | "WindowDeadLetters" >> window_into(FixedWindows(spec.size_s), early, lateness, accumulate=False)
+                  | "ShardDeadLetters" >> beam.Map(lambda d: (_shard(d), d))
+                  | "GroupDeadLetters" >> beam.GroupByKey()
+                  | "WriteDeadLetters" >> beam.ParDo(WriteDeadLetterPaneFn(layout, "reviews")))
+    product_dead_paths = (product_dead
+                          | "ShardProductDeadLetters" >> beam.Map(lambda d: (_shard(d), d))
+                          | "GroupProductDeadLetters" >> beam.GroupByKey()
+                          | "WriteProductDeadLetters" >> beam.ParDo(WriteDeadLetterPaneFn(layout, "products")))
+    outputs = {"silver": silver.paths, "gold": gold_paths, "dead_letters": review_dead, "positions": prepared[POSITIONS]}
+    if commit:
+        to_commit = []
+        for label, paths in (("Silver", silver.paths), ("Gold", gold_paths), ("DeadLetters", dead_paths),
+                             ("ProductDeadLetters", product_dead_paths)):
+            to_commit.append(paths
+                             | f"Collect{label}" >> beam.WindowInto(GlobalWindows(), trigger=tr.AfterWatermark(),
+                                                                   accumulation_mode=tr.AccumulationMode.DISCARDING)
+                             | f"Tag{label}" >> beam.Map(lambda rel: ("file", rel)))
+        to_commit.append(prepared[POSITIONS]
+                         | "CollectPositions" >> beam.WindowInto(GlobalWindows(), trigger=tr.AfterWatermark(),
+                                                                 accumulation_mode=tr.AccumulationMode.DISCARDING)
+                         | "TagPositions" >> beam.Map(lambda pos: ("position", pos)))
+        outputs["published"] = (to_commit
+                                | "FlattenCommit" >> beam.Flatten()
+                                | "KeyCommit" >> beam.Map(lambda item: (None, item))
+                                | "GroupCommit" >> beam.GroupByKey()
+                                | "Commit" >> beam.ParDo(CommitFn(layout, checkpoint_root,
+                                                                  reader_config.max_out_of_orderness_s)))
+    return outputs
