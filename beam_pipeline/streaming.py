@@ -239,13 +239,13 @@ class WriteSilverPaneFn(beam.DoFn):
             yield rel
 
 
-class WriteGoldPaneFn(beam.DoFn):
-    """(family, merged partial) of one window pane -> gold Parquet with pane columns; yields the path."""
+class FinalizeGoldPaneFn(beam.DoFn):
+    """(family, merged partial) of one window pane -> (family, gold table with pane columns)."""
 
-    def __init__(self, layout, top_reviewers):
-        self.layout, self.top_reviewers = layout, top_reviewers
+    def __init__(self, top_reviewers):
+        self.top_reviewers = top_reviewers
 
-    def process(self, element, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+    def process(self, element, pane=beam.DoFn.PaneInfoParam):
         import dataclasses
         name, partial = element
         family = gold.FAMILY_BY_NAME[name]
@@ -254,7 +254,18 @@ class WriteGoldPaneFn(beam.DoFn):
         table = gold.finalize(family, partial, totals=False)
         for col, values in pane_columns(pane, table.num_rows).items():
             table = table.append_column(col, values)
+        yield name, table
+
+
+class WriteGoldPaneFn(beam.DoFn):
+    """(family, gold table) of one window pane -> one Parquet file; yields its path."""
+
+    def __init__(self, layout):
+        self.layout = layout
+
+    def process(self, element, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
         from beam_pipeline.pipeline import GOLD_DIR
+        name, table = element
         rel = f"{GOLD_DIR}/{name}/part-{_window_tag(window)}-p{pane.index:03d}-{self.layout.run_id}.parquet"
         io.write_parquet(table, self.layout.staged(rel))
         yield rel
@@ -302,12 +313,71 @@ class CommitFn(beam.DoFn):
         yield [dst for _, dst in moves]
 
 
+class WindowedReviews(beam.PTransform):
+    """Clean tables with their events' metadata (StampedTable) -> windowed, deduplicated silver files,
+    windowed gold panes and the dead letters of late rows. The part of the streaming graph after the
+    shared cleaning; tests drive it with TestStream.
+
+    Takes ``(stamped tables, products by bucket)``; returns a dict of PCollections: ``silver`` (staged
+    silver paths), ``gold`` ((family, table) per window pane), ``gold_paths``, ``dead_letters``."""
+
+    def __init__(self, layout, spec, clock, allowed_lateness_s, early_firing_s, n_buckets, top_reviewers,
+                 payload_bytes):
+        super().__init__()
+        self.layout, self.spec, self.clock = layout, spec, clock
+        self.lateness, self.early, self.n_buckets = allowed_lateness_s, early_firing_s, n_buckets
+        self.top_reviewers, self.payload_bytes = top_reviewers, payload_bytes
+
+    def expand(self, inputs):
+        from beam_pipeline.pipeline import MergeGoldFn
+        stamped, product_tables = inputs
+        assigned = stamped | "AssignEventTime" >> beam.ParDo(AssignEventTimeFn(
+            self.spec, self.clock, self.lateness, self.n_buckets, self.payload_bytes)).with_outputs(DEAD, main="rows")
+        deduped = (assigned.rows
+                   | "WindowReviews" >> window_into(RowWindows(), self.early, self.lateness, accumulate=False)
+                   | "Deduplicate" >> beam.ParDo(DedupeInWindowFn()))
+        silver = (deduped
+                  | "GroupSilverPanes" >> beam.GroupByKey()
+                  | "WriteSilver" >> beam.ParDo(WriteSilverPaneFn(self.layout), beam.pvalue.AsDict(product_tables))
+                  .with_outputs(GOLD, main="paths"))
+        gold_tables = (silver[GOLD]
+                       | "WindowGold" >> window_into(RowWindows(), self.early, self.lateness, accumulate=True)
+                       | "ComputeGold" >> beam.CombinePerKey(MergeGoldFn())
+                       | "FinalizeGold" >> beam.ParDo(FinalizeGoldPaneFn(self.top_reviewers)))
+        gold_paths = gold_tables | "WriteGold" >> beam.ParDo(WriteGoldPaneFn(self.layout))
+        return {"silver": silver.paths, "gold": gold_tables, "gold_paths": gold_paths, "dead_letters": assigned[DEAD]}
+
+
+class WriteDeadLetters(beam.PTransform):
+    """Dead letters -> one JSON-lines file per window, pane and shard (``windowfn`` None: as windowed)."""
+
+    def __init__(self, layout, prefix, windowfn=None, early_firing_s=None, allowed_lateness_s=0):
+        super().__init__()
+        self.layout, self.prefix, self.windowfn = layout, prefix, windowfn
+        self.early, self.lateness = early_firing_s, allowed_lateness_s
+
+    def expand(self, letters):
+        if self.windowfn is not None:
+            letters = letters | "Window" >> window_into(self.windowfn, self.early, self.lateness, accumulate=False)
+        return (letters
+                | "Shard" >> beam.Map(lambda d: (_shard(d), d))
+                | "Group" >> beam.GroupByKey()
+                | "Write" >> beam.ParDo(WriteDeadLetterPaneFn(self.layout, self.prefix)))
+
+
+def _collect(pcoll, label, tag):
+    return (pcoll
+            | f"Collect{label}" >> beam.WindowInto(GlobalWindows(), trigger=tr.AfterWatermark(),
+                                                  accumulation_mode=tr.AccumulationMode.DISCARDING)
+            | f"Tag{label}" >> beam.Map(lambda value, tag=tag: (tag, value)))
+
+
 def build_streaming(p, o, layout, spec, settings, reader_config, checkpoint_root, checkpoint, product_tables,
                     product_dead, commit):
     """The streaming graph after the source switch. Returns its main PCollections."""
     from beam_pipeline.eventhub import ReadEventHub
-    from beam_pipeline.pipeline import CleanReviews, MergeGoldFn, ParseReviews
     from beam_pipeline.options import parse_duration
+    from beam_pipeline.pipeline import CleanReviews, ParseReviews
 
     lateness = parse_duration(o.allowed_lateness)
     early = parse_duration(o.early_firing) if o.early_firing else None
@@ -319,43 +389,20 @@ def build_streaming(p, o, layout, spec, settings, reader_config, checkpoint_root
         DEAD, POSITIONS, main="chunks")
     parsed = prepared.chunks | "ParseReviews" >> ParseReviews(o.max_record_bytes, payload)
     cleaned = parsed.batches | "CleanReviews" >> CleanReviews(payload)
-    assigned = cleaned.clean | "AssignEventTime" >> beam.ParDo(
-        AssignEventTimeFn(spec, o.event_time, lateness, o.shuffle_buckets, payload)).with_outputs(DEAD, main="rows")
-    deduped = (assigned.rows
-               | "WindowReviews" >> window_into(RowWindows(), early, lateness, accumulate=False)
-               | "Deduplicate" >> beam.ParDo(DedupeInWindowFn()))
-    silver = (deduped
-              | "GroupSilverPanes" >> beam.GroupByKey()
-              | "WriteSilver" >> beam.ParDo(WriteSilverPaneFn(layout), beam.pvalue.AsDict(product_tables))
-              .with_outputs(GOLD, main="paths"))
-    gold_paths = (silver[GOLD]
-                  | "WindowGold" >> window_into(RowWindows(), early, lateness, accumulate=True)
-                  | "ComputeGold" >> beam.CombinePerKey(MergeGoldFn())
-                  | "WriteGold" >> beam.ParDo(WriteGoldPaneFn(layout, o.top_reviewers)))
-    review_dead = ((prepared[DEAD], parsed[DEAD], cleaned[DEAD], assigned[DEAD])
+    windowed = (cleaned.clean, product_tables) | "WindowedReviews" >> WindowedReviews(
+        layout, spec, o.event_time, lateness, early, o.shuffle_buckets, o.top_reviewers, payload)
+    review_dead = ((prepared[DEAD], parsed[DEAD], cleaned[DEAD], windowed["dead_letters"])
                    | "FlattenDeadLetters" >> beam.Flatten())
-    dead_paths = (review_dead
-                  | "WindowDeadLetters" >> window_into(FixedWindows(spec.size_s), early, lateness, accumulate=False)
-                  | "ShardDeadLetters" >> beam.Map(lambda d: (_shard(d), d))
-                  | "GroupDeadLetters" >> beam.GroupByKey()
-                  | "WriteDeadLetters" >> beam.ParDo(WriteDeadLetterPaneFn(layout, "reviews")))
-    product_dead_paths = (product_dead
-                          | "ShardProductDeadLetters" >> beam.Map(lambda d: (_shard(d), d))
-                          | "GroupProductDeadLetters" >> beam.GroupByKey()
-                          | "WriteProductDeadLetters" >> beam.ParDo(WriteDeadLetterPaneFn(layout, "products")))
-    outputs = {"silver": silver.paths, "gold": gold_paths, "dead_letters": review_dead, "positions": prepared[POSITIONS]}
+    dead_paths = review_dead | "WriteDeadLetters" >> WriteDeadLetters(layout, "reviews", FixedWindows(spec.size_s),
+                                                                      early, lateness)
+    product_dead_paths = product_dead | "WriteProductDeadLetters" >> WriteDeadLetters(layout, "products")
+    outputs = {"silver": windowed["silver"], "gold": windowed["gold"], "dead_letters": review_dead,
+               "positions": prepared[POSITIONS]}
     if commit:
-        to_commit = []
-        for label, paths in (("Silver", silver.paths), ("Gold", gold_paths), ("DeadLetters", dead_paths),
-                             ("ProductDeadLetters", product_dead_paths)):
-            to_commit.append(paths
-                             | f"Collect{label}" >> beam.WindowInto(GlobalWindows(), trigger=tr.AfterWatermark(),
-                                                                   accumulation_mode=tr.AccumulationMode.DISCARDING)
-                             | f"Tag{label}" >> beam.Map(lambda rel: ("file", rel)))
-        to_commit.append(prepared[POSITIONS]
-                         | "CollectPositions" >> beam.WindowInto(GlobalWindows(), trigger=tr.AfterWatermark(),
-                                                                 accumulation_mode=tr.AccumulationMode.DISCARDING)
-                         | "TagPositions" >> beam.Map(lambda pos: ("position", pos)))
+        to_commit = [_collect(paths, label, "file") for label, paths in (
+            ("Silver", windowed["silver"]), ("Gold", windowed["gold_paths"]), ("DeadLetters", dead_paths),
+            ("ProductDeadLetters", product_dead_paths))]
+        to_commit.append(_collect(prepared[POSITIONS], "Positions", "position"))
         outputs["published"] = (to_commit
                                 | "FlattenCommit" >> beam.Flatten()
                                 | "KeyCommit" >> beam.Map(lambda item: (None, item))
