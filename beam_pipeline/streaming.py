@@ -372,41 +372,61 @@ def _collect(pcoll, label, tag):
             | f"Tag{label}" >> beam.Map(lambda value, tag=tag: (tag, value)))
 
 
+class EventsToReviews(beam.PTransform):
+    """EventBatches -> everything the streaming graph derives from them: PrepareEvents, then the SAME
+    ParseReviews and CleanReviews composites as batch, then WindowedReviews. Takes ``(event batches,
+    products by bucket)``; returns WindowedReviews' dict plus ``positions`` and every review dead letter."""
+
+    def __init__(self, layout, spec, clock, allowed_lateness_s, early_firing_s, n_buckets, top_reviewers,
+                 max_record_bytes, payload_bytes):
+        super().__init__()
+        self.layout, self.spec, self.clock = layout, spec, clock
+        self.lateness, self.early, self.n_buckets, self.top_reviewers = (allowed_lateness_s, early_firing_s,
+                                                                         n_buckets, top_reviewers)
+        self.max_record_bytes, self.payload_bytes = max_record_bytes, payload_bytes
+
+    def expand(self, inputs):
+        from beam_pipeline.pipeline import CleanReviews, ParseReviews
+        events, product_tables = inputs
+        prepared = events | "PrepareEvents" >> beam.ParDo(
+            PrepareEventsFn(self.spec, self.lateness, self.payload_bytes)).with_outputs(DEAD, POSITIONS, main="chunks")
+        parsed = prepared.chunks | "ParseReviews" >> ParseReviews(self.max_record_bytes, self.payload_bytes)
+        cleaned = parsed.batches | "CleanReviews" >> CleanReviews(self.payload_bytes)
+        out = (cleaned.clean, product_tables) | "WindowedReviews" >> WindowedReviews(
+            self.layout, self.spec, self.clock, self.lateness, self.early, self.n_buckets, self.top_reviewers,
+            self.payload_bytes)
+        out["dead_letters"] = ((prepared[DEAD], parsed[DEAD], cleaned[DEAD], out["dead_letters"])
+                               | "FlattenDeadLetters" >> beam.Flatten())
+        out["positions"] = prepared[POSITIONS]
+        return out
+
+
 def build_streaming(p, o, layout, spec, settings, reader_config, checkpoint_root, checkpoint, product_tables,
                     product_dead, commit):
     """The streaming graph after the source switch. Returns its main PCollections."""
     from beam_pipeline.eventhub import ReadEventHub
     from beam_pipeline.options import parse_duration
-    from beam_pipeline.pipeline import CleanReviews, ParseReviews
 
     lateness = parse_duration(o.allowed_lateness)
     early = parse_duration(o.early_firing) if o.early_firing else None
-    payload = o.dead_letter_payload_bytes
 
     events = p | "ReadEventHub" >> ReadEventHub(settings, reader_config, o.start_position, o.max_records,
                                                 checkpoint)
-    prepared = events | "PrepareEvents" >> beam.ParDo(PrepareEventsFn(spec, lateness, payload)).with_outputs(
-        DEAD, POSITIONS, main="chunks")
-    parsed = prepared.chunks | "ParseReviews" >> ParseReviews(o.max_record_bytes, payload)
-    cleaned = parsed.batches | "CleanReviews" >> CleanReviews(payload)
-    windowed = (cleaned.clean, product_tables) | "WindowedReviews" >> WindowedReviews(
-        layout, spec, o.event_time, lateness, early, o.shuffle_buckets, o.top_reviewers, payload)
-    review_dead = ((prepared[DEAD], parsed[DEAD], cleaned[DEAD], windowed["dead_letters"])
-                   | "FlattenDeadLetters" >> beam.Flatten())
-    dead_paths = review_dead | "WriteDeadLetters" >> WriteDeadLetters(layout, "reviews", FixedWindows(spec.size_s),
-                                                                      early, lateness)
+    out = (events, product_tables) | "EventsToReviews" >> EventsToReviews(
+        layout, spec, o.event_time, lateness, early, o.shuffle_buckets, o.top_reviewers, o.max_record_bytes,
+        o.dead_letter_payload_bytes)
+    dead_paths = out["dead_letters"] | "WriteDeadLetters" >> WriteDeadLetters(
+        layout, "reviews", FixedWindows(spec.size_s), early, lateness)
     product_dead_paths = product_dead | "WriteProductDeadLetters" >> WriteDeadLetters(layout, "products")
-    outputs = {"silver": windowed["silver"], "gold": windowed["gold"], "dead_letters": review_dead,
-               "positions": prepared[POSITIONS]}
     if commit:
         to_commit = [_collect(paths, label, "file") for label, paths in (
-            ("Silver", windowed["silver"]), ("Gold", windowed["gold_paths"]), ("DeadLetters", dead_paths),
+            ("Silver", out["silver"]), ("Gold", out["gold_paths"]), ("DeadLetters", dead_paths),
             ("ProductDeadLetters", product_dead_paths))]
-        to_commit.append(_collect(prepared[POSITIONS], "Positions", "position"))
-        outputs["published"] = (to_commit
-                                | "FlattenCommit" >> beam.Flatten()
-                                | "KeyCommit" >> beam.Map(lambda item: (None, item))
-                                | "GroupCommit" >> beam.GroupByKey()
-                                | "Commit" >> beam.ParDo(CommitFn(layout, checkpoint_root,
-                                                                  reader_config.max_out_of_orderness_s)))
-    return outputs
+        to_commit.append(_collect(out["positions"], "Positions", "position"))
+        out["published"] = (to_commit
+                            | "FlattenCommit" >> beam.Flatten()
+                            | "KeyCommit" >> beam.Map(lambda item: (None, item))
+                            | "GroupCommit" >> beam.GroupByKey()
+                            | "Commit" >> beam.ParDo(CommitFn(layout, checkpoint_root,
+                                                              reader_config.max_out_of_orderness_s)))
+    return out
