@@ -38,6 +38,7 @@ from transforms.events import ENQUEUED_TIME, EventBatch, event_times
 
 LOG = logging.getLogger("reviews")
 UNBOUNDED = 2 ** 63 - 1
+BEHIND_IDLE_S = 60  # silence tolerated while a partition still has events from before the start
 START_POSITIONS = ("checkpoint", "earliest", "latest", "sequence:N", "enqueued:ISO-8601 time")
 
 
@@ -109,11 +110,14 @@ def parse_start_position(text):
 
 
 class PartitionStart(NamedTuple):
-    """One partition to read: sequence numbers [start, stop), and the watermark to resume from."""
+    """One partition to read: sequence numbers [start, stop), the watermark to resume from, and the end
+    of the partition when the run started (until the reader is there, silence means a slow connection,
+    not an idle partition)."""
     partition: str
     start: int
     stop: int
     watermark_s: int | None = None
+    end_at_start: int = 0
 
 
 class ListPartitionsFn(beam.DoFn):
@@ -164,7 +168,7 @@ class ResolveStartFn(beam.DoFn):
         stop = start + self.max_records if self.max_records else UNBOUNDED
         LOG.info("partition %s: reading from sequence number %d%s", partition, start,
                  f" to {stop - 1}" if stop != UNBOUNDED else "")
-        yield PartitionStart(partition, start, stop, watermark)
+        yield PartitionStart(partition, start, stop, watermark, end)
 
 
 def _first_sequence_after(client, partition, when, default):
@@ -339,13 +343,19 @@ class ReadPartitionsFn(beam.DoFn):
             self._finish(partition, tracker, estimator)
             return
         idle = now - seen[1]
-        if cfg.stop_after_idle_s is not None and idle >= cfg.stop_after_idle_s:
+        behind = receiver.next_seq < min(element.end_at_start, rng.stop)
+        if cfg.stop_after_idle_s is not None and idle >= (cfg.stop_after_idle_s if not behind else
+                                                         max(cfg.stop_after_idle_s, BEHIND_IDLE_S)):
+            if behind:
+                LOG.warning("partition %s: no events for %.0f s although the partition held events up to %d at "
+                            "the start; stopping at %d", partition, idle, element.end_at_start - 1,
+                            receiver.next_seq - 1)
             LOG.info("partition %s: idle for %.1f s, stopping at sequence number %d", partition, idle,
                      receiver.next_seq - 1)
             tracker.try_claim(rng.stop)  # claims the rest: the range is done
             self._finish(partition, tracker, estimator)
             return
-        if not events and idle >= cfg.idle_timeout_s:
+        if not events and not behind and idle >= cfg.idle_timeout_s:
             self._advance_idle(seen, idle, estimator)
         tracker.defer_remainder(Duration(seconds=0 if events else 0.05))
 

@@ -214,6 +214,8 @@ class WriteSilverPaneFn(beam.DoFn):
     def process(self, element, products_by_bucket, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
         bucket, parts = element
         parts = list(parts)
+        if not parts:  # a pane with nothing new (e.g. on time after an early pane)
+            return
         table = pa.concat_tables([p.table for p in parts])
         start_s, end_s = parts[0].start_s, parts[0].end_s
         primary = pa.array(np.asarray(table[PRIMARY].to_numpy(zero_copy_only=False), dtype=bool))
@@ -277,6 +279,8 @@ class WriteDeadLetterPaneFn(beam.DoFn):
 
     def process(self, element, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
         shard, letters = element
+        if not letters:
+            return
         letters = sorted(letters, key=lambda d: (d["source"] or "", d["source_position"] or 0))
         tag = _window_tag(window) if isinstance(window, IntervalWindow) else "all"
         from beam_pipeline.pipeline import DEAD_DIR
@@ -335,7 +339,7 @@ class WindowedReviews(beam.PTransform):
             self.spec, self.clock, self.lateness, self.n_buckets, self.payload_bytes)).with_outputs(DEAD, main="rows")
         deduped = (assigned.rows
                    | "WindowReviews" >> window_into(RowWindows(), self.early, self.lateness, accumulate=False)
-                   | "Deduplicate" >> beam.ParDo(DedupeInWindowFn()))
+                   | "Deduplicate" >> beam.ParDo(DedupeInWindowFn()).with_input_types(typing.Tuple[int, typing.Any]))
         silver = (deduped
                   | "GroupSilverPanes" >> beam.GroupByKey()
                   | "WriteSilver" >> beam.ParDo(WriteSilverPaneFn(self.layout), beam.pvalue.AsDict(product_tables))

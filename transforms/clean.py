@@ -19,7 +19,8 @@ Value rules:
     summary, reviewText   tags stripped (as spaces), entities unescaped, whitespace trimmed
     reviewText null -> summary (review_text_from_summary = true)
     review_length_words   runs of non-whitespace in review_text
-    style           map with keys trimmed of spaces and the trailing ':' ("Size:" -> "Size"), values trimmed
+    style           map with keys trimmed of spaces and the trailing ':' ("Size:" -> "Size"), values trimmed,
+                    entries in key order
     image           only entries that start with http (drops the corrupt "88" entries); image_count
 """
 import numpy as np
@@ -74,10 +75,19 @@ def parse_vote(vote, helpful=None):
 
 
 def clean_style(style):
-    """map<string,string>: keys "Size:" -> "Size", values trimmed; empty maps stay empty."""
+    """map<string,string>: keys "Size:" -> "Size", values trimmed, entries sorted by key (the parser's
+    order depends on which lines share a batch; sorted, a review's row is the same however it was read);
+    empty maps stay empty."""
     style = style.combine_chunks() if isinstance(style, pa.ChunkedArray) else style
     keys = pc.utf8_trim(style.keys, characters=" :\t\n")
     items = pc.utf8_trim_whitespace(style.items)
+    raw = style.offsets.to_numpy()
+    lengths = np.diff(raw)
+    if len(keys) == raw[-1] - raw[0] and lengths.size and lengths.max() > 1:
+        rows = np.repeat(np.arange(len(lengths)), lengths)
+        order = pc.sort_indices(pa.table({"row": rows, "key": keys}),
+                                sort_keys=[("row", "ascending"), ("key", "ascending")])
+        keys, items = keys.take(order), items.take(order)
     offsets = style.offsets
     if style.null_count:
         offsets = pa.array(offsets.to_numpy(), mask=np.append(_np(style.is_null()), False))

@@ -1,0 +1,139 @@
+"""Streaming semantics of the graph after the reader, with TestStream on the BundleBasedDirectRunner.
+
+The input is what the Event Hubs reader emits (``EventBatch``: raw bodies, positions and the reader's
+watermark before the batch); the runner's watermark is driven by TestStream in step with it. Every
+expected value below follows from the documented rules: fixed one-hour windows, early panes every 60 s of
+processing time, allowed lateness two hours, gold panes accumulating (the last pane is the window's
+value; gold is re-windowed after the silver panes, so its early panes come one early period later),
+silver panes discarding, too-late events (latest window end + lateness <= watermark) dead-lettered
+by the reader's step, duplicates dropped per window on (partition, sequence number) and content key.
+"""
+import glob
+import json
+
+import apache_beam as beam
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to, equal_to_per_window
+from apache_beam.transforms.window import IntervalWindow, TimestampedValue
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
+
+from beam_pipeline import io
+from beam_pipeline.streaming import EventsToReviews, RowWindows, WindowedRows
+from transforms import reasons as R
+from transforms.events import REVIEW_TIME, EventBatch, event_times
+from transforms.windows import WindowSpec
+
+H = 3600
+T0 = 1_400_000_400 - 1_400_000_400 % H   # start of window A; window B follows
+A, B = IntervalWindow(T0, T0 + H), IntervalWindow(T0 + H, T0 + 2 * H)
+LATENESS = 2 * H
+EARLY = 60
+
+
+def review(reviewer, t, overall, text="fine"):
+    return json.dumps({"reviewerID": reviewer, "asin": "B000TEST", "overall": overall, "unixReviewTime": t,
+                       "reviewText": text, "summary": "s"}).encode()
+
+
+def batch(partition, first_seq, bodies, watermark_s):
+    enqueued = np.full(len(bodies), 1_700_000_000_000, dtype=np.int64)
+    times = event_times(bodies, enqueued, REVIEW_TIME, 1 << 20)
+    batch = EventBatch("reviews", partition, first_seq, tuple(str(first_seq + i) for i in range(len(bodies))),
+                       enqueued, times, tuple(bodies), watermark_s)
+    carrier = max(watermark_s or 0, int(times.max()))
+    return TimestampedValue(batch, Timestamp(seconds=carrier))
+
+
+R1, R2, R3 = review("r1", T0 + 10, 5.0), review("r2", T0 + 20, 1.0), review("r3", T0 + 30, 4.0)
+R6 = review("r6", T0 + H + 5, 3.0)                 # window B
+R4 = review("r4", T0 + 40, 2.0)                    # late for A, within the allowed lateness
+R5 = review("r5", T0 + 50, 5.0)                    # too late for A
+R1_AGAIN = R1                                       # same content, new event: a duplicate
+
+
+def stream():
+    return (TestStream()
+            .advance_watermark_to(T0)
+            .add_elements([batch("0", 0, [R1, R2, R3, R6], None)])
+            .advance_processing_time(EARLY + 1)                      # -> early silver panes of A and B
+            .advance_processing_time(EARLY + 1)                      # -> early gold panes (gold is one step on)
+            .add_elements([batch("1", 0, [R1_AGAIN], T0 + 30 - 600)])  # duplicate of r1 (other partition)
+            .add_elements([batch("0", 1, [R2], T0 + 30 - 600)])        # event 0/1 read again: replay
+            .advance_watermark_to(T0 + 2 * H + 10)                     # A and B on time
+            .add_elements([batch("0", 4, [R4], T0 + 2 * H + 10)])      # late, A still within lateness
+            .advance_watermark_to(T0 + 3 * H + 20)                     # A expires (end + lateness)
+            .add_elements([batch("0", 5, [R5], T0 + 3 * H + 20)])      # too late: dead letter
+            .advance_watermark_to_infinity())
+
+
+def gold_rows(element):
+    name, table = element
+    row = table.to_pylist()[0]
+    return row["n_reviews"], row["sum_overall"], row["pane_timing"], row["pane_is_last"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("stream")
+    layout = io.Layout(str(out), "test", ())
+    p = TestPipeline(runner="BundleBasedDirectRunner", options=PipelineOptions(["--streaming"]))
+    events = p | "Events" >> stream()
+    products = p | "NoProducts" >> beam.Create([])
+    result = (events, products) | EventsToReviews(layout, WindowSpec(H), REVIEW_TIME, LATENESS, EARLY,
+                                                  n_buckets=2, top_reviewers=10, max_record_bytes=1 << 20,
+                                                  payload_bytes=4096)
+    gold = (result["gold"]
+            | "OnlyReviews" >> beam.Filter(lambda kv: kv[0] == "reviews")
+            | "Rows" >> beam.Map(gold_rows))
+    assert_that(gold, equal_to_per_window({
+        A: [(3, 10.0, "EARLY", False), (3, 10.0, "ON_TIME", False), (4, 12.0, "LATE", False)],
+        B: [(1, 3.0, "EARLY", False), (1, 3.0, "ON_TIME", False)],
+    }), label="GoldPanes")
+    dead = result["dead_letters"] | beam.Map(lambda d: (d["stage"], d["reason"], d["source"], d["source_position"],
+                                                        d["payload"]))
+    assert_that(dead, equal_to([(R.WINDOW, R.TOO_LATE, "eventhub:reviews/0", 5, R5.decode())]), label="Dead")
+    p.run().wait_until_finish()  # the assert_that checks above fail the run if they do not hold
+    return out
+
+
+def test_gold_panes_and_too_late_dead_letter(run):
+    """The per-window pane values and the dead letter are asserted inside the pipeline (the run fixture
+    fails when they do not hold); the staged files must exist as well."""
+    assert glob.glob(f"{run}/_staging/test/gold/reviews/*.parquet")
+
+
+def test_silver_rows_written_once_per_pane(run):
+    out = run
+    files = sorted(glob.glob(f"{out}/_staging/test/silver/reviews/**/*.parquet", recursive=True))
+    rows = ds.dataset(files, format="parquet").to_table().to_pylist()
+    got = sorted((r["reviewer_id"], r["source"], r["source_position"]) for r in rows)
+    assert got == [("r1", "eventhub:reviews/0", 0), ("r2", "eventhub:reviews/0", 1), ("r3", "eventhub:reviews/0", 2),
+                   ("r4", "eventhub:reviews/0", 4), ("r6", "eventhub:reviews/0", 3)]
+    # one file per window, pane and bucket: the late row of A is in a pane file of its own
+    late = [f for f in files if "-p002-" in f]
+    assert len(late) == 1 and ds.dataset(late).to_table()["reviewer_id"].to_pylist() == ["r4"]
+
+
+def test_gold_files_carry_window_and_pane(run):
+    out = run
+    files = sorted(glob.glob(f"{out}/_staging/test/gold/reviews/*.parquet"))
+    tables = [ds.dataset(f).to_table() for f in files]
+    panes = sorted((t["window_start"][0].as_py().timestamp(), t["pane_index"][0].as_py(), t["pane_timing"][0].as_py(),
+                    t["n_reviews"][0].as_py()) for t in tables)
+    assert panes == [(T0, 0, "EARLY", 3), (T0, 1, "ON_TIME", 3), (T0, 2, "LATE", 4),
+                     (T0 + H, 0, "EARLY", 1), (T0 + H, 1, "ON_TIME", 1)]
+
+
+def test_row_windows_assigns_the_named_window_and_keeps_others():
+    from apache_beam.transforms.window import WindowFn
+    fn = RowWindows()
+    rows = WindowedRows(T0, T0 + H, None)
+    assert fn.assign(WindowFn.AssignContext(Timestamp(seconds=T0 + 5), element=(1, rows))) == [A]
+    assert fn.assign(WindowFn.AssignContext(Timestamp(seconds=T0 + 5), element=("reviews", None), window=B)) == [B]
+    with pytest.raises(ValueError):
+        fn.assign(WindowFn.AssignContext(MAX_TIMESTAMP, element="x"))
