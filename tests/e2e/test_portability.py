@@ -1,4 +1,4 @@
-"""Offline portability checks of the batch graph (feasibility notes §6): the runner-API round trip, a
+"""Offline portability checks of the batch and streaming graphs (feasibility notes §6): the runner-API round trip, a
 Dataflow ``--dry_run`` translation, and a real run through the portable job service (embed, LOOPBACK)."""
 from __future__ import annotations
 
@@ -81,6 +81,39 @@ def test_dataflow_dry_run_builds_the_batch_graph_offline(tmp_path, monkeypatch):
     assert envs and all(e.urn == "beam:env:docker:v1" for e in envs)
     assert json.loads(job.json())["type"] == "JOB_TYPE_BATCH"
     assert not options.view_as(StandardOptions).streaming
+
+
+STREAM_LABELS = ("ReadEventHub", "EventsToReviews", "WriteDeadLetters", "WriteProductDeadLetters")
+
+
+def test_dataflow_dry_run_builds_the_streaming_graph_offline(monkeypatch):
+    """The same graph with the hub as source translates to a Dataflow streaming job: the SDF reader, the
+    shared composites, no local commit step (a truly unbounded run: the runner checkpoints), and no secret
+    anywhere in the job (a connection string in the environment must not leak into it)."""
+    from apache_beam.runners.runner import PipelineState
+
+    secret = "Endpoint=sb://prod.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=TOPSECRET=;EntityPath=reviews"
+    monkeypatch.setenv("EVENTHUB_CONNECTION_STRING", secret)
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    options = PipelineOptions([
+        "--runner=DataflowRunner", "--dry_run=True", "--project=offline-project", "--region=us-central1",
+        "--temp_location=gs://offline-bucket/tmp", "--streaming", "--source=eventhub",
+        "--event_hub_namespace=prod.servicebus.windows.net", "--event_hub=reviews",
+        "--products=azfs://prodaccount/raw/amazon/metadata/*.jsonl.gz", "--allowed_lateness=1d",
+        "--early_firing=5m", "--output=azfs://prodaccount/curated/stream",
+        "--blob_service_endpoint=https://prodaccount.blob.core.windows.net", "--run_id=dry"])
+    p = beam.Pipeline(options=options)
+    outputs = build_pipeline(p, options)
+    assert "published" not in outputs and outputs["layout"].in_place
+    result = p.run()
+    assert result.state == PipelineState.DONE
+    job = result.job
+    names = _unique_names(job.proto_pipeline)
+    assert set(STREAM_LABELS) <= {n.split("/", 1)[0] for n in names}
+    assert any(n.startswith("EventsToReviews/ParseReviews") for n in names)  # the batch composites, reused
+    assert any(n.startswith("EventsToReviews/CleanReviews") for n in names)
+    assert json.loads(job.json())["type"] == "JOB_TYPE_STREAMING"
+    assert "TOPSECRET" not in job.json() and "TOPSECRET" not in str(job.proto_pipeline)
 
 
 def test_portable_runner_embed_loopback(tmp_path):
