@@ -93,6 +93,10 @@ class ReviewsOptions(PipelineOptions):
         s.add_argument("--early_firing", default=None,
                        help="emit early (speculative) panes of open windows every DURATION of processing time. "
                             "Default: none, only on-time and late panes")
+        s.add_argument("--known_reviews", default=None,
+                       help="silver reviews of earlier runs (e.g. a batch run's OUTPUT/silver/reviews, local or "
+                            "azfs://): reviews already there count as duplicates when they arrive on the hub. "
+                            "Default: none")
         s.add_argument("--checkpoint_dir", default=None,
                        help="where per-partition checkpoints are stored (local or azfs://). Default: "
                             "OUTPUT/_checkpoints/HUB/CONSUMER_GROUP")

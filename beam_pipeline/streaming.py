@@ -169,11 +169,48 @@ class AssignEventTimeFn(beam.DoFn):
                 yield pvalue.TaggedOutput(DEAD, d)
 
 
+CONTENT_SALT = np.uint64(0xA5A5A5A5A5A5A5A5)  # keeps content hashes apart from position hashes in one state
+
+
+def content_hashes(table):
+    """64-bit hashes of the dedupe content key (``transforms.enrich.REVIEW_KEY``) of each row."""
+    return keys.hash_columns(table, list(REVIEW_KEY)) ^ CONTENT_SALT
+
+
+class LoadKnownReviewsFn(beam.DoFn):
+    """A silver reviews root (e.g. a batch run's OUTPUT/silver/reviews) -> (bucket, sorted content hashes),
+    so reviews already in the batch tables count as duplicates when they also arrive on the hub."""
+
+    def __init__(self, n_buckets):
+        self.n_buckets = n_buckets
+        self.loaded = Metrics.counter("reviews", "known_reviews_loaded")
+
+    def process(self, root):
+        import pyarrow.parquet as pq
+        from apache_beam.io.filesystems import FileSystems
+        files = [m.path for r in FileSystems.match([io.join(root, "**.parquet")]) for m in r.metadata_list]
+        hashes, buckets = [], []
+        for path in sorted(files):
+            with FileSystems.open(path) as fh:
+                t = pq.read_table(fh, columns=list(REVIEW_KEY))
+            hashes.append(content_hashes(t))
+            buckets.append(keys.buckets(t["asin"], self.n_buckets))
+        if not files:
+            LOG.warning("--known_reviews %s: no Parquet files there", root)
+            return
+        hashes, buckets = np.concatenate(hashes), np.concatenate(buckets)
+        self.loaded.inc(len(hashes))
+        LOG.info("known reviews: %d content keys from %d files under %s", len(hashes), len(files), root)
+        for bucket in np.unique(buckets):
+            yield int(bucket), np.unique(hashes[buckets == bucket])
+
+
 class DedupeInWindowFn(beam.DoFn):
     """(bucket, WindowedRows) -> the rows not seen before in this window and bucket.
 
-    A row is a duplicate when its (partition, sequence number) was seen (an event read twice) or its
-    content key was seen (the batch key: reviewer, product, review time, text; a review sent twice).
+    A row is a duplicate when its (partition, sequence number) was seen (an event read twice), its
+    content key was seen (the batch key: reviewer, product, review time, text; a review sent twice), or
+    its content key is among the known reviews (side input: reviews already in the batch tables).
     Duplicates share the review time, hence the window, so per-window state finds them all, and the
     state is dropped when the window expires. Seen keys are stored as 64-bit hashes."""
 
@@ -182,18 +219,21 @@ class DedupeInWindowFn(beam.DoFn):
     def __init__(self):
         self.duplicates = Metrics.counter("reviews", "duplicates_dropped")
 
-    def process(self, element, seen=beam.DoFn.StateParam(SEEN)):
+    def process(self, element, known_by_bucket, seen=beam.DoFn.StateParam(SEEN)):
         bucket, rows = element
         t = rows.table
         stored = b"".join(seen.read())
         prior = np.frombuffer(stored, dtype=np.uint64) if stored else np.zeros(0, np.uint64)
         position = keys.hash_columns(t, ["source", "source_position"])
-        content = keys.hash_columns(t, list(REVIEW_KEY)) ^ np.uint64(0xA5A5A5A5A5A5A5A5)
+        content = content_hashes(t)
         keep = np.zeros(t.num_rows, dtype=bool)
         keep[np.unique(position, return_index=True)[1]] = True
         first_content = np.zeros(t.num_rows, dtype=bool)
         first_content[np.unique(content, return_index=True)[1]] = True
         keep &= first_content & ~np.isin(position, prior) & ~np.isin(content, prior)
+        known = known_by_bucket.get(bucket)
+        if known is not None:
+            keep &= ~np.isin(content, known, assume_unique=False)
         primary = np.asarray(t[PRIMARY].to_numpy(zero_copy_only=False), dtype=bool)
         self.duplicates.inc(int(np.count_nonzero(primary & ~keep)))
         if keep.any():
@@ -322,8 +362,9 @@ class WindowedReviews(beam.PTransform):
     windowed gold panes and the dead letters of late rows. The part of the streaming graph after the
     shared cleaning; tests drive it with TestStream.
 
-    Takes ``(stamped tables, products by bucket)``; returns a dict of PCollections: ``silver`` (staged
-    silver paths), ``gold`` ((family, table) per window pane), ``gold_paths``, ``dead_letters``."""
+    Takes ``(stamped tables, products by bucket[, known review hashes by bucket])``; returns a dict of
+    PCollections: ``silver`` (staged silver paths), ``gold`` ((family, table) per window pane),
+    ``gold_paths``, ``dead_letters``."""
 
     def __init__(self, layout, spec, clock, allowed_lateness_s, early_firing_s, n_buckets, top_reviewers,
                  payload_bytes):
@@ -334,12 +375,14 @@ class WindowedReviews(beam.PTransform):
 
     def expand(self, inputs):
         from beam_pipeline.pipeline import MergeGoldFn
-        stamped, product_tables = inputs
+        stamped, product_tables, *known = inputs
+        known = known[0] if known else stamped.pipeline | "NoKnownReviews" >> beam.Create([])
         assigned = stamped | "AssignEventTime" >> beam.ParDo(AssignEventTimeFn(
             self.spec, self.clock, self.lateness, self.n_buckets, self.payload_bytes)).with_outputs(DEAD, main="rows")
         deduped = (assigned.rows
                    | "WindowReviews" >> window_into(RowWindows(), self.early, self.lateness, accumulate=False)
-                   | "Deduplicate" >> beam.ParDo(DedupeInWindowFn()).with_input_types(typing.Tuple[int, typing.Any]))
+                   | "Deduplicate" >> beam.ParDo(DedupeInWindowFn(), beam.pvalue.AsDict(known))
+                   .with_input_types(typing.Tuple[int, typing.Any], typing.Any))
         silver = (deduped
                   | "GroupSilverPanes" >> beam.GroupByKey()
                   | "WriteSilver" >> beam.ParDo(WriteSilverPaneFn(self.layout), beam.pvalue.AsDict(product_tables))
@@ -391,12 +434,12 @@ class EventsToReviews(beam.PTransform):
 
     def expand(self, inputs):
         from beam_pipeline.pipeline import CleanReviews, ParseReviews
-        events, product_tables = inputs
+        events, product_tables, *known = inputs
         prepared = events | "PrepareEvents" >> beam.ParDo(
             PrepareEventsFn(self.spec, self.lateness, self.payload_bytes)).with_outputs(DEAD, POSITIONS, main="chunks")
         parsed = prepared.chunks | "ParseReviews" >> ParseReviews(self.max_record_bytes, self.payload_bytes)
         cleaned = parsed.batches | "CleanReviews" >> CleanReviews(self.payload_bytes)
-        out = (cleaned.clean, product_tables) | "WindowedReviews" >> WindowedReviews(
+        out = (cleaned.clean, product_tables, *known) | "WindowedReviews" >> WindowedReviews(
             self.layout, self.spec, self.clock, self.lateness, self.early, self.n_buckets, self.top_reviewers,
             self.payload_bytes)
         out["dead_letters"] = ((prepared[DEAD], parsed[DEAD], cleaned[DEAD], out["dead_letters"])
@@ -416,7 +459,11 @@ def build_streaming(p, o, layout, spec, settings, reader_config, checkpoint_root
 
     events = p | "ReadEventHub" >> ReadEventHub(settings, reader_config, o.start_position, o.max_records,
                                                 checkpoint)
-    out = (events, product_tables) | "EventsToReviews" >> EventsToReviews(
+    known = []
+    if o.known_reviews:
+        known.append(p | "KnownReviewsRoot" >> beam.Create([o.known_reviews])
+                     | "LoadKnownReviews" >> beam.ParDo(LoadKnownReviewsFn(o.shuffle_buckets)))
+    out = (events, product_tables, *known) | "EventsToReviews" >> EventsToReviews(
         layout, spec, o.event_time, lateness, early, o.shuffle_buckets, o.top_reviewers, o.max_record_bytes,
         o.dead_letter_payload_bytes)
     dead_paths = out["dead_letters"] | "WriteDeadLetters" >> WriteDeadLetters(

@@ -137,3 +137,31 @@ def test_row_windows_assigns_the_named_window_and_keeps_others():
     assert fn.assign(WindowFn.AssignContext(Timestamp(seconds=T0 + 5), element=("reviews", None), window=B)) == [B]
     with pytest.raises(ValueError):
         fn.assign(WindowFn.AssignContext(MAX_TIMESTAMP, element="x"))
+
+
+def test_known_reviews_count_as_duplicates(tmp_path):
+    """--known_reviews: a review already in the batch tables is a duplicate when it arrives on the hub."""
+    from transforms import keys
+    from transforms.clean import clean_reviews
+    from transforms.events import prepare_events
+    from transforms.parse import parse_reviews
+    from beam_pipeline.streaming import content_hashes
+    import pyarrow as pa
+
+    chunk, _, _ = prepare_events(batch("0", 0, [R1], None).value, WindowSpec(H), 0)
+    r1_row, _ = clean_reviews(parse_reviews(chunk)[0])
+    bucket = int(keys.buckets(pa.array(["B000TEST"]), 2)[0])
+    layout = io.Layout(str(tmp_path), "known", ())
+    p = TestPipeline(runner="BundleBasedDirectRunner", options=PipelineOptions(["--streaming"]))
+    events = p | "Events" >> (TestStream().advance_watermark_to(T0)
+                              .add_elements([batch("0", 0, [R1, R2, R3], None)])
+                              .advance_watermark_to_infinity())
+    products = p | "NoProducts" >> beam.Create([])
+    known = p | "Known" >> beam.Create([(bucket, content_hashes(r1_row))])
+    result = (events, products, known) | EventsToReviews(layout, WindowSpec(H), REVIEW_TIME, 0, None, 2, 10,
+                                                         1 << 20, 4096)
+    gold = result["gold"] | beam.Filter(lambda kv: kv[0] == "reviews") | beam.Map(gold_rows)
+    assert_that(gold, equal_to_per_window({A: [(2, 5.0, "ON_TIME", True)]}))  # no lateness: the last pane
+    p.run().wait_until_finish()
+    files = glob.glob(f"{tmp_path}/_staging/known/silver/reviews/**/*.parquet", recursive=True)
+    assert sorted(ds.dataset(files).to_table()["reviewer_id"].to_pylist()) == ["r2", "r3"]

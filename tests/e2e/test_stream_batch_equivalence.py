@@ -160,3 +160,17 @@ def test_dead_letters_carry_partition_and_sequence_number(both):
         line = lines[d["source_position"] * 4 + partition]
         assert d["payload_bytes"] == len(line)
         assert d["payload"] == line[:4096].decode("utf-8", "backslashreplace")
+
+
+def test_known_reviews_loader_reads_the_batch_silver(both):
+    """The --known_reviews loader over the batch silver: one hash per silver row, and every review the
+    stream wrote is among them (so a rerun with --known_reviews would count them all as duplicates)."""
+    import numpy as np
+    from beam_pipeline.streaming import LoadKnownReviewsFn, content_hashes
+    batch_root, batch = both["batch"]
+    known = dict(LoadKnownReviewsFn(8).process(os.path.join(batch_root, "silver", "reviews")))
+    assert sum(len(v) for v in known.values()) == batch["reviews"]["silver_rows"]
+    stream_silver = ds.dataset(os.path.join(both["stream"][0], "silver", "reviews"), format="parquet",
+                               partitioning="hive").to_table()
+    hashes = content_hashes(stream_silver)
+    assert np.isin(hashes, np.concatenate(list(known.values()))).all()
