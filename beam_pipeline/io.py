@@ -13,6 +13,7 @@ import os
 import posixpath
 import shutil
 import time
+import uuid
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -139,6 +140,19 @@ class Layout:
 
     def final(self, relpath):
         return join(self.output, relpath)
+
+    def write(self, writer, data, relpath):
+        """Write ``data`` with ``writer(data, path)`` to where ``relpath`` goes first. In place, the file
+        is written under a ``_``-prefixed temporary name beside its final one and renamed when complete,
+        so readers (which skip ``_`` names) never see half a file."""
+        path = self.staged(relpath)
+        if not self.in_place:
+            return writer(data, path)
+        head, name = posixpath.split(path) if "://" in path else os.path.split(path)
+        tmp = join(head, f"_tmp-{uuid.uuid4().hex[:12]}-{name}")
+        writer(data, tmp)
+        FileSystems.rename([tmp], [path])
+        return path
 
 
 def delete_tree(root):

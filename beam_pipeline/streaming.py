@@ -277,7 +277,7 @@ class WriteSilverPaneFn(beam.DoFn):
         for key, part in keys.split_by_bucket(silver, ym):
             rel = (f"{SILVER_REVIEWS_DIR}/year={key // 100}/month={key % 100}/"
                    f"part-{_window_tag(window)}-p{pane.index:03d}-b{bucket:03d}-{self.layout.run_id}.parquet")
-            io.write_parquet(part.drop_columns(list(REVIEW_PARTITION_COLUMNS)), self.layout.staged(rel))
+            self.layout.write(io.write_parquet, part.drop_columns(list(REVIEW_PARTITION_COLUMNS)), rel)
             yield rel
 
 
@@ -309,7 +309,7 @@ class WriteGoldPaneFn(beam.DoFn):
         from beam_pipeline.pipeline import GOLD_DIR
         name, table = element
         rel = f"{GOLD_DIR}/{name}/part-{_window_tag(window)}-p{pane.index:03d}-{self.layout.run_id}.parquet"
-        io.write_parquet(table, self.layout.staged(rel))
+        self.layout.write(io.write_parquet, table, rel)
         yield rel
 
 
@@ -325,7 +325,7 @@ class WriteDeadLetterPaneFn(beam.DoFn):
         tag = _window_tag(window) if isinstance(window, IntervalWindow) else "all"
         from beam_pipeline.pipeline import DEAD_DIR
         rel = f"{DEAD_DIR}/{self.prefix}-{tag}-p{pane.index:03d}-s{shard:02d}-{self.layout.run_id}.jsonl"
-        io.write_json_lines(letters, self.layout.staged(rel))
+        self.layout.write(io.write_json_lines, letters, rel)
         yield rel
 
 
