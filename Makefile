@@ -8,10 +8,11 @@ AZURITE := node_modules/.bin/azurite-blob
 .PHONY: install run test test-fast bench stop clean help
 
 help:
-	@echo "make run     - set up, start Azurite, generate data, run the batch job from azfs://, print the summary"
+	@echo "make run     - set up, start Azurite and the local Event Hubs endpoint, run the batch job from azfs:// and the"
+	@echo "               streaming job from the hub, check both against the generator's manifest"
 	@echo "make test    - set up and run the whole test suite (unit, composite, end to end on local services)"
 	@echo "make bench   - the batch job vs the pyarrow reference at 200k and 1M reviews (bench/results/)"
-	@echo "make stop    - stop the Azurite started by make run"
+	@echo "make stop    - stop the Azurite and the Event Hubs endpoint started by make run"
 	@echo "make clean   - remove outputs and local state (keeps .venv and node_modules)"
 
 $(STAMP): setup.py
@@ -40,6 +41,7 @@ bench: install
 
 stop:
 	-test -x $(PY) && $(PY) -m runners.local_stack azurite stop
+	-test -x $(PY) && $(PY) -m runners.local_stack eventhubs stop
 
 clean: stop
 	rm -rf out .local bench/work

@@ -1,8 +1,11 @@
 """Local stand-ins for the Azure services the job talks to (for tests and ``make run``).
 
-For now this is Azurite's blob service, which Beam's ``azfs://`` filesystem and ``azure-storage-blob``
-use unchanged. Azurite is the npm package pinned in ``package.json``; ``npm install`` at the repository
-root puts ``node_modules/.bin/azurite-blob`` in place.
+* Azurite's blob service, which Beam's ``azfs://`` filesystem and ``azure-storage-blob`` use unchanged.
+  Azurite is the npm package pinned in ``package.json``; ``npm install`` at the repository root puts
+  ``node_modules/.bin/azurite-blob`` in place.
+* The local Event Hubs endpoint of ``runners.eventhubs_local`` (pure Python, plain AMQP, no auth),
+  run as a detached ``python -m runners.eventhubs_local serve`` process, which the ``azure-eventhub``
+  SDK (``beam_pipeline --source=eventhub``, ``runners.publish``) talks to unchanged.
 
 Python API::
 
@@ -13,12 +16,27 @@ Python API::
         os.environ["AZURE_STORAGE_CONNECTION_STRING"] = az.connection_string  # what Beam's azfs reads
         path = azfs_url("reviews", "raw/part-0.json")   # azfs://devstoreaccount1/reviews/raw/part-0.json
 
+    from runners.local_stack import EventHubsEndpoint, start_eventhubs, stop_eventhubs
+
+    with EventHubsEndpoint("/tmp/eh") as eh:            # child process, free port, waits until it answers
+        publish(eh.connection_string, files, partitions=4)          # runners.publish
+    state, started = start_eventhubs()   # detached, recorded in .local/eventhubs.json; reused if running
+    stop_eventhubs()
+
 CLI (used by ``make run``; ``--help`` on every subcommand)::
 
     python -m runners.local_stack azurite start [--port 10000] [--location .local/azurite]
     python -m runners.local_stack azurite status | stop
     eval "$(python -m runners.local_stack azurite env)"
     python -m runners.local_stack upload --container reviews --prefix raw DIR
+
+    python -m runners.local_stack eventhubs start [--port P] [--data-dir .local/eventhubs] [--hub reviews]
+                                                 [--partitions 4]     # port: 5674, or a free one if taken
+    python -m runners.local_stack eventhubs status | stop
+    eval "$(python -m runners.local_stack eventhubs env)"   # export EVENTHUB_CONNECTION_STRING='...'
+
+The Event Hubs connection string carries a placeholder key (``SharedAccessKey=local``): the endpoint
+checks no credentials, so there is nothing to redact there.
 
 The only credential here is Azurite's *public*, documented development account key (it is published in
 Microsoft's Azurite documentation and is identical on every installation). It is still redacted in
@@ -341,6 +359,194 @@ class Azurite:
         return f"Azurite(location={str(self.location)!r}, host={self.host!r}, port={port}, pid={self.pid})"
 
 
+# --------------------------------------------------------------------------------------------- Event Hubs
+EVENTHUBS_MODULE = "runners.eventhubs_local"
+EVENTHUBS_DEFAULT_PORT = 5674
+EVENTHUBS_DEFAULT_DATA_DIR = REPO_ROOT / ".local" / "eventhubs"
+EVENTHUBS_DEFAULT_STATE_FILE = REPO_ROOT / ".local" / "eventhubs.json"
+EVENTHUBS_LOG_NAME = "eventhubs-local.log"
+EVENTHUBS_HUB = "reviews"
+EVENTHUBS_PARTITIONS = 4
+EVENTHUBS_CONNECTION_ENV = "EVENTHUB_CONNECTION_STRING"  # what beam_pipeline and runners.publish read
+_AMQP_HEADER = b"AMQP\x00\x01\x00\x00"
+_SERVE_ENDPOINT_RE = re.compile(rb"^Endpoint=sb://[^;\s]+?:(\d+);", re.MULTILINE)
+
+
+def make_eventhubs_connection_string(host: str, port: int, hub: str = EVENTHUBS_HUB) -> str:
+    """Connection string of a local Event Hubs endpoint (identical to ``LocalEventHubs.connection_string``).
+
+    The key is a placeholder: the endpoint checks no credentials. ``UseDevelopmentEmulator=true`` makes
+    the SDK speak plain AMQP (no TLS) to ``host:port``.
+    """
+    return (f"Endpoint=sb://{host}:{port};SharedAccessKeyName=local;SharedAccessKey=local;"
+            f"UseDevelopmentEmulator=true;EntityPath={hub}")
+
+
+def amqp_ready(host: str, port: int, timeout: float = 2.0) -> bool:
+    """True if ``host:port`` answers the AMQP 1.0 protocol header with its own, as the local endpoint does."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(_AMQP_HEADER)
+            got = b""
+            while len(got) < len(_AMQP_HEADER):
+                chunk = sock.recv(len(_AMQP_HEADER) - len(got))
+                if not chunk:
+                    break
+                got += chunk
+            return got == _AMQP_HEADER
+    except OSError:
+        return False
+
+
+def _is_eventhubs_pid(pid: int) -> bool:
+    return _pid_alive(pid) and EVENTHUBS_MODULE in _pid_cmdline(pid)
+
+
+class EventHubsEndpoint:
+    """The local Event Hubs endpoint (``python -m runners.eventhubs_local serve``) as a child process.
+
+    Its partition logs and its log (``EVENTHUBS_LOG_NAME``) live under ``data_dir``. ``port=None``
+    lets the server bind a free port itself (no race) and reads it back from its first output line.
+    ``start()`` returns once the port answers the AMQP header; ``stop()`` (SIGTERM: the server closes
+    its clients and logs) is idempotent. Usable as a context manager. For an in-process endpoint use
+    ``runners.eventhubs_local.LocalEventHubs``; this class exists so that the endpoint can outlive the
+    command that started it (``detached=True``, as the CLI does).
+    """
+
+    def __init__(self, data_dir: str | os.PathLike, host: str = DEFAULT_HOST, port: int | None = None,
+                 hub: str = EVENTHUBS_HUB, partitions: int = EVENTHUBS_PARTITIONS):
+        self.data_dir = Path(data_dir).resolve()
+        self.host, self.hub, self.partitions = host, hub, int(partitions)
+        self._requested_port = port
+        self._port: int | None = None
+        self._proc: subprocess.Popen | None = None
+        self._log_fh = None
+        self._log_start = 0
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("no port yet: start() learns it from the server")
+        return self._port
+
+    @property
+    def endpoint(self) -> str:
+        return f"sb://{self.host}:{self.port}"
+
+    @property
+    def connection_string(self) -> str:
+        return make_eventhubs_connection_string(self.host, self.port, self.hub)
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / EVENTHUBS_LOG_NAME
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", EVENTHUBS_MODULE, "serve", "--data-dir", str(self.data_dir),
+                "--host", self.host, "--port", str(self._requested_port or 0), "--hub", self.hub,
+                "--partitions", str(self.partitions)]
+
+    def start(self, timeout: float = 30, detached: bool = False) -> "EventHubsEndpoint":
+        """Spawn the server and wait until it answers AMQP. ``detached=True``: its own session, so it
+        outlives this process and the terminal's Ctrl-C. RuntimeError if the port is taken, the server
+        exits (its log tail is in the message) or it is not ready within ``timeout`` seconds."""
+        if self.running:
+            return self
+        if self._requested_port and port_open(self.host, self._requested_port):
+            raise RuntimeError(f"port {self.host}:{self._requested_port} is already in use by another process")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._log_fh = open(self.log_path, "ab")
+        self._log_start = self._log_fh.tell()
+        self._log_fh.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: "
+                           f"{shlex.join(self.command())}\n".encode())
+        self._log_fh.flush()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop(EVENTHUBS_CONNECTION_ENV, None)
+        self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=self._log_fh,
+                                      stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env,
+                                      start_new_session=detached, close_fds=True)
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _served_port(self) -> int | None:
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(self._log_start)
+                match = _SERVE_ENDPOINT_RE.search(fh.read())
+        except OSError:
+            return None
+        return int(match.group(1)) if match else None
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            rc = self._proc.poll()
+            if rc is not None:
+                raise RuntimeError(
+                    f"the Event Hubs endpoint exited with rc={rc} during start-up (data dir {self.data_dir}). "
+                    f"Log {self.log_path}:\n{_log_tail(self.log_path, self._log_start)}")
+            if self._port is None:
+                self._port = self._served_port()
+            if self._port is not None and amqp_ready(self.host, self._port):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the Event Hubs endpoint did not become ready within {timeout:.0f} s. "
+                    f"Log {self.log_path}:\n{_log_tail(self.log_path, self._log_start)}")
+            time.sleep(0.1)
+
+    def stop(self, grace: float = STOP_GRACE_S) -> None:
+        """SIGTERM the server (SIGKILL after ``grace`` seconds). Safe to call repeatedly."""
+        proc, self._proc = self._proc, None
+        try:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(grace)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+        finally:
+            if self._log_fh is not None:
+                self._log_fh.close()
+                self._log_fh = None
+            if self._requested_port is None:
+                self._port = None
+
+    def detach(self) -> None:
+        """Forget the process without stopping it (after ``start(detached=True)``, for the CLI)."""
+        if self._proc is not None:
+            self._proc.returncode = 0  # keeps Popen.__del__ from warning about a running child
+            self._proc = None
+        if self._log_fh is not None:
+            self._log_fh.close()
+            self._log_fh = None
+
+    def __enter__(self) -> "EventHubsEndpoint":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        port = self._port if self._port is not None else (self._requested_port or "auto")
+        return (f"EventHubsEndpoint(data_dir={str(self.data_dir)!r}, host={self.host!r}, port={port}, "
+                f"hub={self.hub!r}, partitions={self.partitions}, pid={self.pid})")
+
+
 # --------------------------------------------------------------------------------------------- blobs
 def azfs_url(container: str, blob_path: str = "", account: str = AZURITE_ACCOUNT) -> str:
     """``azfs://<account>/<container>/<blob_path>``; rejects names Beam's azfs path regex would reject."""
@@ -455,6 +661,94 @@ def running_connection_string(state_file: Path = DEFAULT_STATE_FILE) -> str | No
     if not _state_running(state):
         return None
     return make_connection_string(state.get("host", DEFAULT_HOST), int(state["port"]))
+
+
+def _eventhubs_state_running(state: dict | None) -> bool:
+    """True if the recorded endpoint process is alive and its port answers AMQP."""
+    if not state or "pid" not in state or "port" not in state:
+        return False
+    return (_is_eventhubs_pid(int(state["pid"]))
+            and amqp_ready(state.get("host", DEFAULT_HOST), int(state["port"])))
+
+
+def running_eventhubs_connection_string(state_file: Path = EVENTHUBS_DEFAULT_STATE_FILE) -> str | None:
+    """Connection string of the CLI-started Event Hubs endpoint recorded in ``state_file``, if it runs."""
+    state = read_state(state_file)
+    if not _eventhubs_state_running(state):
+        return None
+    return make_eventhubs_connection_string(state.get("host", DEFAULT_HOST), int(state["port"]),
+                                           state.get("hub", EVENTHUBS_HUB))
+
+
+def start_eventhubs(state_file: Path = EVENTHUBS_DEFAULT_STATE_FILE,
+                    data_dir: str | os.PathLike = EVENTHUBS_DEFAULT_DATA_DIR, host: str = DEFAULT_HOST,
+                    port: int | None = None, hub: str = EVENTHUBS_HUB, partitions: int = EVENTHUBS_PARTITIONS,
+                    timeout: float = 30.0) -> tuple[dict, bool]:
+    """Start the local Event Hubs endpoint detached and record it in ``state_file``, or reuse the
+    recorded one if it runs with the same data dir, hub and partitions. Returns ``(state, started)``.
+
+    ``port``: None = ``EVENTHUBS_DEFAULT_PORT`` if free, else a free port; 0 = a free port; N = exactly N
+    (RuntimeError if taken). RuntimeError also when the recorded endpoint differs from what is asked for
+    or cannot be started.
+    """
+    state_file, data_dir = Path(state_file).resolve(), Path(data_dir).resolve()
+    state = read_state(state_file)
+    if state is not None:
+        if _eventhubs_state_running(state):
+            wanted = {"data_dir": str(data_dir), "hub": hub, "partitions": int(partitions)}
+            if port:
+                wanted["port"] = int(port)
+            differs = [f"{k} {state.get(k)!r} (asked for {v!r})" for k, v in wanted.items() if state.get(k) != v]
+            if differs:
+                raise RuntimeError(f"the Event Hubs endpoint recorded in {state_file} runs with other settings: "
+                                   f"{', '.join(differs)}; run `eventhubs stop` first")
+            return state, False
+        if _is_eventhubs_pid(int(state.get("pid", 0) or 0)):
+            raise RuntimeError(f"recorded Event Hubs endpoint pid {state['pid']} is alive but does not answer on "
+                               f"port {state.get('port')}; run `eventhubs stop` first")
+        state_file.unlink(missing_ok=True)  # stale
+    auto = port is None
+    if auto:
+        port = 0 if port_open(host, EVENTHUBS_DEFAULT_PORT) else EVENTHUBS_DEFAULT_PORT
+    endpoint = EventHubsEndpoint(data_dir, host=host, port=port or None, hub=hub, partitions=partitions)
+    try:
+        endpoint.start(timeout=timeout, detached=True)
+    except RuntimeError as exc:
+        if not (auto and port and "already in use" in str(exc).lower()):
+            raise
+        # the default port was taken between the check and the bind: let the server pick one
+        endpoint = EventHubsEndpoint(data_dir, host=host, port=None, hub=hub, partitions=partitions)
+        endpoint.start(timeout=timeout, detached=True)
+    state = {"pid": endpoint.pid, "host": endpoint.host, "port": endpoint.port, "data_dir": str(endpoint.data_dir),
+             "hub": endpoint.hub, "partitions": endpoint.partitions, "log": str(endpoint.log_path),
+             "endpoint": endpoint.endpoint, "connection_string": endpoint.connection_string,
+             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    try:
+        _write_state(state_file, state)
+    except OSError as exc:
+        endpoint.stop()
+        raise RuntimeError(f"could not write state file {state_file}: {exc}; endpoint stopped") from exc
+    endpoint.detach()
+    return state, True
+
+
+def stop_eventhubs(state_file: Path = EVENTHUBS_DEFAULT_STATE_FILE, grace: float = STOP_GRACE_S) -> str:
+    """Stop the endpoint recorded in ``state_file`` and remove the file; returns what happened (one line).
+    Idempotent. RuntimeError if the process survives SIGKILL."""
+    state_file = Path(state_file).resolve()
+    state = read_state(state_file)
+    if state is None:
+        return "not running (no state file)"
+    pid = int(state.get("pid", 0) or 0)
+    if pid and _is_eventhubs_pid(pid):
+        _terminate_pid(pid, grace=grace)
+        message = f"stopped: pid={pid} port={state.get('port')}"
+    elif pid and _pid_alive(pid):
+        message = f"not running: pid {pid} now belongs to another program (left alone); stale state removed"
+    else:
+        message = "not running (stale state removed)"
+    state_file.unlink(missing_ok=True)
+    return message
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -584,13 +878,136 @@ def _cmd_upload(args) -> int:
     return 0
 
 
+def _describe_eventhubs(state: dict) -> str:
+    return (f"pid={state['pid']} endpoint=sb://{state.get('host', DEFAULT_HOST)}:{state['port']} "
+            f"hub={state.get('hub')} partitions={state.get('partitions')} data_dir={state.get('data_dir')}")
+
+
+def _cmd_eh_start(args) -> int:
+    state_file = Path(args.state_file).resolve()
+    try:
+        state, started = start_eventhubs(state_file, args.data_dir, host=args.host, port=args.port, hub=args.hub,
+                                         partitions=args.partitions, timeout=args.timeout)
+    except (RuntimeError, OSError) as exc:
+        _err(f"failed to start the Event Hubs endpoint: {exc}")
+        return 1
+    if not started:
+        print(f"already running: {_describe_eventhubs(state)}")
+        return 0
+    print(f"started: {_describe_eventhubs(state)}")
+    print(f"log: {state['log']}  state: {state_file}")
+    return 0
+
+
+def _cmd_eh_stop(args) -> int:
+    try:
+        print(stop_eventhubs(Path(args.state_file), grace=args.grace))
+    except RuntimeError as exc:
+        _err(f"could not stop the Event Hubs endpoint: {exc}")
+        return 1
+    return 0
+
+
+def _cmd_eh_status(args) -> int:
+    state_file = Path(args.state_file).resolve()
+    state = read_state(state_file)
+    running = _eventhubs_state_running(state)
+    if args.json:
+        print(json.dumps(dict(state or {}, running=running, state_file=str(state_file)), indent=2))
+    elif running:
+        print(f"running: {_describe_eventhubs(state)}")
+    elif state is None:
+        print(f"not running (no state file {state_file})")
+    else:
+        print(f"not running (stale state file {state_file}: pid={state.get('pid')} port={state.get('port')})")
+    return 0 if running else 3
+
+
+def _cmd_eh_env(args) -> int:
+    cs = running_eventhubs_connection_string(Path(args.state_file).resolve())
+    if cs is None:
+        _err("the Event Hubs endpoint is not running; start it with `python -m runners.local_stack eventhubs start`")
+        return 1
+    print(f"export {EVENTHUBS_CONNECTION_ENV}={shlex.quote(cs)}")
+    return 0
+
+
+def _eventhubs_port(text: str) -> int | None:
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a TCP port 0-65535, got {text!r}")
+    return port
+
+
+def _add_eventhubs_parser(sub, fmt) -> None:
+    eh = sub.add_parser("eventhubs", help="manage a detached local Event Hubs endpoint", formatter_class=fmt,
+                        description="Manage a detached local Event Hubs endpoint (runners.eventhubs_local: "
+                                    "plain AMQP, no authentication, durable partition logs). Its pid and port "
+                                    "are recorded in a state file so later commands can find it.")
+    eh_sub = eh.add_subparsers(dest="action", required=True, metavar="{start,stop,status,env}")
+    state = argparse.ArgumentParser(add_help=False)
+    state.add_argument("--state-file", default=str(EVENTHUBS_DEFAULT_STATE_FILE), metavar="PATH",
+                       help="JSON file recording the running endpoint (pid, port, data dir); relative paths are "
+                            "resolved against the current directory")
+
+    p = eh_sub.add_parser(
+        "start", parents=[state], formatter_class=fmt, help="start the endpoint in the background",
+        description="Start the endpoint in the background (its own session, so it outlives this command) "
+                    "and wait until it answers AMQP. Idempotent: if the recorded endpoint runs with the same "
+                    "data dir, hub and partitions, prints 'already running' and exits 0.")
+    p.add_argument("--port", type=_eventhubs_port, default="auto",
+                   help=f"TCP port. 'auto': {EVENTHUBS_DEFAULT_PORT}, or a free port when that one is taken; "
+                        "0: a free port; N: exactly N (an error if it is taken)")
+    p.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (keep it loopback: no auth)")
+    p.add_argument("--data-dir", "--location", dest="data_dir", default=str(EVENTHUBS_DEFAULT_DATA_DIR),
+                   metavar="DIR", help=f"directory for the partition logs and the server log ({EVENTHUBS_LOG_NAME}); "
+                                       "events sent earlier are served again. Relative paths are resolved "
+                                       "against the current directory")
+    p.add_argument("--hub", default=EVENTHUBS_HUB, help="event hub name (the connection string's EntityPath)")
+    p.add_argument("--partitions", type=int, default=EVENTHUBS_PARTITIONS,
+                   help="partition count; must match what the data dir was created with")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="how long to wait for the endpoint to answer before giving up")
+    p.set_defaults(func=_cmd_eh_start)
+
+    p = eh_sub.add_parser(
+        "stop", parents=[state], formatter_class=fmt, help="stop the recorded endpoint",
+        description="Stop the endpoint recorded in the state file (SIGTERM, then SIGKILL after the grace "
+                    "period) and remove the state file. Its data dir is kept. Idempotent: exits 0 if "
+                    "nothing runs.")
+    p.add_argument("--grace", type=float, default=STOP_GRACE_S, metavar="SECONDS",
+                   help="seconds to wait after SIGTERM before SIGKILL")
+    p.set_defaults(func=_cmd_eh_stop)
+
+    p = eh_sub.add_parser(
+        "status", parents=[state], formatter_class=fmt, help="report whether the endpoint is running",
+        description="Report whether the recorded endpoint is running and answering AMQP. "
+                    "Exit status: 0 running, 3 not running.")
+    p.add_argument("--json", action="store_true", help="print the state as JSON")
+    p.set_defaults(func=_cmd_eh_status)
+
+    p = eh_sub.add_parser(
+        "env", parents=[state], formatter_class=fmt,
+        help=f"print `export {EVENTHUBS_CONNECTION_ENV}=...` for the running endpoint",
+        description=f"Print a shell `export {EVENTHUBS_CONNECTION_ENV}='...'` line for the running endpoint, "
+                    f"for `eval \"$(python -m runners.local_stack eventhubs env)\"` (what beam_pipeline "
+                    "--source=eventhub and runners.publish read). The key in it is a placeholder: the "
+                    "endpoint checks none. Exits 1 if the endpoint is not running.")
+    p.set_defaults(func=_cmd_eh_env)
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(
         prog="python -m runners.local_stack", formatter_class=fmt,
-        description="Start, stop and inspect local stand-ins for Azure services (Azurite blob), "
-                    "and upload local files to them.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{azurite,upload}")
+        description="Start, stop and inspect local stand-ins for Azure services (Azurite blob, a local "
+                    "Event Hubs endpoint), and upload local files to Azurite.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{azurite,eventhubs,upload}")
 
     az = sub.add_parser("azurite", help="manage a detached Azurite blob service", formatter_class=fmt,
                         description="Manage a detached Azurite blob service. Its pid and port are "
@@ -640,6 +1057,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "running Azurite, for `eval \"$(python -m runners.local_stack azurite env)\"`. "
                     "It contains Azurite's public development key. Exits 1 if Azurite is not running.")
     p.set_defaults(func=_cmd_env)
+
+    _add_eventhubs_parser(sub, fmt)
 
     p = sub.add_parser(
         "upload", parents=[state], formatter_class=fmt, help="upload a local directory tree",

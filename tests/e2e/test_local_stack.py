@@ -263,7 +263,8 @@ def test_cli_start_fails_when_port_taken_by_other_program(tmp_path):
 
 @pytest.mark.parametrize("argv", [
     [], ["azurite"], ["azurite", "start"], ["azurite", "stop"], ["azurite", "status"], ["azurite", "env"],
-    ["upload"],
+    ["upload"], ["eventhubs"], ["eventhubs", "start"], ["eventhubs", "stop"], ["eventhubs", "status"],
+    ["eventhubs", "env"],
 ])
 def test_cli_help(argv, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -275,3 +276,135 @@ def test_cli_help(argv, capsys):
         assert all(opt in out for opt in ("--port", "--location", "--host", "--timeout", "--state-file"))
     if argv == ["upload"]:
         assert all(opt in out for opt in ("--container", "--prefix", "--connection-string", "DIR"))
+    if argv == ["eventhubs", "start"]:
+        assert all(opt in out for opt in ("--port", "--data-dir", "--hub", "--partitions", "--host", "--timeout",
+                                          "--state-file"))
+
+
+# ------------------------------------------------------------------------------------- Event Hubs endpoint
+def _eh_cli(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != local_stack.EVENTHUBS_CONNECTION_ENV}
+    return subprocess.run([sys.executable, "-m", "runners.local_stack", "eventhubs", *args], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _wait_dead(pid: int, seconds: float = 5) -> bool:
+    deadline = time.monotonic() + seconds
+    while local_stack._pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not local_stack._pid_alive(pid)
+
+
+def test_eventhubs_connection_string_is_the_endpoints_own(tmp_path):
+    from runners.eventhubs_local import LocalEventHubs
+
+    with LocalEventHubs(tmp_path / "eh", hub="reviews", partitions=2, fsync=False) as eh:
+        assert local_stack.make_eventhubs_connection_string(eh.host, eh.port, "reviews") == eh.connection_string
+        assert local_stack.amqp_ready(eh.host, eh.port)
+    assert not local_stack.amqp_ready("127.0.0.1", eh.port, timeout=0.5)
+
+
+def test_eventhubs_endpoint_process_start_stop_and_failure(tmp_path):
+    ep = local_stack.EventHubsEndpoint(tmp_path / "eh", partitions=2)  # port None: the server binds a free one
+    with ep:
+        pid = ep.pid
+        assert ep.running and local_stack.amqp_ready(ep.host, ep.port)
+        assert ep.start() is ep and ep.pid == pid  # already running: no second process
+        assert ep.connection_string.startswith(f"Endpoint=sb://127.0.0.1:{ep.port};")
+    assert not ep.running and _wait_dead(pid)
+    ep.stop()  # idempotent
+    assert (tmp_path / "eh" / local_stack.EVENTHUBS_LOG_NAME).exists()
+    assert (tmp_path / "eh" / "reviews" / "hub.json").exists()
+    # the data dir was created with 2 partitions: asking for 4 makes the server exit; its log says why
+    with pytest.raises(RuntimeError, match=r"exited with rc=1(.|\n)*2 partitions, not 4"):
+        local_stack.EventHubsEndpoint(tmp_path / "eh", partitions=4).start(timeout=30)
+
+
+def test_eventhubs_default_port_taken_falls_back_to_a_free_one(tmp_path, monkeypatch):
+    state = tmp_path / "eventhubs.json"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        taken = sock.getsockname()[1]
+        monkeypatch.setattr(local_stack, "EVENTHUBS_DEFAULT_PORT", taken)
+        try:
+            recorded, started = local_stack.start_eventhubs(state, tmp_path / "eh", partitions=2)
+            assert started and recorded["port"] != taken
+            assert local_stack.amqp_ready("127.0.0.1", recorded["port"])
+            assert local_stack.start_eventhubs(state, tmp_path / "eh", partitions=2) == (recorded, False)
+        finally:
+            print(local_stack.stop_eventhubs(state))
+        # an explicit port that is taken is an error, not a fallback
+        r = _eh_cli("start", "--port", str(taken), "--data-dir", str(tmp_path / "eh2"),
+                    "--state-file", str(tmp_path / "s2.json"))
+    assert r.returncode == 1 and "already in use" in r.stderr
+    assert not (tmp_path / "s2.json").exists()
+
+
+def test_cli_eventhubs_start_status_env_publish_stop_idempotent(tmp_path):
+    from runners.publish import publish
+
+    port = free_port()
+    state = tmp_path / "state" / "eventhubs.json"
+    data = tmp_path / "eh"
+    common = ["--state-file", str(state)]
+    pid = None
+    try:
+        r = _eh_cli("start", "--port", str(port), "--data-dir", str(data), *common)
+        assert r.returncode == 0, r.stderr
+        assert "started" in r.stdout and f"sb://127.0.0.1:{port}" in r.stdout
+        recorded = json.loads(state.read_text())
+        pid = recorded["pid"]
+        assert (recorded["port"], recorded["data_dir"], recorded["hub"], recorded["partitions"]) == (
+            port, str(data), "reviews", 4)
+        assert recorded["log"] == str(data / local_stack.EVENTHUBS_LOG_NAME)
+        assert local_stack._is_eventhubs_pid(pid)  # survived the CLI exiting
+        assert local_stack.amqp_ready("127.0.0.1", port)
+
+        r = _eh_cli("start", "--port", str(port), "--data-dir", str(data), *common)
+        assert r.returncode == 0, r.stderr
+        assert "already running" in r.stdout
+        assert json.loads(state.read_text())["pid"] == pid
+        r = _eh_cli("start", "--data-dir", str(data), *common)  # default port: reuses the running one too
+        assert r.returncode == 0 and "already running" in r.stdout, r.stderr
+
+        r = _eh_cli("start", "--data-dir", str(tmp_path / "other"), *common)  # other settings: refused
+        assert r.returncode == 1 and "other settings" in r.stderr and "eventhubs stop" in r.stderr
+        assert json.loads(state.read_text())["pid"] == pid
+
+        r = _eh_cli("status", *common)
+        assert r.returncode == 0 and r.stdout.startswith("running:") and str(port) in r.stdout
+        r = _eh_cli("status", "--json", *common)
+        assert r.returncode == 0 and json.loads(r.stdout)["running"] is True
+
+        r = _eh_cli("env", *common)
+        assert r.returncode == 0, r.stderr
+        cs = local_stack.make_eventhubs_connection_string("127.0.0.1", port, "reviews")
+        assert r.stdout.strip() == f"export {local_stack.EVENTHUBS_CONNECTION_ENV}='{cs}'"
+        assert local_stack.running_eventhubs_connection_string(state) == cs
+
+        # the real SDK reaches the hub through that string
+        lines = tmp_path / "reviews.jsonl"
+        lines.write_bytes(b"".join(b'{"asin": "B%02d", "overall": 5.0}\n' % i for i in range(6)))
+        stats = publish(cs, [lines], partitions=4, progress=False)
+        assert (stats.sent, stats.rejected, stats.per_partition) == (6, 0, {"0": 2, "1": 2, "2": 1, "3": 1})
+
+        r = _eh_cli("stop", *common)
+        assert r.returncode == 0, r.stderr
+        assert "stopped" in r.stdout
+        assert _wait_dead(pid)
+        assert not state.exists()
+        assert sorted(p.name for p in (data / "reviews").glob("partition-*.log")) == [
+            f"partition-{i}.log" for i in range(4)]  # data kept: a restart serves the events again
+
+        r = _eh_cli("stop", *common)
+        assert r.returncode == 0 and "not running" in r.stdout
+        r = _eh_cli("status", *common)
+        assert r.returncode == 3 and "not running" in r.stdout
+        r = _eh_cli("env", *common)
+        assert r.returncode == 1 and not r.stdout and "not running" in r.stderr
+    finally:
+        if state.exists():
+            _eh_cli("stop", *common)
+        if pid is not None and local_stack._is_eventhubs_pid(pid):
+            local_stack._terminate_pid(pid)
