@@ -93,6 +93,9 @@ class ReviewsOptions(PipelineOptions):
         s.add_argument("--early_firing", default=None,
                        help="emit early (speculative) panes of open windows every DURATION of processing time. "
                             "Default: none, only on-time and late panes")
+        s.add_argument("--stream_shards", type=int, default=1,
+                       help="silver files per window and pane (and year/month): more shards spread the writes over "
+                            "more workers. Default 1")
         s.add_argument("--known_reviews", default=None,
                        help="silver reviews of earlier runs (e.g. a batch run's OUTPUT/silver/reviews, local or "
                             "azfs://): reviews already there count as duplicates when they arrive on the hub. "
@@ -186,6 +189,8 @@ def _streaming_problems(o, reviews):
             problems.append(f"--{name}: {err}")
     if o.early_firing and not parse_duration(o.early_firing):
         problems.append("--early_firing must be positive")
+    if o.stream_shards < 1:
+        problems.append("--stream_shards must be at least 1")
     if o.max_records is not None and o.max_records < 1:
         problems.append("--max_records must be at least 1")
     if o.stop_after_idle_s is not None and o.stop_after_idle_s <= 0:

@@ -242,41 +242,51 @@ class DedupeInWindowFn(beam.DoFn):
 
 
 class WriteSilverPaneFn(beam.DoFn):
-    """(bucket, [WindowedRows]) of one pane -> silver Parquet (primary copies; one file per year/month),
-    staged paths (main) and gold partials of every copy (GOLD)."""
+    """(shard, [WindowedRows]) of one window pane -> silver Parquet of the primary copies (one file per
+    year/month), staged paths (main), and gold partials of every copy (GOLD). Rows are joined with the
+    products of their asin bucket (the side input is keyed like the batch shuffle)."""
 
-    def __init__(self, layout):
-        self.layout = layout
+    def __init__(self, layout, n_buckets):
+        self.layout, self.n_buckets = layout, n_buckets
         self.silver = Metrics.counter("reviews", "silver_rows")
         self.matched = Metrics.counter("reviews", "products_matched")
         self.unmatched = Metrics.counter("reviews", "products_unmatched")
 
+    def _enrich(self, table, products_by_bucket):
+        parts, matched = [], 0
+        for bucket, rows in keys.split_by_bucket(table, keys.buckets(table["asin"], self.n_buckets)):
+            products = products_by_bucket.get(bucket)
+            primary = np.asarray(rows[PRIMARY].to_numpy(zero_copy_only=False), dtype=bool)
+            enriched, _, _ = enrich_with_products(rows.drop_columns([PRIMARY]), products if products is not None
+                                                  else SILVER_PRODUCT_SCHEMA.empty_table())
+            if products is not None and products.num_rows:
+                hit = np.asarray(pc.is_in(rows["asin"], value_set=products["asin"]).to_numpy(zero_copy_only=False))
+                matched += int(np.count_nonzero(hit & primary))
+            parts.append(enriched.append_column(PRIMARY, pa.array(primary)))
+        return pa.concat_tables(parts), matched
+
     def process(self, element, products_by_bucket, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
-        bucket, parts = element
+        shard, parts = element
         parts = list(parts)
         if not parts:  # a pane with nothing new (e.g. on time after an early pane)
             return
-        table = pa.concat_tables([p.table for p in parts])
         start_s, end_s = parts[0].start_s, parts[0].end_s
-        primary = pa.array(np.asarray(table[PRIMARY].to_numpy(zero_copy_only=False), dtype=bool))
-        products = products_by_bucket.get(bucket)
-        enriched, _, _ = enrich_with_products(table.drop_columns([PRIMARY]), products if products is not None
-                                              else SILVER_PRODUCT_SCHEMA.empty_table())
+        enriched, matched = self._enrich(pa.concat_tables([p.table for p in parts]), products_by_bucket)
+        primary = enriched[PRIMARY]
+        enriched = enriched.drop_columns([PRIMARY])
         for name, partial in gold.window_partials(gold.review_facts(enriched), start_s, end_s).items():
             yield pvalue.TaggedOutput(GOLD, (name, partial))
         silver = enriched.filter(primary)
         if not silver.num_rows:
             return
         self.silver.inc(silver.num_rows)
-        matched = int(pc.sum(pc.is_in(silver["asin"], value_set=products["asin"])).as_py() or 0) \
-            if products is not None and products.num_rows else 0
         self.matched.inc(matched)
         self.unmatched.inc(silver.num_rows - matched)
         ym = (silver["year"].to_numpy() * 100 + silver["month"].to_numpy()).astype("int64")
         from beam_pipeline.pipeline import SILVER_REVIEWS_DIR
         for key, part in keys.split_by_bucket(silver, ym):
             rel = (f"{SILVER_REVIEWS_DIR}/year={key // 100}/month={key % 100}/"
-                   f"part-{_window_tag(window)}-p{pane.index:03d}-b{bucket:03d}-{self.layout.run_id}.parquet")
+                   f"part-{_window_tag(window)}-p{pane.index:03d}-s{shard:03d}-{self.layout.run_id}.parquet")
             self.layout.write(io.write_parquet, part.drop_columns(list(REVIEW_PARTITION_COLUMNS)), rel)
             yield rel
 
@@ -367,11 +377,11 @@ class WindowedReviews(beam.PTransform):
     ``gold_paths``, ``dead_letters``."""
 
     def __init__(self, layout, spec, clock, allowed_lateness_s, early_firing_s, n_buckets, top_reviewers,
-                 payload_bytes):
+                 payload_bytes, shards=1):
         super().__init__()
         self.layout, self.spec, self.clock = layout, spec, clock
         self.lateness, self.early, self.n_buckets = allowed_lateness_s, early_firing_s, n_buckets
-        self.top_reviewers, self.payload_bytes = top_reviewers, payload_bytes
+        self.top_reviewers, self.payload_bytes, self.shards = top_reviewers, payload_bytes, shards
 
     def expand(self, inputs):
         from beam_pipeline.pipeline import MergeGoldFn
@@ -384,8 +394,10 @@ class WindowedReviews(beam.PTransform):
                    | "Deduplicate" >> beam.ParDo(DedupeInWindowFn(), beam.pvalue.AsDict(known))
                    .with_input_types(typing.Tuple[int, typing.Any], typing.Any))
         silver = (deduped
+                  | "ShardSilver" >> beam.MapTuple(lambda bucket, rows, n=self.shards: (bucket % n, rows))
                   | "GroupSilverPanes" >> beam.GroupByKey()
-                  | "WriteSilver" >> beam.ParDo(WriteSilverPaneFn(self.layout), beam.pvalue.AsDict(product_tables))
+                  | "WriteSilver" >> beam.ParDo(WriteSilverPaneFn(self.layout, self.n_buckets),
+                                                beam.pvalue.AsDict(product_tables))
                   .with_outputs(GOLD, main="paths"))
         gold_tables = (silver[GOLD]
                        | "WindowGold" >> window_into(RowWindows(), self.early, self.lateness, accumulate=True)
@@ -425,8 +437,9 @@ class EventsToReviews(beam.PTransform):
     products by bucket)``; returns WindowedReviews' dict plus ``positions`` and every review dead letter."""
 
     def __init__(self, layout, spec, clock, allowed_lateness_s, early_firing_s, n_buckets, top_reviewers,
-                 max_record_bytes, payload_bytes):
+                 max_record_bytes, payload_bytes, shards=1):
         super().__init__()
+        self.shards = shards
         self.layout, self.spec, self.clock = layout, spec, clock
         self.lateness, self.early, self.n_buckets, self.top_reviewers = (allowed_lateness_s, early_firing_s,
                                                                          n_buckets, top_reviewers)
@@ -441,7 +454,7 @@ class EventsToReviews(beam.PTransform):
         cleaned = parsed.batches | "CleanReviews" >> CleanReviews(self.payload_bytes)
         out = (cleaned.clean, product_tables, *known) | "WindowedReviews" >> WindowedReviews(
             self.layout, self.spec, self.clock, self.lateness, self.early, self.n_buckets, self.top_reviewers,
-            self.payload_bytes)
+            self.payload_bytes, self.shards)
         out["dead_letters"] = ((prepared[DEAD], parsed[DEAD], cleaned[DEAD], out["dead_letters"])
                                | "FlattenDeadLetters" >> beam.Flatten())
         out["positions"] = prepared[POSITIONS]
@@ -465,7 +478,7 @@ def build_streaming(p, o, layout, spec, settings, reader_config, checkpoint_root
                      | "LoadKnownReviews" >> beam.ParDo(LoadKnownReviewsFn(o.shuffle_buckets)))
     out = (events, product_tables, *known) | "EventsToReviews" >> EventsToReviews(
         layout, spec, o.event_time, lateness, early, o.shuffle_buckets, o.top_reviewers, o.max_record_bytes,
-        o.dead_letter_payload_bytes)
+        o.dead_letter_payload_bytes, o.stream_shards)
     dead_paths = out["dead_letters"] | "WriteDeadLetters" >> WriteDeadLetters(
         layout, "reviews", FixedWindows(spec.size_s), early, lateness)
     product_dead_paths = product_dead | "WriteProductDeadLetters" >> WriteDeadLetters(layout, "products")
