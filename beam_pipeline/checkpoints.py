@@ -33,7 +33,12 @@ def _read_json(path):
 
 
 def _write_json(obj, path):
-    io.write_bytes(json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n", path)
+    """Written under a temporary name and renamed: a kill mid-write never leaves half a file."""
+    tmp = path + ".tmp"
+    io.write_bytes(json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n", tmp)
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
 
 
 class CheckpointStore:
@@ -51,7 +56,12 @@ class CheckpointStore:
 
     def recover(self):
         """Finish a commit that a killed run left half done. Returns True if there was one."""
-        intent = _read_json(self.intent_path)
+        try:
+            intent = _read_json(self.intent_path)
+        except ValueError:  # cut short while written (older versions wrote in place): nothing was moved yet
+            LOG.warning("discarding an unreadable commit intent %s: no file had been moved", self.intent_path)
+            FileSystems.delete([self.intent_path])
+            return False
         if intent is None:
             return False
         LOG.warning("finishing the commit of run %s, interrupted earlier", intent["run_id"])
