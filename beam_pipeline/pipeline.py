@@ -352,9 +352,10 @@ def checkpoint_root(o):
                                        settings.consumer_group.replace("$", "") or "default")
 
 
-def build_pipeline(p, options, checkpoint=None):
+def build_pipeline(p, options, checkpoint=None, carried_gold=None):
     """Add the whole job to pipeline ``p``. Returns the main PCollections (tests look at them).
-    ``checkpoint``: the stored partition positions a streaming run resumes from."""
+    ``checkpoint``: the stored partition positions a streaming run resumes from; ``carried_gold``: the gold
+    partials of the windows the last streaming run left open."""
     o, review_patterns, product_patterns = validated(options)
     streaming = o.source == "eventhub"
     size = parse_duration(o.window_size)
@@ -386,7 +387,7 @@ def build_pipeline(p, options, checkpoint=None):
                               o.stop_after_idle_s, o.max_record_bytes)
         outputs = stream.build_streaming(p, o, layout, window, hub_settings(o), config, checkpoint_root(o),
                                          checkpoint, product_tables[PRODUCTS], product_dead,
-                                         commit=not layout.in_place)
+                                         commit=not layout.in_place, carried_gold=carried_gold)
         outputs["layout"] = layout
         return outputs
     dead.append(product_dead)
@@ -513,7 +514,7 @@ def run(argv=None, save_main_session=False):
     with_local_defaults(options)
     options.view_as(SetupOptions).save_main_session = save_main_session
     streaming = o.source == "eventhub"
-    checkpoint, store = None, None
+    checkpoint, store, carried = None, None, None
     if streaming:
         from beam_pipeline.checkpoints import CheckpointStore
         options.view_as(StandardOptions).streaming = True
@@ -521,9 +522,11 @@ def run(argv=None, save_main_session=False):
         store.recover()                                    # a commit a killed run left half done
         io.delete_tree(io.join(o.output, io.STAGING))      # what killed runs staged: never committed
         checkpoint = store.load()
+        carried = store.load_gold_state(WindowSpec(parse_duration(o.window_size), parse_duration(o.window_period)
+                                                   if o.window_period else None))
     started = time.monotonic()
     p = beam.Pipeline(options=options)
-    outputs = build_pipeline(p, options, checkpoint)
+    outputs = build_pipeline(p, options, checkpoint, carried)
     layout = outputs["layout"]
     LOG.info("running: reviews from %s -> %s", f"event hub {hub_settings(o).hub_name}" if streaming
              else ", ".join(review_patterns), layout.output)

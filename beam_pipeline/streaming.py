@@ -59,7 +59,8 @@ class WindowedRows(typing.NamedTuple):
 
 
 class RowWindows(NonMergingWindowFn):
-    """Assigns the window a ``(key, WindowedRows)`` element names; any other element keeps its window.
+    """Assigns the window a ``(key, WindowedRows)`` element names, or the window of a ``(family, gold
+    partial)`` element's window columns; any other element keeps its window.
     Windows are computed once, vectorised, by ``transforms.windows`` (both modes use that arithmetic),
     so a sliding window's rows arrive as one element per window instead of being copied per element."""
 
@@ -67,6 +68,9 @@ class RowWindows(NonMergingWindowFn):
         value = context.element[1] if isinstance(context.element, tuple) and len(context.element) == 2 else None
         if isinstance(value, WindowedRows):
             return [IntervalWindow(Timestamp(seconds=value.start_s), Timestamp(seconds=value.end_s))]
+        if isinstance(value, pa.Table) and "window_start" in value.column_names and value.num_rows:
+            start, end = (int(value[c][0].value) for c in ("window_start", "window_end"))  # a gold partial
+            return [IntervalWindow(Timestamp(seconds=start), Timestamp(seconds=end))]
         if context.window is None:
             raise ValueError("RowWindows: element carries no window")
         return [context.window]
@@ -94,6 +98,15 @@ def window_into(windowfn, early_firing_s, allowed_lateness_s, accumulate):
                            accumulation_mode=(tr.AccumulationMode.ACCUMULATING if accumulate
                                               else tr.AccumulationMode.DISCARDING),
                            allowed_lateness=Duration(seconds=allowed_lateness_s))
+
+
+class GoldStateFn(beam.DoFn):
+    """(family, merged partial) of a pane -> ("gold_state", (family, window start, pane index, partial)):
+    the commit keeps the last pane of each window still open, for the next run to go on from."""
+
+    def process(self, element, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+        name, partial = element
+        yield name, int(window.start.micros // 1_000_000), pane.index, partial
 
 
 def pane_columns(pane, n):
@@ -294,8 +307,8 @@ class WriteSilverPaneFn(beam.DoFn):
 class FinalizeGoldPaneFn(beam.DoFn):
     """(family, merged partial) of one window pane -> (family, gold table with pane columns)."""
 
-    def __init__(self, top_reviewers):
-        self.top_reviewers = top_reviewers
+    def __init__(self, top_reviewers, run_id=None):
+        self.top_reviewers, self.run_id = top_reviewers, run_id
 
     def process(self, element, pane=beam.DoFn.PaneInfoParam):
         import dataclasses
@@ -306,6 +319,7 @@ class FinalizeGoldPaneFn(beam.DoFn):
         table = gold.finalize(family, partial, totals=False)
         for col, values in pane_columns(pane, table.num_rows).items():
             table = table.append_column(col, values)
+        table = table.append_column("run_id", pa.array([self.run_id] * table.num_rows, pa.string()))
         yield name, table
 
 
@@ -344,27 +358,46 @@ def _shard(d):
 
 
 class CommitFn(beam.DoFn):
-    """Every staged path and the last positions (one list, at the end of a bounded run) -> files moved
-    into the tables, then the checkpoints stored (``beam_pipeline.checkpoints``)."""
+    """Every staged path, the last positions and the gold state (one list, at the end of a bounded run)
+    -> files moved into the tables, the gold partials of windows still open stored for the next run, then
+    the checkpoints stored (``beam_pipeline.checkpoints``), all under one commit intent."""
 
-    def __init__(self, layout, checkpoint_root, max_out_of_orderness_s):
+    def __init__(self, layout, checkpoint_root, max_out_of_orderness_s, spec, allowed_lateness_s):
         self.layout, self.checkpoint_root, self.ooo = layout, checkpoint_root, max_out_of_orderness_s
+        self.spec, self.lateness = spec, allowed_lateness_s
 
     def process(self, element):
         _, items = element
-        files, positions = [], {}
+        files, positions, panes = [], {}, {}
         for kind, value in items:
             if kind == "file":
                 files.append(value)
+            elif kind == "gold_state":
+                name, start, index, partial = value
+                if (name, start) not in panes or index > panes[(name, start)][0]:
+                    panes[(name, start)] = (index, partial)
             else:
                 pid, (seq, max_event) = value
                 old_seq, old_event = positions.get(pid, (-1, None))
                 positions[pid] = (max(seq, old_seq), max_event if old_event is None else
                                   old_event if max_event is None else max(old_event, max_event))
         moves = [(self.layout.staged(rel), self.layout.final(rel)) for rel in sorted(files)]
-        CheckpointStore(self.checkpoint_root).commit(self.layout.run_id, moves, positions, self.ooo)
+        store = CheckpointStore(self.checkpoint_root)
+        watermark = store.watermark_after(positions, self.ooo)
+        state = {}
+        for (name, start), (_, partial) in sorted(panes.items()):
+            if watermark is None or start + self.spec.size_s + self.lateness > watermark:  # still open
+                state.setdefault(name, []).append(partial)
+        state_moves = store.stage_gold_state(self.layout, {n: pa.concat_tables(t) for n, t in state.items()},
+                                             self.spec)
+        store.commit(self.layout.run_id, moves + state_moves, positions, self.ooo,
+                     gold_state=self.spec_record(state_moves))
         io.delete_tree(self.layout.staging)
         yield [dst for _, dst in moves]
+
+    def spec_record(self, state_moves):
+        return {"window_size_s": self.spec.size_s, "window_period_s": self.spec.period_s,
+                "files": [dst for _, dst in state_moves]}
 
 
 class WindowedReviews(beam.PTransform):
@@ -372,9 +405,12 @@ class WindowedReviews(beam.PTransform):
     windowed gold panes and the dead letters of late rows. The part of the streaming graph after the
     shared cleaning; tests drive it with TestStream.
 
-    Takes ``(stamped tables, products by bucket[, known review hashes by bucket])``; returns a dict of
-    PCollections: ``silver`` (staged silver paths), ``gold`` ((family, table) per window pane),
-    ``gold_paths``, ``dead_letters``."""
+    Takes ``(stamped tables, products by bucket[, known review hashes by bucket[, carried gold partials]]])``;
+    returns a dict of PCollections: ``silver`` (staged silver paths), ``gold`` ((family, table) per window
+    pane), ``gold_paths``, ``dead_letters``, ``gold_state`` (merged partials per pane, for the commit).
+
+    Carried gold partials are the merged partials of windows a previous bounded run left open (stored with
+    its checkpoint): they join this run's partials, so a window's gold covers the rows of every run."""
 
     def __init__(self, layout, spec, clock, allowed_lateness_s, early_firing_s, n_buckets, top_reviewers,
                  payload_bytes, shards=1):
@@ -385,8 +421,9 @@ class WindowedReviews(beam.PTransform):
 
     def expand(self, inputs):
         from beam_pipeline.pipeline import MergeGoldFn
-        stamped, product_tables, *known = inputs
-        known = known[0] if known else stamped.pipeline | "NoKnownReviews" >> beam.Create([])
+        stamped, product_tables, *extra = inputs
+        known = extra[0] if extra else stamped.pipeline | "NoKnownReviews" >> beam.Create([])
+        carried = extra[1] if len(extra) > 1 else stamped.pipeline | "NoCarriedGold" >> beam.Create([])
         assigned = stamped | "AssignEventTime" >> beam.ParDo(AssignEventTimeFn(
             self.spec, self.clock, self.lateness, self.n_buckets, self.payload_bytes)).with_outputs(DEAD, main="rows")
         deduped = (assigned.rows
@@ -399,12 +436,17 @@ class WindowedReviews(beam.PTransform):
                   | "WriteSilver" >> beam.ParDo(WriteSilverPaneFn(self.layout, self.n_buckets),
                                                 beam.pvalue.AsDict(product_tables))
                   .with_outputs(GOLD, main="paths"))
-        gold_tables = (silver[GOLD]
-                       | "WindowGold" >> window_into(RowWindows(), self.early, self.lateness, accumulate=True)
-                       | "ComputeGold" >> beam.CombinePerKey(MergeGoldFn())
-                       | "FinalizeGold" >> beam.ParDo(FinalizeGoldPaneFn(self.top_reviewers)))
+        carried = carried | "WindowCarriedGold" >> beam.WindowInto(RowWindows())  # Flatten needs one window type
+        merged = ((silver[GOLD], carried)
+                  | "WithCarriedGold" >> beam.Flatten()
+                  | "WindowGold" >> window_into(RowWindows(), self.early, self.lateness, accumulate=True)
+                  | "ComputeGold" >> beam.CombinePerKey(MergeGoldFn()))
+        gold_tables = merged | "FinalizeGold" >> beam.ParDo(FinalizeGoldPaneFn(self.top_reviewers,
+                                                                               self.layout.run_id))
+        gold_state = merged | "GoldState" >> beam.ParDo(GoldStateFn())
         gold_paths = gold_tables | "WriteGold" >> beam.ParDo(WriteGoldPaneFn(self.layout))
-        return {"silver": silver.paths, "gold": gold_tables, "gold_paths": gold_paths, "dead_letters": assigned[DEAD]}
+        return {"silver": silver.paths, "gold": gold_tables, "gold_paths": gold_paths, "dead_letters": assigned[DEAD],
+                "gold_state": gold_state}
 
 
 class WriteDeadLetters(beam.PTransform):
@@ -422,6 +464,13 @@ class WriteDeadLetters(beam.PTransform):
                 | "Shard" >> beam.Map(lambda d: (_shard(d), d))
                 | "Group" >> beam.GroupByKey()
                 | "Write" >> beam.ParDo(WriteDeadLetterPaneFn(self.layout, self.prefix)))
+
+
+def _ipc_bytes(table):
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
 
 
 def _collect(pcoll, label, tag):
@@ -447,12 +496,12 @@ class EventsToReviews(beam.PTransform):
 
     def expand(self, inputs):
         from beam_pipeline.pipeline import CleanReviews, ParseReviews
-        events, product_tables, *known = inputs
+        events, product_tables, *extra = inputs
         prepared = events | "PrepareEvents" >> beam.ParDo(
             PrepareEventsFn(self.spec, self.lateness, self.payload_bytes)).with_outputs(DEAD, POSITIONS, main="chunks")
         parsed = prepared.chunks | "ParseReviews" >> ParseReviews(self.max_record_bytes, self.payload_bytes)
         cleaned = parsed.batches | "CleanReviews" >> CleanReviews(self.payload_bytes)
-        out = (cleaned.clean, product_tables, *known) | "WindowedReviews" >> WindowedReviews(
+        out = (cleaned.clean, product_tables, *extra) | "WindowedReviews" >> WindowedReviews(
             self.layout, self.spec, self.clock, self.lateness, self.early, self.n_buckets, self.top_reviewers,
             self.payload_bytes, self.shards)
         out["dead_letters"] = ((prepared[DEAD], parsed[DEAD], cleaned[DEAD], out["dead_letters"])
@@ -462,7 +511,7 @@ class EventsToReviews(beam.PTransform):
 
 
 def build_streaming(p, o, layout, spec, settings, reader_config, checkpoint_root, checkpoint, product_tables,
-                    product_dead, commit):
+                    product_dead, commit, carried_gold=None):
     """The streaming graph after the source switch. Returns its main PCollections."""
     from beam_pipeline.eventhub import ReadEventHub
     from beam_pipeline.options import parse_duration
@@ -472,11 +521,14 @@ def build_streaming(p, o, layout, spec, settings, reader_config, checkpoint_root
 
     events = p | "ReadEventHub" >> ReadEventHub(settings, reader_config, o.start_position, o.max_records,
                                                 checkpoint)
-    known = []
     if o.known_reviews:
-        known.append(p | "KnownReviewsRoot" >> beam.Create([o.known_reviews])
-                     | "LoadKnownReviews" >> beam.ParDo(LoadKnownReviewsFn(o.shuffle_buckets)))
-    out = (events, product_tables, *known) | "EventsToReviews" >> EventsToReviews(
+        known = (p | "KnownReviewsRoot" >> beam.Create([o.known_reviews])
+                 | "LoadKnownReviews" >> beam.ParDo(LoadKnownReviewsFn(o.shuffle_buckets)))
+    else:
+        known = p | "NoKnownReviews" >> beam.Create([])
+    carried = (p | "CarriedGold" >> beam.Create([(name, _ipc_bytes(t)) for name, t in carried_gold or []])
+               | "DecodeCarriedGold" >> beam.MapTuple(lambda name, data: (name, pa.ipc.open_stream(data).read_all())))
+    out = (events, product_tables, known, carried) | "EventsToReviews" >> EventsToReviews(
         layout, spec, o.event_time, lateness, early, o.shuffle_buckets, o.top_reviewers, o.max_record_bytes,
         o.dead_letter_payload_bytes, o.stream_shards)
     dead_paths = out["dead_letters"] | "WriteDeadLetters" >> WriteDeadLetters(
@@ -487,10 +539,11 @@ def build_streaming(p, o, layout, spec, settings, reader_config, checkpoint_root
             ("Silver", out["silver"]), ("Gold", out["gold_paths"]), ("DeadLetters", dead_paths),
             ("ProductDeadLetters", product_dead_paths))]
         to_commit.append(_collect(out["positions"], "Positions", "position"))
+        to_commit.append(_collect(out["gold_state"], "GoldState", "gold_state"))
         out["published"] = (to_commit
                             | "FlattenCommit" >> beam.Flatten()
                             | "KeyCommit" >> beam.Map(lambda item: (None, item))
                             | "GroupCommit" >> beam.GroupByKey()
                             | "Commit" >> beam.ParDo(CommitFn(layout, checkpoint_root,
-                                                              reader_config.max_out_of_orderness_s)))
+                                                              reader_config.max_out_of_orderness_s, spec, lateness)))
     return out

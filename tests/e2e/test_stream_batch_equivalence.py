@@ -103,7 +103,8 @@ def _stream_gold(root, family):
         key, pane = t["window_start"][0].as_py(), t["pane_index"][0].as_py()
         if key not in last or pane > last[key][0]:
             last[key] = (pane, t)
-    return pa.concat_tables([t.drop_columns(["pane_index", "pane_timing", "pane_is_last"]) for _, t in last.values()])
+    return pa.concat_tables([t.drop_columns(["pane_index", "pane_timing", "pane_is_last", "run_id"])
+                            for _, t in last.values()])
 
 
 def _rows(table, family):

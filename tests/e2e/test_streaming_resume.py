@@ -289,13 +289,10 @@ def test_union_of_the_outputs_holds_every_event_exactly_once(scenario):
     assert n_dead == first["reviews"]["dead"] + second["reviews"]["dead"] - s["stats1"].rejected - s["stats2"].rejected
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: each bounded run ends by draining the watermark, so it writes every window it touched as ON_TIME, "
-    "pane 0, pane_is_last=True with only its own rows; a window whose events span runs 2 and 3 gets two "
-    "partial 'final' gold panes and no pane holds the window's value (README: highest pane_index is the value)"))
 def test_gold_window_value_covers_the_rows_of_every_run(scenario):
-    """gold/reviews: per window, the pane the README calls the window's value (highest pane_index) is one row,
-    and its n_reviews is the number of silver rows (of all runs) whose review time falls in the window."""
+    """gold/reviews: per window, the pane the README calls the window's value (the last pane of the latest
+    run: runs carry the gold of windows they leave open over to the next) is one row, and its n_reviews is
+    the number of silver rows (of all runs) whose review time falls in the window."""
     out = scenario["out"]
     gold = ds.dataset(str(out / "gold" / "reviews"), format="parquet").to_table().to_pylist()
     times = [row["unix_review_time"] for run in scenario["runs"].values() for _, _, row in run[0]]
@@ -304,8 +301,8 @@ def test_gold_window_value_covers_the_rows_of_every_run(scenario):
         by_window.setdefault(row["window_start"], []).append(row)
     problems = []
     for start, rows in sorted(by_window.items()):
-        top = max(r["pane_index"] for r in rows)
-        value = [r for r in rows if r["pane_index"] == top]
+        top = max((r["run_id"], r["pane_index"]) for r in rows)
+        value = [r for r in rows if (r["run_id"], r["pane_index"]) == top]
         lo, hi = start.timestamp(), rows[0]["window_end"].timestamp()
         expected = sum(1 for t in times if lo <= t < hi)
         if len(value) != 1 or value[0]["n_reviews"] != expected:

@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from apache_beam.io.filesystems import FileSystems
 
@@ -290,3 +291,41 @@ def test_recover_discards_an_intent_torn_by_a_kill_while_it_was_written(out, mon
     assert fresh.load() == old
     for src, dst in moves:                               # untouched: run() deletes staging next
         assert os.path.exists(src) and not os.path.exists(dst)
+
+
+# ---------------------------------------------------------------------------------------------------
+# gold partials of windows a run left open
+
+def _partial(starts, n):
+    from transforms.windows import TS
+    return pa.table({"window_start": pa.array(starts, TS), "window_end": pa.array([s + 3600 for s in starts], TS),
+                     "n_reviews": pa.array(n, pa.int64())})
+
+
+def test_gold_state_is_committed_with_the_checkpoint_and_reloaded_per_window(tmp_path):
+    from beam_pipeline import io
+    from transforms.windows import WindowSpec
+    spec = WindowSpec(3600)
+    root = str(tmp_path / "ckpt")
+    layout = io.Layout(str(tmp_path / "out"), "run-1", ())
+    store = CheckpointStore(root)
+    moves = store.stage_gold_state(layout, {"reviews": _partial([0, 0, 3600], [1, 2, 3])}, spec)
+    store.commit("run-1", moves, {"0": (5, 7200)}, 0,
+                 gold_state={"window_size_s": 3600, "window_period_s": None, "files": [d for _, d in moves]})
+    loaded = CheckpointStore(root).load_gold_state(spec)
+    assert [(name, t["n_reviews"].to_pylist()) for name, t in loaded] == [("reviews", [1, 2]), ("reviews", [3])]
+    assert CheckpointStore(root).load_gold_state(WindowSpec(7200)) == []   # other windows: not carried
+    # the next commit supersedes it: the old state file goes
+    layout2 = io.Layout(str(tmp_path / "out"), "run-2", ())
+    moves2 = store.stage_gold_state(layout2, {"reviews": _partial([3600], [4])}, spec)
+    store.commit("run-2", moves2, {"0": (9, 9000)}, 0,
+                 gold_state={"window_size_s": 3600, "window_period_s": None, "files": [d for _, d in moves2]})
+    assert not os.path.exists(moves[0][1]) and os.path.exists(moves2[0][1])
+    assert [(n, t["n_reviews"].to_pylist()) for n, t in store.load_gold_state(spec)] == [("reviews", [4])]
+
+
+def test_watermark_after_is_the_least_partition_watermark(tmp_path):
+    store = CheckpointStore(str(tmp_path))
+    assert store.watermark_after({"0": (3, 1000), "1": (4, 5000)}, 100) == 900
+    assert store.watermark_after({"0": (3, 1000), "1": (4, None)}, 100) is None  # a partition without one
+    assert store.watermark_after({}, 100) is None
