@@ -1,6 +1,6 @@
 """The Event Hubs source: a splittable DoFn over a hub's partitions, on the real ``azure-eventhub`` client.
 
-    Create([hub]) -> ListPartitions -> ResolveStartPositions -> ReadPartitions (SDF) -> EventBatch
+    Create([hub]) -> ResolvePartitions -> ReadPartitions (SDF) -> EventBatch
 
 One element per partition. Its restriction is a range of sequence numbers ``[start, stop)``: ``start``
 comes from ``--start_position`` (the last checkpoint by default), ``stop`` is ``start + --max_records``
@@ -120,55 +120,48 @@ class PartitionStart(NamedTuple):
     end_at_start: int = 0
 
 
-class ListPartitionsFn(beam.DoFn):
-    def __init__(self, settings):
-        self.settings = settings
-
-    def process(self, hub):
-        client = self.settings.consumer()
-        try:
-            ids = client.get_partition_ids()
-        finally:
-            client.close()
-        LOG.info("event hub %s: %d partitions", hub, len(ids))
-        yield from ids
-
-
-class ResolveStartFn(beam.DoFn):
-    """Partition id -> PartitionStart, from ``--start_position`` and the stored checkpoint."""
+class ResolvePartitionsFn(beam.DoFn):
+    """Hub -> PartitionStart per partition, from ``--start_position`` and the stored checkpoint (one client
+    for the partition list and every partition's properties)."""
 
     def __init__(self, settings, start_position, max_records, checkpoint):
         self.settings, self.start_position, self.max_records = settings, start_position, max_records
         self.checkpoint = checkpoint or {}  # {partition: {"sequence_number": n, "watermark_s": w}}
 
-    def process(self, partition):
+    def process(self, hub):
         kind, value = parse_start_position(self.start_position)
         client = self.settings.consumer()
         try:
-            props = client.get_partition_properties(partition)
-            first = props["beginning_sequence_number"]
-            end = props["last_enqueued_sequence_number"] + 1
-            if props.get("is_empty"):
-                first = end
-            watermark = None
-            saved = self.checkpoint.get(partition)
-            if kind == "checkpoint" and saved is not None:
-                start, watermark = saved["sequence_number"] + 1, saved.get("watermark_s")
-            elif kind in ("checkpoint", "earliest"):
-                start = first
-            elif kind == "latest":
-                start = end
-            elif kind == "sequence":
-                start = value
-            else:
-                start = _first_sequence_after(client, partition, value, end)
+            ids = client.get_partition_ids()
+            LOG.info("event hub %s: %d partitions", hub, len(ids))
+            props = {pid: client.get_partition_properties(pid) for pid in ids}
         finally:
             client.close()
+        for partition in ids:
+            yield self._start(partition, props[partition], kind, value)
+
+    def _start(self, partition, props, kind, value):
+        first = props["beginning_sequence_number"]
+        end = props["last_enqueued_sequence_number"] + 1
+        if props.get("is_empty"):
+            first = end
+        watermark = None
+        saved = self.checkpoint.get(partition)
+        if kind == "checkpoint" and saved is not None:
+            start, watermark = saved["sequence_number"] + 1, saved.get("watermark_s")
+        elif kind in ("checkpoint", "earliest"):
+            start = first
+        elif kind == "latest":
+            start = end
+        elif kind == "sequence":
+            start = value
+        else:
+            start = _first_sequence_after(self.settings.consumer(), partition, value, end)
         start = max(start, first)  # events before the retention horizon are gone
         stop = start + self.max_records if self.max_records else UNBOUNDED
         LOG.info("partition %s: reading from sequence number %d%s", partition, start,
                  f" to {stop - 1}" if stop != UNBOUNDED else "")
-        yield PartitionStart(partition, start, stop, watermark, end)
+        return PartitionStart(partition, start, stop, watermark, end)
 
 
 def _first_sequence_after(client, partition, when, default):
@@ -413,7 +406,6 @@ class ReadEventHub(beam.PTransform):
     def expand(self, pbegin):
         return (pbegin
                 | "Hub" >> beam.Create([self.settings.hub_name or "hub"])
-                | "ListPartitions" >> beam.ParDo(ListPartitionsFn(self.settings))
-                | "ResolveStartPositions" >> beam.ParDo(
-                    ResolveStartFn(self.settings, self.start_position, self.max_records, self.checkpoint))
+                | "ResolvePartitions" >> beam.ParDo(
+                    ResolvePartitionsFn(self.settings, self.start_position, self.max_records, self.checkpoint))
                 | "ReadPartitions" >> beam.ParDo(ReadPartitionsFn(self.settings, self.config)))

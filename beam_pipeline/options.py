@@ -94,8 +94,9 @@ class ReviewsOptions(PipelineOptions):
                        help="emit early (speculative) panes of open windows every DURATION of processing time. "
                             "Default: none, only on-time and late panes")
         s.add_argument("--stream_shards", type=int, default=1,
-                       help="silver files per window and pane (and year/month): more shards spread the writes over "
-                            "more workers. Default 1")
+                       help="hash shards of asin per window: the keys of the dedupe state and the silver files per "
+                            "window and pane (and year/month). More shards spread a busy window over more workers "
+                            "(Dataflow, Flink). Default 1")
         s.add_argument("--known_reviews", default=None,
                        help="silver reviews of earlier runs (e.g. a batch run's OUTPUT/silver/reviews, local or "
                             "azfs://): reviews already there count as duplicates when they arrive on the hub. "

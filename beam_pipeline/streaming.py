@@ -151,15 +151,16 @@ class PrepareEventsFn(beam.DoFn):
 
 
 class AssignEventTimeFn(beam.DoFn):
-    """StampedTable -> (bucket, WindowedRows) per window and asin bucket, timestamped inside the window.
+    """StampedTable -> (shard, WindowedRows) per window and asin shard (``--stream_shards`` hash shards
+    of asin: the keys of the dedupe state and of the silver files), timestamped inside the window.
 
     Windows that had closed when the reader read the rows are left out; rows left with no open window at
     all go to dead letters as ``too_late`` (the reader already routed the events whose time it could read
     from the raw body; this catches the rest, with the parsed row as payload)."""
 
-    def __init__(self, spec, clock, allowed_lateness_s, n_buckets, payload_bytes):
+    def __init__(self, spec, clock, allowed_lateness_s, n_shards, payload_bytes):
         self.spec, self.clock, self.allowed_lateness_s = spec, clock, allowed_lateness_s
-        self.n_buckets, self.payload_bytes = n_buckets, payload_bytes
+        self.n_shards, self.payload_bytes = n_shards, payload_bytes
 
     def process(self, stamped):
         table, meta = stamped
@@ -168,7 +169,7 @@ class AssignEventTimeFn(beam.DoFn):
         for start, rows, primary in window_rows(seconds, self.spec, meta.watermark_s, self.allowed_lateness_s):
             placed[rows] = True
             part = table.take(pa.array(rows)).append_column(PRIMARY, pa.array(primary))
-            for bucket, sub in keys.split_by_bucket(part, keys.buckets(part["asin"], self.n_buckets)):
+            for bucket, sub in keys.split_by_bucket(part, keys.buckets(part["asin"], self.n_shards)):
                 t = int(seconds[rows].max())
                 yield TimestampedValue((bucket, WindowedRows(start, start + self.spec.size_s, sub)),
                                        Timestamp(seconds=min(max(t, start), start + self.spec.size_s - 1)))
@@ -425,13 +426,12 @@ class WindowedReviews(beam.PTransform):
         known = extra[0] if extra else stamped.pipeline | "NoKnownReviews" >> beam.Create([])
         carried = extra[1] if len(extra) > 1 else stamped.pipeline | "NoCarriedGold" >> beam.Create([])
         assigned = stamped | "AssignEventTime" >> beam.ParDo(AssignEventTimeFn(
-            self.spec, self.clock, self.lateness, self.n_buckets, self.payload_bytes)).with_outputs(DEAD, main="rows")
+            self.spec, self.clock, self.lateness, self.shards, self.payload_bytes)).with_outputs(DEAD, main="rows")
         deduped = (assigned.rows
                    | "WindowReviews" >> window_into(RowWindows(), self.early, self.lateness, accumulate=False)
                    | "Deduplicate" >> beam.ParDo(DedupeInWindowFn(), beam.pvalue.AsDict(known))
                    .with_input_types(typing.Tuple[int, typing.Any], typing.Any))
         silver = (deduped
-                  | "ShardSilver" >> beam.MapTuple(lambda bucket, rows, n=self.shards: (bucket % n, rows))
                   | "GroupSilverPanes" >> beam.GroupByKey()
                   | "WriteSilver" >> beam.ParDo(WriteSilverPaneFn(self.layout, self.n_buckets),
                                                 beam.pvalue.AsDict(product_tables))
@@ -523,7 +523,7 @@ def build_streaming(p, o, layout, spec, settings, reader_config, checkpoint_root
                                                 checkpoint)
     if o.known_reviews:
         known = (p | "KnownReviewsRoot" >> beam.Create([o.known_reviews])
-                 | "LoadKnownReviews" >> beam.ParDo(LoadKnownReviewsFn(o.shuffle_buckets)))
+                 | "LoadKnownReviews" >> beam.ParDo(LoadKnownReviewsFn(o.stream_shards)))
     else:
         known = p | "NoKnownReviews" >> beam.Create([])
     carried = (p | "CarriedGold" >> beam.Create([(name, _ipc_bytes(t)) for name, t in carried_gold or []])

@@ -150,16 +150,16 @@ def test_known_reviews_count_as_duplicates(tmp_path):
 
     chunk, _, _ = prepare_events(batch("0", 0, [R1], None).value, WindowSpec(H), 0)
     r1_row, _ = clean_reviews(parse_reviews(chunk)[0])
-    bucket = int(keys.buckets(pa.array(["B000TEST"]), 2)[0])
+    shard = int(keys.buckets(pa.array(["B000TEST"]), 2)[0])  # the dedupe state's key: --stream_shards=2 below
     layout = io.Layout(str(tmp_path), "known", ())
     p = TestPipeline(runner="BundleBasedDirectRunner", options=PipelineOptions(["--streaming"]))
     events = p | "Events" >> (TestStream().advance_watermark_to(T0)
                               .add_elements([batch("0", 0, [R1, R2, R3], None)])
                               .advance_watermark_to_infinity())
     products = p | "NoProducts" >> beam.Create([])
-    known = p | "Known" >> beam.Create([(bucket, content_hashes(r1_row))])
-    result = (events, products, known) | EventsToReviews(layout, WindowSpec(H), REVIEW_TIME, 0, None, 2, 10,
-                                                         1 << 20, 4096)
+    known = p | "Known" >> beam.Create([(shard, content_hashes(r1_row))])
+    result = (events, products, known) | EventsToReviews(layout, WindowSpec(H), REVIEW_TIME, 0, None, 8, 10,
+                                                         1 << 20, 4096, shards=2)
     gold = result["gold"] | beam.Filter(lambda kv: kv[0] == "reviews") | beam.Map(gold_rows)
     assert_that(gold, equal_to_per_window({A: [(2, 5.0, "ON_TIME", True)]}))  # no lateness: the last pane
     p.run().wait_until_finish()
