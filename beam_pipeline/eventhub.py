@@ -121,24 +121,33 @@ class PartitionStart(NamedTuple):
 
 
 class ResolvePartitionsFn(beam.DoFn):
-    """Hub -> PartitionStart per partition, from ``--start_position`` and the stored checkpoint (one client
-    for the partition list and every partition's properties)."""
+    """Hub -> PartitionStart per partition, from ``--start_position`` and the stored checkpoint."""
 
     def __init__(self, settings, start_position, max_records, checkpoint):
         self.settings, self.start_position, self.max_records = settings, start_position, max_records
         self.checkpoint = checkpoint or {}  # {partition: {"sequence_number": n, "watermark_s": w}}
 
     def process(self, hub):
+        from concurrent.futures import ThreadPoolExecutor
         kind, value = parse_start_position(self.start_position)
         client = self.settings.consumer()
         try:
             ids = client.get_partition_ids()
-            LOG.info("event hub %s: %d partitions", hub, len(ids))
-            props = {pid: client.get_partition_properties(pid) for pid in ids}
         finally:
             client.close()
+        LOG.info("event hub %s: %d partitions", hub, len(ids))
+        # one management round trip per partition; on their own connections they overlap
+        with ThreadPoolExecutor(max_workers=min(8, len(ids) or 1)) as pool:
+            props = dict(zip(ids, pool.map(self._properties, ids)))
         for partition in ids:
             yield self._start(partition, props[partition], kind, value)
+
+    def _properties(self, partition):
+        client = self.settings.consumer()
+        try:
+            return client.get_partition_properties(partition)
+        finally:
+            client.close()
 
     def _start(self, partition, props, kind, value):
         first = props["beginning_sequence_number"]
