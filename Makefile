@@ -11,7 +11,8 @@ help:
 	@echo "make run     - set up, start Azurite and the local Event Hubs endpoint, run the batch job from azfs:// and the"
 	@echo "               streaming job from the hub, check both against the generator's manifest"
 	@echo "make test    - set up and run the whole test suite (unit, composite, end to end on local services)"
-	@echo "make bench   - the batch job vs the pyarrow reference at 200k and 1M reviews (bench/results/)"
+	@echo "make bench   - the batch job vs the pyarrow reference at 200k and 1M reviews, and the streaming job vs"
+	@echo "               the raw azure-eventhub consumer at 20k and 100k events (bench/results/)"
 	@echo "make stop    - stop the Azurite and the Event Hubs endpoint started by make run"
 	@echo "make clean   - remove outputs and local state (keeps .venv and node_modules)"
 
@@ -38,6 +39,7 @@ test-fast: install
 
 bench: install
 	$(PY) bench/run_bench.py
+	$(PY) bench/stream_bench.py
 
 stop:
 	-test -x $(PY) && $(PY) -m runners.local_stack azurite stop

@@ -107,7 +107,10 @@ def main(argv=None):
                      f"{r['job_cpu']:.1f} | {r['date']} |")
     lines += ["", "Target at 1M: speed >= 0.5x the pyarrow reference (job/pyarrow wall <= 2.0), peak RSS < 2 GB.", ""]
     table = "\n".join(lines)
-    (RESULTS / "README.md").write_text(table)
+    readme = RESULTS / "README.md"
+    old = readme.read_text() if readme.exists() else ""
+    begin = old.find("<!-- stream-bench:begin -->")  # the streaming leg's section (bench/stream_bench.py) stays
+    readme.write_text(table + ("\n" + old[begin:] if begin >= 0 else ""))
     print(table)
 
 
