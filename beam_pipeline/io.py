@@ -166,6 +166,13 @@ def delete_tree(root):
         shutil.rmtree(root, ignore_errors=True)  # the empty directories
 
 
+def remove_empty_staging_root(layout):
+    """OUTPUT/_staging once this run's area is gone (other runs' staging areas, if any, stay)."""
+    staging_root = join(layout.output, STAGING)
+    if "://" not in staging_root and os.path.isdir(staging_root) and not os.listdir(staging_root):
+        os.rmdir(staging_root)
+
+
 class PublishFn(beam.DoFn):
     """All staged relative paths (one list) -> each table replaced by its staged files; yields the
     published paths. Runs once, after every writer has finished."""
@@ -183,8 +190,6 @@ class PublishFn(beam.DoFn):
             FileSystems.rename([src], [dst])
             published.append(dst)
         delete_tree(self.layout.staging)
-        staging_root = join(self.layout.output, STAGING)
-        if "://" not in staging_root and os.path.isdir(staging_root) and not os.listdir(staging_root):
-            os.rmdir(staging_root)  # other runs' staging areas, if any, stay
+        remove_empty_staging_root(self.layout)
         LOG.info("published %d files under %s", len(published), self.layout.output)
         yield published

@@ -394,6 +394,7 @@ class CommitFn(beam.DoFn):
         store.commit(self.layout.run_id, moves + state_moves, positions, self.ooo,
                      gold_state=self.spec_record(state_moves))
         io.delete_tree(self.layout.staging)
+        io.remove_empty_staging_root(self.layout)
         yield [dst for _, dst in moves]
 
     def spec_record(self, state_moves):
