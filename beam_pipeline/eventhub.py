@@ -138,9 +138,11 @@ class ResolvePartitionsFn(beam.DoFn):
         LOG.info("event hub %s: %d partitions", hub, len(ids))
         # one management round trip per partition; on their own connections they overlap
         with ThreadPoolExecutor(max_workers=min(8, len(ids) or 1)) as pool:
-            props = dict(zip(ids, pool.map(self._properties, ids)))
-        for partition in ids:
-            yield self._start(partition, props[partition], kind, value)
+            starts = list(pool.map(lambda pid: self._start(pid, self._properties(pid), kind, value), ids))
+        for start in starts:
+            LOG.info("partition %s: reading from sequence number %d%s", start.partition, start.start,
+                     f" to {start.stop - 1}" if start.stop != UNBOUNDED else "")
+            yield start
 
     def _properties(self, partition):
         client = self.settings.consumer()
@@ -165,16 +167,18 @@ class ResolvePartitionsFn(beam.DoFn):
         elif kind == "sequence":
             start = value
         else:
-            start = _first_sequence_after(self.settings.consumer(), partition, value, end)
+            start = _first_sequence_after(self.settings.consumer(), partition, value, end,
+                                          props.get("last_enqueued_time_utc"))
         start = max(start, first)  # events before the retention horizon are gone
         stop = start + self.max_records if self.max_records else UNBOUNDED
-        LOG.info("partition %s: reading from sequence number %d%s", partition, start,
-                 f" to {stop - 1}" if stop != UNBOUNDED else "")
         return PartitionStart(partition, start, stop, watermark, end)
 
 
-def _first_sequence_after(client, partition, when, default):
+def _first_sequence_after(client, partition, when, default, last_enqueued=None):
     """Sequence number of the first event enqueued at or after ``when`` (``default`` if none yet)."""
+    if last_enqueued is not None and last_enqueued < when:
+        client.close()
+        return default  # nothing that late yet: start at the end
     found = []
 
     def on_batch(_ctx, events):
@@ -182,8 +186,8 @@ def _first_sequence_after(client, partition, when, default):
             found.append(events[0].sequence_number)
 
     worker = threading.Thread(target=client.receive_batch, daemon=True, kwargs=dict(
-        on_event_batch=on_batch, partition_id=partition, starting_position=when, max_batch_size=1,
-        max_wait_time=2))
+        on_event_batch=on_batch, partition_id=partition, starting_position=when, starting_position_inclusive=True,
+        max_batch_size=1, max_wait_time=2))
     worker.start()
     deadline = time.monotonic() + 10
     while not found and time.monotonic() < deadline and worker.is_alive():
@@ -239,6 +243,7 @@ class _Receiver:
 
     def __init__(self, settings, partition, start, prefetch):
         self.next_seq = start
+        self.pending = []  # received events not yet claimed (a batch ended in the middle of them)
         self.queue = queue.Queue(maxsize=max(2, prefetch))
         self.client = settings.consumer()
         self.last_event_wall = time.monotonic()
@@ -322,11 +327,17 @@ class ReadPartitionsFn(beam.DoFn):
         events, exhausted = [], False
         deadline = time.monotonic() + cfg.read_s
         while len(events) < cfg.max_batch_events and time.monotonic() < deadline:
-            try:  # what has arrived, then give the other partitions their turn
-                got = receiver.queue.get(timeout=cfg.poll_s)
-            except queue.Empty:
-                break
-            for ev in got:
+            if receiver.pending:  # the rest of a receive batch a full EventBatch left behind
+                got, receiver.pending = receiver.pending, []
+            else:
+                try:  # what has arrived, then give the other partitions their turn
+                    got = receiver.queue.get(timeout=cfg.poll_s)
+                except queue.Empty:
+                    break
+            for k, ev in enumerate(got):
+                if len(events) >= cfg.max_batch_events:
+                    receiver.pending = got[k:]
+                    break
                 seq = ev.sequence_number
                 if seq < receiver.next_seq:
                     continue
