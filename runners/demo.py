@@ -264,11 +264,11 @@ def stream_leg(a):
     out = _rel(summary["output"])
     checkpoint = ", ".join(f"{pid}@{v['sequence_number']}" for pid, v in sorted(eh["checkpoint"].items()))
     print(f"[stream 5/5] streaming outputs under {out}/ (one file per window, pane and shard; 30-day windows):\n"
-          f"  silver reviews  {out}/silver/reviews/year=Y/month=M/part-<window>-p<pane>-b<bucket>-<run>.parquet"
+          f"  silver reviews  {out}/silver/reviews/year=Y/month=M/part-<window>-p<pane>-s<shard>-<run>.parquet"
           f"   {disk['silver_files']:,} files, {disk['silver_rows']:,} rows\n"
           f"  gold            {out}/gold/<family>/part-<window>-p<pane>-<run>.parquet   {len(disk['families'])} "
           f"families x {disk['windows']} windows = {disk['gold_files']:,} files; columns window_start, window_end, "
-          f"pane_index, pane_timing, pane_is_last (the last pane is the window's value)\n"
+          f"pane_index, pane_timing, pane_is_last, run_id (the last pane of the latest run is the window's value)\n"
           f"  dead letters    {out}/dead_letters/<reviews|products>-<window>-p<pane>-s<shard>-<run>.jsonl   "
           f"{disk['dead_files']} files, {disk['dead_lines']['reviews']} review + "
           f"{disk['dead_lines']['products']} product lines\n"
