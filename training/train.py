@@ -1,0 +1,199 @@
+"""Train, evaluate and export the sentiment model from silver review Parquet.
+
+    silver reviews --(training.data)--> examples + deterministic split
+      --(tf.Transform on Beam: analyzers over the TRAINING split only)--> TFRecords + transform output
+      --(Keras, class weights, early stopping on validation)--> classifier
+      --> threshold chosen on validation --> evaluation on the test split (unseen categories by default),
+          next to two baselines fitted on the same training split in the same run
+      --> SavedModel (transform graph embedded) + report.json + report.md + model_card.md
+"""
+import json
+import logging
+import os
+import shutil
+import time
+
+import apache_beam as beam
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+
+from training import data as data_mod
+try:
+    from training import evaluate
+except ImportError:  # pragma: no cover
+    evaluate = None
+from training.features import LABEL, OOV_BUCKETS, TERM_IDS, TERM_WEIGHTS, VOCABULARY, preprocessing_fn
+from training.model import build_classifier, export
+
+LOG = logging.getLogger("training")
+RAW_FEATURE_SPEC = {"summary": tf.io.FixedLenFeature([], tf.string),
+                    "review_text": tf.io.FixedLenFeature([], tf.string),
+                    LABEL: tf.io.FixedLenFeature([], tf.int64)}
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+def _instances(ex):
+    return [{"summary": s.encode("utf-8"), "review_text": r.encode("utf-8"), LABEL: int(y)}
+            for s, r, y in zip(ex.summary, ex.review_text, ex.label)]
+
+
+def transform(examples, workdir):
+    """tf.Transform over Beam: analyzers on the training split, the transform applied to every split,
+    written as TFRecords (``workdir/tfrecords/<split>-*``) plus the transform output (``workdir/transform``)."""
+    tft_dir, records = os.path.join(workdir, "transform"), os.path.join(workdir, "tfrecords")
+    for d in (tft_dir, records):
+        shutil.rmtree(d, ignore_errors=True)
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(RAW_FEATURE_SPEC))
+    options = PipelineOptions(["--runner=FnApiRunner"])
+    with beam.Pipeline(options=options) as p, tft_beam.Context(temp_dir=os.path.join(workdir, "tft_tmp")):
+        splits = {name: p | f"Read{name}" >> beam.Create(_instances(examples.take(name))) for name in SPLIT_NAMES}
+        (train, train_md), transform_fn = ((splits["train"], metadata)
+                                           | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
+                                               preprocessing_fn))
+        transformed = {"train": train}
+        for name in ("validation", "test"):
+            transformed[name], _ = (((splits[name], metadata), transform_fn)
+                                    | f"Transform{name}" >> tft_beam.TransformDataset())
+        for name, pcoll in transformed.items():
+            coder = tft.coders.ExampleProtoCoder(train_md.schema)
+            _ = (pcoll | f"Encode{name}" >> beam.Map(coder.encode)
+                 | f"Write{name}" >> beam.io.WriteToTFRecord(os.path.join(records, name), file_name_suffix=".gz"))
+        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(tft_dir)
+    return tft_dir, records
+
+
+def dataset(records, split, tft_output, batch_size, shuffle=False, seed=0):
+    spec = tft_output.transformed_feature_spec()
+    files = tf.io.gfile.glob(os.path.join(records, f"{split}-*"))
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    if shuffle:
+        ds = ds.shuffle(50_000, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(lambda x: tf.io.parse_example(x, spec))
+    return ds.map(lambda f: ({TERM_IDS: f[TERM_IDS], TERM_WEIGHTS: f[TERM_WEIGHTS]}, f[LABEL])) \
+        .prefetch(tf.data.AUTOTUNE)
+
+
+def class_weights(y):
+    """Balanced class weights (n / (classes * n_c)): each class weighs as much as the other in the loss."""
+    counts = np.bincount(y, minlength=2).astype(float)
+    return {c: float(len(y) / (2 * counts[c])) if counts[c] else 1.0 for c in range(2)}
+
+
+def _predict(classifier, records, split, tft_output, batch_size):
+    ds = dataset(records, split, tft_output, batch_size)
+    scores, labels = [], []
+    for features, y in ds:
+        scores.append(classifier(features, training=False).numpy().reshape(-1))
+        labels.append(y.numpy())
+    return (np.concatenate(labels) if labels else np.zeros(0, np.int64),
+            np.concatenate(scores) if scores else np.zeros(0))
+
+
+def train(silver, output, *, split="category", holdout=None, category_source="source", epochs=30, batch_size=256,
+          learning_rate=0.01, l2=1e-6, dim=1, patience=3, seed=0, n_boot=1000, baselines=True, workdir=None,
+          progress=print):
+    """The whole run; returns the report dict (also written as report.json / report.md under ``output``)."""
+    t_start = time.monotonic()
+    tf.keras.utils.set_random_seed(seed)
+    os.makedirs(output, exist_ok=True)
+    workdir = workdir or os.path.join(output, "_work")
+    table = data_mod.read_silver(silver)
+    ex = data_mod.examples(table, split=split, holdout=holdout, category_source=category_source)
+    counts = {s: int((ex.split == s).sum()) for s in SPLIT_NAMES}
+    progress(f"examples: {len(ex):,} labelled reviews (3-star excluded) = train {counts['train']:,} + validation "
+             f"{counts['validation']:,} + test {counts['test']:,}; split by {split}"
+             + (f", test categories: {', '.join(sorted(set(ex.take('test').category)))}" if split == "category" else ""))
+    if min(counts.values()) == 0:
+        raise ValueError(f"an empty split: {counts}; use more data or another --split")
+
+    t0 = time.monotonic()
+    tft_dir, records = transform(ex, workdir)
+    tft_output = tft.TFTransformOutput(tft_dir)
+    vocab = tft_output.vocabulary_size_by_name(VOCABULARY) + OOV_BUCKETS
+    transform_s = time.monotonic() - t0
+    progress(f"tf.Transform: vocabulary of {vocab - OOV_BUCKETS:,} terms from the training split ({transform_s:.1f} s)")
+
+    train_y = ex.take("train").label
+    classifier = build_classifier(vocab, dim=dim, l2=l2, learning_rate=learning_rate)
+    t0 = time.monotonic()
+    history = classifier.fit(
+        dataset(records, "train", tft_output, batch_size, shuffle=True, seed=seed), epochs=epochs,
+        validation_data=dataset(records, "validation", tft_output, 1024), class_weight=class_weights(train_y),
+        verbose=0, callbacks=[
+            tf.keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience,
+                                             restore_best_weights=True),
+            tf.keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: progress(
+                f"epoch {e + 1}: loss {logs['loss']:.4f} auc {logs['auc']:.4f} val_loss {logs['val_loss']:.4f} "
+                f"val_auc {logs['val_auc']:.4f}"))])
+    train_s = time.monotonic() - t0
+
+    val_y, val_p = _predict(classifier, records, "validation", tft_output, 1024)
+    threshold = evaluate.choose_threshold(val_y, val_p, metric="macro_f1")
+    test_y, test_p = _predict(classifier, records, "test", tft_output, 1024)
+    reports = {"model": evaluate.report(test_y, test_p, threshold, n_boot=n_boot, seed=seed)}
+    reports["model"]["threshold"] = float(threshold)
+
+    model_dir = os.path.join(output, "saved_model")
+    shutil.rmtree(model_dir, ignore_errors=True)
+    export(classifier, tft_output, threshold, model_dir)
+    throughput = scoring_throughput(model_dir, ex.take("test"))
+    progress(f"exported {model_dir} (threshold {threshold:.3f} chosen on validation); scoring {throughput:,.0f} reviews/s")
+
+    baseline_s = {}
+    if baselines:
+        from training.baselines import SeedsBaseline, TfidfBigramBaseline
+        tr, va, te = ex.take("train"), ex.take("validation"), ex.take("test")
+        for name, cls in (("seeds_hashing_tfidf_lr", SeedsBaseline), ("tfidf_1_2gram_lr", TfidfBigramBaseline)):
+            t0 = time.monotonic()
+            base = cls().fit(tr.summary, tr.review_text, tr.label)
+            th = evaluate.choose_threshold(va.label, base.predict_proba(va.summary, va.review_text), metric="macro_f1")
+            reports[name] = evaluate.report(te.label, base.predict_proba(te.summary, te.review_text), th,
+                                            n_boot=n_boot, seed=seed)
+            reports[name]["threshold"] = float(th)
+            baseline_s[name] = round(time.monotonic() - t0, 2)
+            progress(f"baseline {name}: test AUC {reports[name]['roc_auc']:.4f} ({baseline_s[name]:.1f} s)")
+
+    report = {
+        "data": {"silver": silver, "examples": counts, "split": split, "category_source": category_source,
+                 "test_categories": sorted(set(ex.take("test").category)),
+                 "train_categories": sorted(set(ex.take("train").category)),
+                 "label_rule": "rating >= 4 positive (1), <= 2 negative (0), 3 excluded (transforms/labels.py)"},
+        "model": {"kind": "logistic regression on tf-idf of tokens + bigrams" if dim == 1 else f"embedding bag dim {dim}",
+                  "vocabulary": vocab - OOV_BUCKETS, "epochs_run": len(history.history["loss"]),
+                  "best_val_auc": float(max(history.history["val_auc"])), "class_weights": class_weights(train_y),
+                  "threshold": float(threshold), "learning_rate": learning_rate, "l2": l2, "batch_size": batch_size},
+        "results": reports,
+        "timing": {"transform_s": round(transform_s, 2), "train_s": round(train_s, 2), "baselines_s": baseline_s,
+                   "total_s": round(time.monotonic() - t_start, 2), "scoring_reviews_per_s": round(throughput, 1)},
+        "saved_model": model_dir,
+    }
+    write_report(report, output)
+    return report
+
+
+def scoring_throughput(model_dir, ex, batch=4096, repeats=3):
+    """Reviews/s of the exported signature on raw text (the test split, in batches)."""
+    fn = tf.saved_model.load(model_dir).signatures["serving_default"]
+    s, r = tf.constant(list(ex.summary[:batch])), tf.constant(list(ex.review_text[:batch]))
+    fn(summary=s, review_text=r)  # warm-up (tracing)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn(summary=s, review_text=r)
+    return repeats * len(ex.summary[:batch]) / (time.perf_counter() - t0)
+
+
+def write_report(report, output):
+    with open(os.path.join(output, "report.json"), "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=1, sort_keys=True, default=float)
+    lines = ["# Sentiment model: evaluation", "",
+             f"Test split: {report['data']['split']}; test categories (never seen in training): "
+             f"{', '.join(report['data']['test_categories'])}. Examples: {report['data']['examples']}.",
+             f"Label rule: {report['data']['label_rule']}. Thresholds chosen on the validation split.", "",
+             evaluate.markdown_table(report["results"]), "",
+             f"Timing: {report['timing']}"]
+    with open(os.path.join(output, "report.md"), "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
