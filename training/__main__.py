@@ -1,0 +1,103 @@
+"""python -m training: train, evaluate and export the sentiment model from the pipeline's silver reviews.
+
+Either point it at silver review Parquet a batch run wrote (``--silver OUT/silver/reviews``), or give it
+raw review files (``--reviews``): the batch job runs first (the same cleaning path as every other run, no
+second one for training) and training reads the silver it wrote.
+"""
+import argparse
+import logging
+import os
+import sys
+import time
+
+EXAMPLES = """\
+examples
+  # the real reviews in ../shared/data/amazon: batch job, then training, unseen-category evaluation
+  python -m training --reviews='../shared/data/amazon/reviews/*.jsonl.gz' \\
+      --products='../shared/data/amazon/metadata/*.jsonl.gz' --output=out/model
+  # from an existing batch run's silver, categories from product main_cat, split by review-key hash
+  python -m training --silver=out/batch/silver/reviews --category=main_cat --split=hash --output=out/model
+
+outputs (under --output): saved_model/ (serving_default: summary, review_text -> probability, label),
+report.json, report.md, model_card.md; _work/ holds the TFRecords and the tf.Transform output.
+exit status: 0 done, 2 invalid options or data."""
+
+
+def build_parser():
+    from training.data import CATEGORY_SOURCES, SPLITS
+    p = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n\n")[0],
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--silver", help="silver review Parquet root of a batch run (OUT/silver/reviews)")
+    src.add_argument("--reviews", help="raw review JSON lines (path or glob, local or azfs://): the batch job "
+                                       "runs first, into OUTPUT/pipeline, and training reads its silver")
+    p.add_argument("--products", help="product metadata for that batch run (optional)")
+    p.add_argument("--output", required=True, help="where the model, the report and the work files go")
+    p.add_argument("--split", choices=SPLITS, default="category",
+                   help="test split: 'category' (categories never seen in training; default), 'hash' (by a "
+                        "hash of the review key), 'time' (the latest reviews). Never random per run")
+    p.add_argument("--holdout_categories", default=None,
+                   help="comma-separated test categories for --split=category. Default: the quarter of "
+                        "categories with the smallest stable hash of their name")
+    p.add_argument("--category", choices=CATEGORY_SOURCES, default="source",
+                   help="a review's category: the stem of its source file ('source', the real data has one "
+                        "file per category; default) or its product's main_cat")
+    p.add_argument("--epochs", type=int, default=30, help="most epochs; early stopping on validation AUC. Default 30")
+    p.add_argument("--patience", type=int, default=3, help="epochs without a better validation AUC. Default 3")
+    p.add_argument("--batch_size", type=int, default=256, help="Default 256")
+    p.add_argument("--learning_rate", type=float, default=0.01, help="Adam learning rate. Default 0.01")
+    p.add_argument("--l2", type=float, default=1e-6, help="L2 penalty on the term weights. Default 1e-6")
+    p.add_argument("--dim", type=int, default=1, help="1: logistic regression on tf-idf (default); >1: an "
+                                                      "embedding bag of that size, then a logistic layer")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the confidence intervals")
+    p.add_argument("--seed", type=int, default=0, help="random seed (shuffling, initialisation, bootstrap)")
+    p.add_argument("--no_baselines", action="store_true", help="skip the two baselines (faster)")
+    return p
+
+
+def _run_batch_job(args):
+    from beam_pipeline.pipeline import run
+    out = os.path.join(args.output, "pipeline")
+    source = "adls" if args.reviews.startswith("azfs://") else "files"
+    argv = ["--runner=FnApiRunner", f"--source={source}", f"--reviews={args.reviews}", f"--output={out}"]
+    if args.products:
+        argv.append(f"--products={args.products}")
+    summary = run(argv)
+    if not summary["reviews"]["reconciled"]:
+        raise SystemExit("the batch run's counts do not reconcile; not training on it")
+    return os.path.join(out, "silver", "reviews")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    for noisy in ("apache_beam", "absl", "tensorflow", "azure"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    started = time.monotonic()
+    silver = args.silver or _run_batch_job(args)
+    from training.train import train
+
+    def progress(message):
+        print(f"[training {time.monotonic() - started:6.1f} s] {message}", flush=True)
+
+    try:
+        report = train(silver, args.output, split=args.split, category_source=args.category,
+                       holdout=args.holdout_categories.split(",") if args.holdout_categories else None,
+                       epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                       l2=args.l2, dim=args.dim, patience=args.patience, seed=args.seed, n_boot=args.bootstrap,
+                       baselines=not args.no_baselines, progress=progress)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    with open(os.path.join(args.output, "report.md"), encoding="utf-8") as fh:
+        print(fh.read())
+    print(f"model: {report['saved_model']}\nreport: {os.path.join(args.output, 'report.md')} (and report.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    rc = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)  # TensorFlow / tf.Transform can crash the interpreter at exit after the work is done
