@@ -17,8 +17,8 @@ bootstrap (one per resample) share that one code path.
 
 The bootstrap draws whole resamples of the evaluation rows (percentile intervals). It works on the rows
 sorted by score, as multiplicity counts: a resample's AUC is the weighted Mann-Whitney statistic over
-the score groups and its confusion matrix is a matrix product, so 1,000 resamples of 10,000 rows take
-well under a second and no resample is ever sorted.
+the runs of equal scores and its confusion matrix is four sums over the same runs, so no resample is
+ever sorted and 1,000 resamples of 10,000 rows take about 0.3 s.
 """
 import math
 
@@ -28,7 +28,7 @@ CLASS_NAMES = ("negative", "positive")
 METRICS = ("roc_auc", "accuracy", "balanced_accuracy", "macro_f1")
 _THRESHOLD_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 _TIE_TOLERANCE = 1e-12
-_BOOTSTRAP_CELLS = 2_000_000   # resample counts held at once (rows x resamples), ~16 MB as float64
+_BOOTSTRAP_CELLS = 2_000_000   # multiplicities held at once (rows x resamples): ~16 MB as float64
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -37,6 +37,8 @@ def _labels(y_true, n_classes=2):
     y = np.asarray(y_true)
     if y.ndim != 1:
         raise ValueError(f"labels must be one-dimensional, got shape {y.shape}")
+    if y.dtype == bool:
+        y = y.astype(np.int64)
     if y.size and (not np.issubdtype(y.dtype, np.number) or np.any(y != np.round(y))):
         raise ValueError("labels must be integer class ids")
     y = y.astype(np.int64)
@@ -184,25 +186,27 @@ def choose_threshold(y_true, scores, metric="macro_f1"):
 # ------------------------------------------------------------------------------------------ bootstrap
 
 def _bootstrap_values(y, s, threshold, metrics, n, seed):
-    """{metric: array of n resample values}."""
+    """{metric: array of n resample values}. Rows are taken in (stable) score order and a resample is
+    a vector of multiplicities; sums over runs of equal scores give each resample's positives and rows
+    per score, hence its AUC and, since the threshold cuts between runs, its confusion matrix."""
     order, starts = _score_groups(s)
-    y, s = y[order], s[order]
-    pred = _predict(s, threshold)
+    y = y[order].astype(np.float64)
+    cut = int(np.searchsorted(s[order][starts], threshold, side="left"))   # first run predicted 1
     rows = y.size
-    cells = np.zeros((rows, 4))                              # which confusion cell each row lands in
-    cells[np.arange(rows), y * 2 + pred] = 1.0
     rng = np.random.default_rng(seed)
-    chunk = max(1, _BOOTSTRAP_CELLS // max(rows, 1))
+    chunk = max(1, _BOOTSTRAP_CELLS // rows)
     out = {m: np.empty(n) for m in metrics}
     for lo in range(0, n, chunk):
         b = min(chunk, n - lo)
         draws = rng.integers(0, rows, size=(b, rows)) + (np.arange(b) * rows)[:, None]
         counts = np.bincount(draws.ravel(), minlength=b * rows).reshape(b, rows).astype(np.float64)
+        pos = np.add.reduceat(counts * y, starts, axis=1)
+        neg = np.add.reduceat(counts, starts, axis=1) - pos
         if "roc_auc" in out:
-            pos = np.add.reduceat(counts * y, starts, axis=1)
-            size = np.add.reduceat(counts, starts, axis=1)
-            out["roc_auc"][lo:lo + b] = _auc_from_groups(pos, size - pos)
-        cm_metrics = _cm_metrics((counts @ cells).reshape(b, 2, 2))
+            out["roc_auc"][lo:lo + b] = _auc_from_groups(pos, neg)
+        tp, fp = pos[:, cut:].sum(axis=1), neg[:, cut:].sum(axis=1)
+        fn, tn = pos.sum(axis=1) - tp, neg.sum(axis=1) - fp
+        cm_metrics = _cm_metrics(np.stack([np.stack([tn, fp], -1), np.stack([fn, tp], -1)], -2))
         for m in out:
             if m != "roc_auc":
                 out[m][lo:lo + b] = cm_metrics[m]
