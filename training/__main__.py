@@ -49,6 +49,12 @@ def build_parser():
     p.add_argument("--l2", type=float, default=1e-6, help="L2 penalty on the term weights. Default 1e-6")
     p.add_argument("--dim", type=int, default=1, help="1: logistic regression on tf-idf (default); >1: an "
                                                       "embedding bag of that size, then a logistic layer")
+    p.add_argument("--validation", choices=("categories", "hash"), default="categories",
+                   help="with --split=category: validation = other categories unseen in training (default; early "
+                        "stopping and the threshold are judged on unseen categories, never on the test ones), or "
+                        "a hash of the review key within the training categories")
+    p.add_argument("--tfidf_norm", choices=("l2", "none"), default="l2",
+                   help="scale each review's tf-idf weights to unit length (default l2)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the confidence intervals")
     p.add_argument("--seed", type=int, default=0, help="random seed (shuffling, initialisation, bootstrap)")
     p.add_argument("--no_baselines", action="store_true", help="skip the two baselines (faster)")
@@ -86,7 +92,8 @@ def main(argv=None):
                        holdout=args.holdout_categories.split(",") if args.holdout_categories else None,
                        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                        l2=args.l2, dim=args.dim, patience=args.patience, seed=args.seed, n_boot=args.bootstrap,
-                       baselines=not args.no_baselines, progress=progress)
+                       baselines=not args.no_baselines, norm=args.tfidf_norm, validation=args.validation,
+                       progress=progress)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

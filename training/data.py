@@ -5,8 +5,10 @@ A review's category is the stem of the file it came from (``--category=source``:
 file per category, ``All_Beauty.jsonl.gz`` -> ``All_Beauty``) or its product's ``main_cat``. Splits:
 
     category  the categories named by --holdout_categories (or, without it, the quarter of categories
-              whose stable hash is smallest) are the test set, never seen in training; the rest is split
-              into training and validation by a hash of the review key
+              whose stable hash is smallest) are the test set, never seen in training; validation is the
+              next ~15 % of categories in the same order (``validation="categories"``, so early stopping
+              and the threshold are judged on unseen categories too, never on the test ones) or a hash of
+              the review key within the training categories (``validation="hash"``)
     hash      test / validation / training by a hash of the review key (reviewer, product, review time)
     time      the latest reviews are the test set, the ones before them validation
 """
@@ -72,7 +74,7 @@ def holdout_categories(categories, fraction=0.25):
 
 
 def examples(table, *, classes=2, split="category", holdout=None, category_source="source",
-             validation_fraction=0.1, test_fraction=0.15):
+             validation_fraction=0.1, test_fraction=0.15, validation="categories"):
     """Silver rows -> Examples with labels and splits; 3-star rows are left out of binary training."""
     if classes == 2:
         label = labels.polarity(table["overall"])
@@ -88,7 +90,16 @@ def examples(table, *, classes=2, split="category", holdout=None, category_sourc
         held = set(holdout if holdout else holdout_categories(cats))
         test = np.isin(cats, list(held))
         out[test] = "test"
-        out[~test & (frac < validation_fraction)] = "validation"
+        rest = sorted(set(cats[~test]))
+        if validation == "categories" and len(rest) >= 3:
+            # model choices (early stopping, threshold) judged on categories unseen in training as well,
+            # never on the test ones: the next categories in stable-hash order
+            order = np.asarray(rest, dtype=object)[np.argsort(keys.hash_strings(pa.array(rest, pa.string())),
+                                                              kind="stable")]
+            k = max(1, int(round(0.15 * len(set(cats)))))
+            out[np.isin(cats, list(order[:k]))] = "validation"
+        else:
+            out[~test & (frac < validation_fraction)] = "validation"
     elif split == "hash":
         out[frac < test_fraction] = "test"
         out[(frac >= test_fraction) & (frac < test_fraction + validation_fraction)] = "validation"

@@ -52,18 +52,29 @@ def terms(summary, review_text):
     return tf.concat([tokens, bigrams], axis=1)
 
 
-def preprocessing_fn(inputs):
-    """tf.Transform: raw ``summary``/``review_text`` (+ ``label``) -> tf-idf term ids and weights."""
+def preprocessing_fn(inputs, norm="l2"):
+    """tf.Transform: raw ``summary``/``review_text`` (+ ``label``) -> tf-idf term ids and weights; with
+    ``norm="l2"`` each review's weights are scaled to unit length (long and short reviews weigh alike)."""
     summary = _dense(inputs["summary"])
     review = _dense(inputs["review_text"])
     ids = tft.compute_and_apply_vocabulary(terms(summary, review).to_sparse(), top_k=TOP_K,
                                            frequency_threshold=FREQUENCY_THRESHOLD, num_oov_buckets=OOV_BUCKETS,
                                            vocab_filename=VOCABULARY)
     term_ids, term_weights = tft.tfidf(ids, TOP_K + OOV_BUCKETS)
+    if norm == "l2":
+        term_weights = l2_normalize_rows(term_weights)
     out = {TERM_IDS: term_ids, TERM_WEIGHTS: term_weights}
     if LABEL in inputs:
         out[LABEL] = inputs[LABEL]
     return out
+
+
+def l2_normalize_rows(weights):
+    """SparseTensor [batch, terms] -> the same with each row scaled to unit L2 norm (empty rows stay empty)."""
+    norms = tf.sqrt(tf.math.unsorted_segment_sum(tf.square(weights.values), weights.indices[:, 0],
+                                                 tf.cast(weights.dense_shape[0], tf.int32)))
+    scale = tf.gather(norms, weights.indices[:, 0])
+    return tf.SparseTensor(weights.indices, weights.values / tf.maximum(scale, 1e-12), weights.dense_shape)
 
 
 def _dense(t):

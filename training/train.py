@@ -7,6 +7,7 @@
           next to two baselines fitted on the same training split in the same run
       --> SavedModel (transform graph embedded) + report.json + report.md + model_card.md
 """
+import functools
 import json
 import logging
 import os
@@ -41,7 +42,7 @@ def _instances(ex):
             for s, r, y in zip(ex.summary, ex.review_text, ex.label)]
 
 
-def transform(examples, workdir):
+def transform(examples, workdir, norm="l2"):
     """tf.Transform over Beam: analyzers on the training split, the transform applied to every split,
     written as TFRecords (``workdir/tfrecords/<split>-*``) plus the transform output (``workdir/transform``)."""
     tft_dir, records = os.path.join(workdir, "transform"), os.path.join(workdir, "tfrecords")
@@ -53,7 +54,7 @@ def transform(examples, workdir):
         splits = {name: p | f"Read{name}" >> beam.Create(_instances(examples.take(name))) for name in SPLIT_NAMES}
         (train, train_md), transform_fn = ((splits["train"], metadata)
                                            | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
-                                               preprocessing_fn))
+                                               functools.partial(preprocessing_fn, norm=norm)))
         transformed = {"train": train}
         for name in ("validation", "test"):
             transformed[name], _ = (((splits[name], metadata), transform_fn)
@@ -95,23 +96,25 @@ def _predict(classifier, records, split, tft_output, batch_size):
 
 def train(silver, output, *, split="category", holdout=None, category_source="source", epochs=30, batch_size=256,
           learning_rate=0.01, l2=1e-6, dim=1, patience=3, seed=0, n_boot=1000, baselines=True, workdir=None,
-          progress=print):
+          norm="l2", validation="categories", progress=print):
     """The whole run; returns the report dict (also written as report.json / report.md under ``output``)."""
     t_start = time.monotonic()
     tf.keras.utils.set_random_seed(seed)
     os.makedirs(output, exist_ok=True)
     workdir = workdir or os.path.join(output, "_work")
     table = data_mod.read_silver(silver)
-    ex = data_mod.examples(table, split=split, holdout=holdout, category_source=category_source)
+    ex = data_mod.examples(table, split=split, holdout=holdout, category_source=category_source,
+                           validation=validation)
     counts = {s: int((ex.split == s).sum()) for s in SPLIT_NAMES}
     progress(f"examples: {len(ex):,} labelled reviews (3-star excluded) = train {counts['train']:,} + validation "
              f"{counts['validation']:,} + test {counts['test']:,}; split by {split}"
-             + (f", test categories: {', '.join(sorted(set(ex.take('test').category)))}" if split == "category" else ""))
+             + (f", test categories: {', '.join(sorted(set(ex.take('test').category)))}; validation categories: "
+                f"{', '.join(sorted(set(ex.take('validation').category)))}" if split == "category" else ""))
     if min(counts.values()) == 0:
         raise ValueError(f"an empty split: {counts}; use more data or another --split")
 
     t0 = time.monotonic()
-    tft_dir, records = transform(ex, workdir)
+    tft_dir, records = transform(ex, workdir, norm)
     tft_output = tft.TFTransformOutput(tft_dir)
     vocab = tft_output.vocabulary_size_by_name(VOCABULARY) + OOV_BUCKETS
     transform_s = time.monotonic() - t0
@@ -160,12 +163,14 @@ def train(silver, output, *, split="category", holdout=None, category_source="so
     report = {
         "data": {"silver": silver, "examples": counts, "split": split, "category_source": category_source,
                  "test_categories": sorted(set(ex.take("test").category)),
+                 "validation_categories": sorted(set(ex.take("validation").category)), "validation": validation,
                  "train_categories": sorted(set(ex.take("train").category)),
                  "label_rule": "rating >= 4 positive (1), <= 2 negative (0), 3 excluded (transforms/labels.py)"},
         "model": {"kind": "logistic regression on tf-idf of tokens + bigrams" if dim == 1 else f"embedding bag dim {dim}",
                   "vocabulary": vocab - OOV_BUCKETS, "epochs_run": len(history.history["loss"]),
                   "best_val_auc": float(max(history.history["val_auc"])), "class_weights": class_weights(train_y),
-                  "threshold": float(threshold), "learning_rate": learning_rate, "l2": l2, "batch_size": batch_size},
+                  "threshold": float(threshold), "learning_rate": learning_rate, "l2": l2, "batch_size": batch_size,
+                  "tfidf_norm": norm},
         "results": reports,
         "timing": {"transform_s": round(transform_s, 2), "train_s": round(train_s, 2), "baselines_s": baseline_s,
                    "total_s": round(time.monotonic() - t_start, 2), "scoring_reviews_per_s": round(throughput, 1)},
