@@ -1,0 +1,97 @@
+"""End to end: the batch job's silver -> tf.Transform -> Keras -> SavedModel -> raw text scored from the
+SavedModel alone, on generated data; and the real reviews (skipped when ../shared/data is absent) with the
+unseen-category evaluation next to both baselines from the same run."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow", reason="the training extra (tensorflow, tensorflow-transform) is not installed")
+
+from beam_pipeline.pipeline import run  # noqa: E402
+from runners.generate import generate  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def generated_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_gen")
+    generate(str(root / "data"), 4000, files=2, seed=21)
+    run(["--runner=FnApiRunner", "--source=files", f"--reviews={root}/data/reviews/*.jsonl",
+         f"--products={root}/data/metadata/*.jsonl", f"--output={root}/batch", "--run_id=t"])
+    out = root / "model"
+    proc = subprocess.run([sys.executable, "-m", "training", f"--silver={root}/batch/silver/reviews",
+                           "--category=main_cat", "--split=hash", f"--output={out}", "--epochs=5",
+                           "--bootstrap=100"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+def test_progress_per_epoch_and_report_files(generated_model):
+    out, stdout = generated_model
+    assert "epoch 1:" in stdout and "val_auc" in stdout
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["results"]) == {"model", "seeds_hashing_tfidf_lr", "tfidf_1_2gram_lr"}
+    model = report["results"]["model"]
+    assert model["label_counts"] and 0.0 <= model["roc_auc"] <= 1.0
+    assert model["ci"]["roc_auc"][0] <= model["roc_auc"] <= model["ci"]["roc_auc"][1]
+    assert (out / "report.md").read_text().count("|") > 20
+    assert "Limits" in (out / "model_card.md").read_text()
+
+
+def test_saved_model_alone_scores_raw_text(generated_model, tmp_path):
+    """Copied away from its work folder (no transform output beside it), the SavedModel still scores raw
+    text through its one signature; generated reviews say what they mean, so the signs must be right."""
+    import shutil
+    out, _ = generated_model
+    alone = tmp_path / "alone"
+    shutil.copytree(out / "saved_model", alone)
+    shutil.rmtree(out / "_work")
+    fn = tf.saved_model.load(str(alone)).signatures["serving_default"]
+    assert {s.name for s in fn.structured_input_signature[1].values()} == {"summary", "review_text"}
+    res = fn(summary=tf.constant(["Five stars", "Terrible", ""]),
+             review_text=tf.constant(["Great product, works perfectly, I love it, highly recommend",
+                                      "Broke after two days, poor quality, waste of money, do not buy", ""]))
+    p, label = res["probability"].numpy(), res["label"].numpy()
+    assert p.shape == (3,) and label.shape == (3,) and label.dtype == np.int32
+    assert p[0] > 0.5 > p[1] and label[0] == 1 and label[1] == 0
+    assert np.all((p >= 0) & (p <= 1))
+
+
+@pytest.fixture(scope="module")
+def real_report(shared_data_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_real")
+    data = shared_data_dir
+    proc = subprocess.run([sys.executable, "-m", "training", f"--reviews={data}/reviews/*.jsonl.gz",
+                           f"--products={data}/metadata/*.jsonl.gz", f"--output={root}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads((root / "report.json").read_text())
+
+
+def test_real_data_evaluated_on_unseen_categories(real_report):
+    d = real_report["data"]
+    assert d["test_categories"] and not set(d["test_categories"]) & set(d["train_categories"])
+    assert not set(d["validation_categories"]) & set(d["test_categories"])
+    assert real_report["data"]["examples"]["test"] > 5000
+
+
+def test_real_data_model_beats_the_seeds_baseline(real_report):
+    r = real_report["results"]
+    assert r["model"]["roc_auc"] > r["seeds_hashing_tfidf_lr"]["ci"]["roc_auc"][1]
+    assert r["model"]["macro_f1"] > r["seeds_hashing_tfidf_lr"]["ci"]["macro_f1"][1]
+
+
+@pytest.mark.xfail(strict=True, reason="target not met: on unseen categories the tf-idf 1-2-gram logistic "
+                                       "regression (L-BFGS to convergence) scores a higher AUC than the Keras model")
+def test_real_data_model_beats_the_tfidf_baseline_and_targets(real_report):
+    r = real_report["results"]
+    assert r["model"]["roc_auc"] >= 0.95 and r["model"]["macro_f1"] >= 0.80
+    assert r["model"]["roc_auc"] > r["tfidf_1_2gram_lr"]["ci"]["roc_auc"][1]
+    assert r["model"]["macro_f1"] > r["tfidf_1_2gram_lr"]["ci"]["macro_f1"][1]
