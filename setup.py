@@ -27,6 +27,8 @@ setup(
     ],
     extras_require={
         "training": ["tensorflow==2.21.0", "tensorflow-transform==1.21.0"],
+        # workers that score with --sentiment_model need TensorFlow only (the model embeds its transform graph)
+        "scoring": ["tensorflow==2.21.0"],
         # [gcp] lets the tests build the Dataflow graph offline (--dry_run) and lets you launch on Dataflow
         "dataflow": [f"apache-beam[gcp]=={BEAM_VERSION}"],
         "dev": ["pytest>=8", "duckdb>=1.0", f"apache-beam[gcp]=={BEAM_VERSION}"],

@@ -54,6 +54,13 @@ class ReviewsOptions(PipelineOptions):
                        help="a line longer than this is a dead letter (too_large). Default 1048576")
         g.add_argument("--dead_letter_payload_bytes", type=int, default=4096,
                        help="how much of a rejected record's raw bytes its dead letter keeps. Default 4096")
+        g.add_argument("--sentiment_model", default=None,
+                       help="score every review with this TensorFlow SavedModel (the trainer's export: "
+                            "serving_default(summary, review_text) -> probability, label), local or azfs:// / gs:// "
+                            "(copied to the worker once per process). Adds predicted_sentiment and "
+                            "sentiment_probability to silver (null without a model) and the gold families "
+                            "predicted_sentiment, predicted_sentiment_by_brand, predicted_sentiment_by_main_cat, in "
+                            "batch and streaming. Needs tensorflow on the workers. Default: no scoring")
         g.add_argument("--run_id", default=None,
                        help="name of this run's staging area under OUTPUT/_staging/ (streaming: also part of every "
                             "file name). Default: a timestamp")
@@ -160,6 +167,15 @@ def validated(options):
             problems.append(f"--{name} must be at least {low}")
     if o.chunk_mb * (1 << 20) >= (1 << 31):
         problems.append("--chunk_mb must stay below 2048")
+    if o.sentiment_model is not None:
+        from beam_pipeline.scoring import local_model_problem
+        problem = local_model_problem(o.sentiment_model) if o.sentiment_model.strip() else \
+            "--sentiment_model is empty: give a SavedModel directory, or leave the option out"
+        if problem:
+            problems.append(problem)
+        elif "://" not in o.sentiment_model and "Dataflow" in str(options.view_as(StandardOptions).runner or ""):
+            problems.append(f"--sentiment_model {o.sentiment_model} is a local path, which Dataflow workers cannot "
+                            "read: upload the SavedModel directory and give its gs:// or azfs:// path")
     if problems:
         raise OptionsError("invalid options:\n  - " + "\n  - ".join(problems))
     return o, reviews, products

@@ -8,7 +8,8 @@
     ReadProducts -> ParseProducts       per record (a tenth of the volume)
       -> GroupProducts -> DedupeProducts   one products table per bucket, deduplicated on asin
     DedupeAndEnrich                     content-key dedupe, left join with the bucket's products
-                                             (a side input: no fan-out, no shuffle of products twice)
+                                             (a side input: no fan-out, no shuffle of products twice),
+                                             sentiment scoring when --sentiment_model is given
       |-> silver reviews               written by DedupeAndEnrich: Parquet, hive partitions year=/month=
       |-> WriteSilverProducts
       |-> ComputeGold -> WriteGold      additive partials per bucket, merged per family
@@ -35,7 +36,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
-from beam_pipeline import coders, io  # importing coders registers the Arrow coders
+from beam_pipeline import coders, io, scoring  # importing coders registers the Arrow coders
 from beam_pipeline.threaded import THREADS, ThreadedDoFn
 from beam_pipeline.options import ReviewsOptions, hub_settings, parse_duration, validated, with_local_defaults
 from transforms import gold, keys, reasons
@@ -216,9 +217,11 @@ class DedupeAndEnrichFn(ThreadedDoFn):
     in_flight = 1  # a bucket's working set is large (peak RSS at 1M: 2.2 GB with 2 in flight, 1.9 GB with 1);
     # the second core is used by the partition writes, which run on their own pool
 
-    def __init__(self, window, layout, n_buckets):
-        self.window, self.layout, self.n_buckets = window, layout, n_buckets
+    def __init__(self, window, layout, n_buckets, scorer=None):
+        self.window, self.layout, self.n_buckets, self.scorer = window, layout, n_buckets, scorer
+        self.families = gold.review_families(scorer is not None)
         self.silver = Metrics.counter("reviews", "silver_rows")
+        self.scored = Metrics.counter("reviews", "scored_rows")
         self.duplicates = Metrics.counter("reviews", "duplicates_dropped")
         self.matched = Metrics.counter("reviews", "products_matched")
         self.unmatched = Metrics.counter("reviews", "products_unmatched")
@@ -226,6 +229,8 @@ class DedupeAndEnrichFn(ThreadedDoFn):
     def setup(self):
         super().setup()
         self._writers = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="WriteSilver")
+        if self.scorer is not None:
+            self.scorer.load()  # once per process (cached by path): a missing or broken model fails here
 
     def teardown(self):
         self._writers.shutdown(wait=True)
@@ -244,7 +249,10 @@ class DedupeAndEnrichFn(ThreadedDoFn):
         silver, matched, unmatched = enrich_with_products(
             reviews, products if products is not None else SILVER_PRODUCT_SCHEMA.empty_table())
         del reviews
-        partials = gold.partials(gold.review_facts(silver), self.window, "reviews")
+        if self.scorer is not None:
+            silver = self.scorer.score(silver)
+        partials = gold.partials(gold.review_facts(silver, self.scorer is not None), self.window, "reviews",
+                                 self.families)
         rows = silver.num_rows
         ym = (silver["year"].to_numpy() * 100 + silver["month"].to_numpy()).astype("int64")
         parts = keys.split_by_bucket(silver, ym)
@@ -265,6 +273,8 @@ class DedupeAndEnrichFn(ThreadedDoFn):
             return
         rows, duplicates, matched, unmatched, partials, written = result
         self.silver.inc(rows)
+        if self.scorer is not None:
+            self.scored.inc(rows)
         self.duplicates.inc(duplicates)
         self.matched.inc(matched)
         self.unmatched.inc(unmatched)
@@ -332,7 +342,10 @@ def _finalize_gold(element, top_reviewers):
 
 
 def output_tables():
-    return (SILVER_REVIEWS_DIR, SILVER_PRODUCTS_DIR, DEAD_DIR) + tuple(f"{GOLD_DIR}/{f.name}" for f in gold.FAMILIES)
+    """The table directories a batch run replaces: every family's, the predicted ones included, so a run
+    without a model also removes the predicted gold an earlier run with one left."""
+    return (SILVER_REVIEWS_DIR, SILVER_PRODUCTS_DIR, DEAD_DIR) + tuple(f"{GOLD_DIR}/{f.name}"
+                                                                       for f in gold.ALL_FAMILIES)
 
 
 def _layout(o, streaming):
@@ -402,7 +415,8 @@ def build_pipeline(p, options, checkpoint=None, carried_gold=None):
 
     enriched = (review_buckets
                 | "GroupReviewsByBucket" >> beam.GroupByKey()
-                | "DedupeAndEnrich" >> beam.ParDo(DedupeAndEnrichFn(window, layout, n_buckets),
+                | "DedupeAndEnrich" >> beam.ParDo(DedupeAndEnrichFn(window, layout, n_buckets,
+                                                                    scoring.scorer(o.sentiment_model)),
                                                   products_by_bucket=beam.pvalue.AsDict(product_tables[PRODUCTS]))
                 .with_output_types(str)
                 .with_outputs(GOLD, main=SILVER))
@@ -461,6 +475,7 @@ def summarize(counters):
             "reconciled": read == silver + n_dead + dups,
             "files_read": get("io", f"{kind}.files_read"), "bytes_read": get("io", f"{kind}.bytes_read"),
         }
+    summary["reviews"]["scored_rows"] = get("reviews", "scored_rows")
     summary["reviews"]["products_matched"] = get("reviews", "products_matched")
     summary["reviews"]["products_unmatched"] = get("reviews", "products_unmatched")
     return summary
@@ -473,7 +488,8 @@ def _print_summary(summary, layout, seconds):
         f"Run summary ({seconds:.1f} s)",
         f"  reviews   read {r['records_read']:,} = silver {r['silver_rows']:,} + dead letters {r['dead_letters']:,}"
         f" + duplicates {r['duplicates_dropped']:,}  [{'reconciled' if r['reconciled'] else 'DOES NOT RECONCILE'}]",
-        f"            products joined {r['products_matched']:,}, unmatched {r['products_unmatched']:,}",
+        f"            products joined {r['products_matched']:,}, unmatched {r['products_unmatched']:,}"
+        + (f"; scored by the sentiment model {r['scored_rows']:,}" if r.get("scored_rows") else ""),
         f"  products  read {p['records_read']:,} = silver {p['silver_rows']:,} + dead letters {p['dead_letters']:,}"
         f" + duplicates {p['duplicates_dropped']:,}  [{'reconciled' if p['reconciled'] else 'DOES NOT RECONCILE'}]",
     ]
@@ -500,7 +516,8 @@ def _print_summary(summary, layout, seconds):
         "Outputs",
         f"  silver reviews   {layout.final(SILVER_REVIEWS_DIR)}   (Parquet, hive partitions year=/month=)",
         f"  silver products  {layout.final(SILVER_PRODUCTS_DIR)}",
-        f"  gold metrics     {layout.final(GOLD_DIR)}/<family>   ({', '.join(f.name for f in gold.FAMILIES)})",
+        f"  gold metrics     {layout.final(GOLD_DIR)}/<family>   "
+        f"({', '.join(f.name for f in gold.review_families(bool(summary['options'].get('sentiment_model'))))})",
         f"  dead letters     {layout.final(DEAD_DIR)}   (JSON lines)",
         f"  this summary     {layout.final(SUMMARY_FILE)}",
     ]
@@ -539,7 +556,7 @@ def run(argv=None, save_main_session=False):
     summary["output"] = layout.output
     summary["options"] = {"source": o.source, "reviews": o.reviews, "products": o.products,
                           "window_size": o.window_size, "window_period": o.window_period,
-                          "run_id": layout.run_id}
+                          "sentiment_model": o.sentiment_model, "run_id": layout.run_id}
     if streaming:
         summary["eventhub"] = {
             "events_read": int(counters.get(("eventhub", "events_read"), 0)),

@@ -9,7 +9,8 @@ source is a hub.
       -> Deduplicate                      per bucket and window (state): (partition, sequence number) and
                                           the batch content key; state ends with the window
       -> GroupSilverPanes -> WriteSilver  one Parquet file per window, pane, bucket (and year/month), the
-                                          product join, gold partials of the pane's new rows
+                                          product join, sentiment scoring (--sentiment_model), gold
+                                          partials of the pane's new rows
       -> WindowGold (accumulating) -> ComputeGold -> WriteGold   one file per family, window and pane
     dead letters of every stage -> windowed, sharded -> one JSON-lines file per window, pane, shard
     staged files + last positions -> Commit: files moved into the tables, then checkpoints stored
@@ -36,7 +37,7 @@ from apache_beam.transforms.window import (FixedWindows, GlobalWindows, Interval
                                            TimestampedValue)
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from beam_pipeline import io
+from beam_pipeline import io, scoring
 from beam_pipeline.checkpoints import CheckpointStore
 from transforms import gold, keys, reasons
 from transforms.dead_letters import dead_letter
@@ -258,11 +259,14 @@ class DedupeInWindowFn(beam.DoFn):
 class WriteSilverPaneFn(beam.DoFn):
     """(shard, [WindowedRows]) of one window pane -> silver Parquet of the primary copies (one file per
     year/month), staged paths (main), and gold partials of every copy (GOLD). Rows are joined with the
-    products of their asin bucket (the side input is keyed like the batch shuffle)."""
+    products of their asin bucket (the side input is keyed like the batch shuffle) and, with a ``scorer``
+    (``beam_pipeline.scoring``), scored by the sentiment model."""
 
-    def __init__(self, layout, n_buckets):
-        self.layout, self.n_buckets = layout, n_buckets
+    def __init__(self, layout, n_buckets, scorer=None):
+        self.layout, self.n_buckets, self.scorer = layout, n_buckets, scorer
+        self.families = gold.review_families(scorer is not None)
         self.silver = Metrics.counter("reviews", "silver_rows")
+        self.scored = Metrics.counter("reviews", "scored_rows")
         self.matched = Metrics.counter("reviews", "products_matched")
         self.unmatched = Metrics.counter("reviews", "products_unmatched")
 
@@ -279,6 +283,10 @@ class WriteSilverPaneFn(beam.DoFn):
             parts.append(enriched.append_column(PRIMARY, pa.array(primary)))
         return pa.concat_tables(parts), matched
 
+    def setup(self):
+        if self.scorer is not None:
+            self.scorer.load()  # once per process (cached by path)
+
     def process(self, element, products_by_bucket, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
         shard, parts = element
         parts = list(parts)
@@ -288,12 +296,17 @@ class WriteSilverPaneFn(beam.DoFn):
         enriched, matched = self._enrich(pa.concat_tables([p.table for p in parts]), products_by_bucket)
         primary = enriched[PRIMARY]
         enriched = enriched.drop_columns([PRIMARY])
-        for name, partial in gold.window_partials(gold.review_facts(enriched), start_s, end_s).items():
+        if self.scorer is not None:  # every copy: a sliding window's gold counts the copies of other windows
+            enriched = self.scorer.score(enriched)
+        facts = gold.review_facts(enriched, self.scorer is not None)
+        for name, partial in gold.window_partials(facts, start_s, end_s, families=self.families).items():
             yield pvalue.TaggedOutput(GOLD, (name, partial))
         silver = enriched.filter(primary)
         if not silver.num_rows:
             return
         self.silver.inc(silver.num_rows)
+        if self.scorer is not None:
+            self.scored.inc(silver.num_rows)
         self.matched.inc(matched)
         self.unmatched.inc(silver.num_rows - matched)
         ym = (silver["year"].to_numpy() * 100 + silver["month"].to_numpy()).astype("int64")
@@ -415,11 +428,12 @@ class WindowedReviews(beam.PTransform):
     its checkpoint): they join this run's partials, so a window's gold covers the rows of every run."""
 
     def __init__(self, layout, spec, clock, allowed_lateness_s, early_firing_s, n_buckets, top_reviewers,
-                 payload_bytes, shards=1):
+                 payload_bytes, shards=1, sentiment_model=None):
         super().__init__()
         self.layout, self.spec, self.clock = layout, spec, clock
         self.lateness, self.early, self.n_buckets = allowed_lateness_s, early_firing_s, n_buckets
         self.top_reviewers, self.payload_bytes, self.shards = top_reviewers, payload_bytes, shards
+        self.sentiment_model = sentiment_model
 
     def expand(self, inputs):
         from beam_pipeline.pipeline import MergeGoldFn
@@ -434,10 +448,14 @@ class WindowedReviews(beam.PTransform):
                    .with_input_types(typing.Tuple[int, typing.Any], typing.Any))
         silver = (deduped
                   | "GroupSilverPanes" >> beam.GroupByKey()
-                  | "WriteSilver" >> beam.ParDo(WriteSilverPaneFn(self.layout, self.n_buckets),
+                  | "WriteSilver" >> beam.ParDo(WriteSilverPaneFn(self.layout, self.n_buckets,
+                                                                scoring.scorer(self.sentiment_model)),
                                                 beam.pvalue.AsDict(product_tables))
                   .with_outputs(GOLD, main="paths"))
-        carried = carried | "WindowCarriedGold" >> beam.WindowInto(RowWindows())  # Flatten needs one window type
+        families = frozenset(f.name for f in gold.review_families(bool(self.sentiment_model)))
+        carried = (carried  # a family this run does not compute (a model dropped since) is not carried on
+                   | "OnlyComputedFamilies" >> beam.Filter(lambda kv, names=families: kv[0] in names)
+                   | "WindowCarriedGold" >> beam.WindowInto(RowWindows()))  # Flatten needs one window type
         merged = ((silver[GOLD], carried)
                   | "WithCarriedGold" >> beam.Flatten()
                   | "WindowGold" >> window_into(RowWindows(), self.early, self.lateness, accumulate=True)
@@ -487,9 +505,9 @@ class EventsToReviews(beam.PTransform):
     products by bucket)``; returns WindowedReviews' dict plus ``positions`` and every review dead letter."""
 
     def __init__(self, layout, spec, clock, allowed_lateness_s, early_firing_s, n_buckets, top_reviewers,
-                 max_record_bytes, payload_bytes, shards=1):
+                 max_record_bytes, payload_bytes, shards=1, sentiment_model=None):
         super().__init__()
-        self.shards = shards
+        self.shards, self.sentiment_model = shards, sentiment_model
         self.layout, self.spec, self.clock = layout, spec, clock
         self.lateness, self.early, self.n_buckets, self.top_reviewers = (allowed_lateness_s, early_firing_s,
                                                                          n_buckets, top_reviewers)
@@ -504,7 +522,7 @@ class EventsToReviews(beam.PTransform):
         cleaned = parsed.batches | "CleanReviews" >> CleanReviews(self.payload_bytes)
         out = (cleaned.clean, product_tables, *extra) | "WindowedReviews" >> WindowedReviews(
             self.layout, self.spec, self.clock, self.lateness, self.early, self.n_buckets, self.top_reviewers,
-            self.payload_bytes, self.shards)
+            self.payload_bytes, self.shards, self.sentiment_model)
         out["dead_letters"] = ((prepared[DEAD], parsed[DEAD], cleaned[DEAD], out["dead_letters"])
                                | "FlattenDeadLetters" >> beam.Flatten())
         out["positions"] = prepared[POSITIONS]
@@ -531,7 +549,7 @@ def build_streaming(p, o, layout, spec, settings, reader_config, checkpoint_root
                | "DecodeCarriedGold" >> beam.MapTuple(lambda name, data: (name, pa.ipc.open_stream(data).read_all())))
     out = (events, product_tables, known, carried) | "EventsToReviews" >> EventsToReviews(
         layout, spec, o.event_time, lateness, early, o.shuffle_buckets, o.top_reviewers, o.max_record_bytes,
-        o.dead_letter_payload_bytes, o.stream_shards)
+        o.dead_letter_payload_bytes, o.stream_shards, o.sentiment_model)
     dead_paths = out["dead_letters"] | "WriteDeadLetters" >> WriteDeadLetters(
         layout, "reviews", FixedWindows(spec.size_s), early, lateness)
     product_dead_paths = product_dead | "WriteProductDeadLetters" >> WriteDeadLetters(layout, "products")

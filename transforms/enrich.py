@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.schemas import PRODUCT_FIELDS, SILVER_PRODUCT_SCHEMA, SILVER_REVIEW_SCHEMA
+from transforms.schemas import PREDICTION_FIELDS, PRODUCT_FIELDS, SILVER_PRODUCT_SCHEMA, SILVER_REVIEW_SCHEMA
 
 REVIEW_KEY = ("reviewer_id", "asin", "unix_review_time", "review_text")
 
@@ -91,11 +91,14 @@ def dedupe_products(rows):
 
 
 def enrich_with_products(reviews, products):
-    """Left join on asin (products unique per asin) -> (silver review table, matched, unmatched)."""
+    """Left join on asin (products unique per asin) -> (silver review table, matched, unmatched). The prediction
+    columns are null here (``beam_pipeline.scoring`` fills them when a model is given)."""
     idx = pc.index_in(reviews["asin"], value_set=products["asin"])
     matched = len(idx) - idx.null_count
     cols = {name: reviews[name] for name in reviews.column_names}
     for field in PRODUCT_FIELDS:
         cols[field.name] = products[field.name].take(idx) if products.num_rows else pa.nulls(len(idx), field.type)
+    for field in PREDICTION_FIELDS:
+        cols.setdefault(field.name, pa.nulls(len(idx), field.type))
     table = pa.Table.from_pydict({f.name: cols[f.name] for f in SILVER_REVIEW_SCHEMA}, schema=SILVER_REVIEW_SCHEMA)
     return table, matched, len(idx) - matched

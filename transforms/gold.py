@@ -12,6 +12,12 @@ so they are never averaged twice. Rows whose window is null are the all-time tot
 
 ``n_products`` (distinct asins) is additive here only because the shuffle buckets partition asins;
 merging totals of separate runs would double-count products seen in both.
+
+The ``PREDICTED_FAMILIES`` measure the sentiment model's predictions (``--sentiment_model``): they are
+computed and written only when a model scored the run (``review_families(scored=True)``), next to the
+rating-derived families, which never change. Their agreement with the rating counts only reviews with a
+polar rating (3-star reviews are neither positive nor negative by rating): ``n_rated_polar`` of them,
+``n_agree_with_rating`` where the predicted sentiment equals the rating's -> ``agreement_share``.
 """
 from dataclasses import dataclass
 from dataclasses import replace as dataclass_replace
@@ -37,6 +43,7 @@ class Family:
     mins: tuple = ()
     maxs: tuple = ()
     distinct: tuple = ()   # count of distinct values -> n_<alias>: (column, alias)
+    counts: tuple = ()     # sum of a 0/1 fact column -> n_<alias>: (column, alias)
     top: int | None = None  # keep the top groups by n_reviews per window
     windowed: bool = True   # False: all-time only (product facts have no event time)
     source: str = "reviews"
@@ -57,7 +64,24 @@ FAMILIES = (
     Family("products_by_main_cat", ("main_cat",), "products and mean image count per main category (metadata)",
            sums=("image_count",), windowed=False, source="products"),
 )
-FAMILY_BY_NAME = {f.name: f for f in FAMILIES}
+_PREDICTED = dict(sums=("sentiment_probability",),
+                  counts=(("rated_polar", "rated_polar"), ("agree_with_rating", "agree_with_rating")))
+PREDICTED_FAMILIES = (
+    Family("predicted_sentiment", ("predicted_sentiment",),
+           "reviews, mean probability and agreement with the rating per predicted sentiment", **_PREDICTED),
+    Family("predicted_sentiment_by_brand", ("brand", "predicted_sentiment"),
+           "reviews, mean probability and agreement with the rating per brand x predicted sentiment", **_PREDICTED),
+    Family("predicted_sentiment_by_main_cat", ("main_cat", "predicted_sentiment"),
+           "reviews, mean probability and agreement with the rating per main category x predicted sentiment",
+           **_PREDICTED),
+)
+ALL_FAMILIES = FAMILIES + PREDICTED_FAMILIES
+FAMILY_BY_NAME = {f.name: f for f in ALL_FAMILIES}
+
+
+def review_families(scored):
+    """The families a run computes: the rating-derived ones, and the predicted ones when a model scored it."""
+    return ALL_FAMILIES if scored else FAMILIES
 
 
 def length_bucket(words):
@@ -67,10 +91,11 @@ def length_bucket(words):
     return names.take(pa.array(idx))
 
 
-def review_facts(silver):
-    """Silver review rows -> the columns the review families group and sum."""
+def review_facts(silver, scored=False):
+    """Silver review rows -> the columns the review families group and sum (``scored``: with the prediction
+    columns the predicted families need)."""
     sid = labels.sentiment_id(silver["overall"])
-    return pa.table({
+    facts = pa.table({
         "unix_review_time": silver["unix_review_time"],
         "overall": silver["overall"],
         "verified": silver["verified"],
@@ -85,6 +110,17 @@ def review_facts(silver):
         "negative": pc.cast(pc.equal(sid, 0), pa.int64()),
         "length_bucket": length_bucket(silver["review_length_words"]),
     })
+    if not scored:
+        return facts
+    predicted = silver["predicted_sentiment"]
+    polar = pc.not_equal(sid, 1)  # null rating -> null -> not counted
+    agree = pc.and_(polar, pc.equal(predicted, labels.sentiment(silver["overall"])))
+    for name, values in (("predicted_sentiment", predicted),
+                         ("sentiment_probability", silver["sentiment_probability"]),
+                         ("rated_polar", pc.cast(pc.fill_null(polar, False), pa.int64())),
+                         ("agree_with_rating", pc.cast(pc.fill_null(agree, False), pa.int64()))):
+        facts = facts.append_column(name, values)
+    return facts
 
 
 def _group(table, group, aggs):
@@ -103,6 +139,7 @@ def _aggregate(table, family, group):
     aggs += [(c, "min", f"min_{c}") for c in family.mins]
     aggs += [(c, "max", f"max_{c}") for c in family.maxs]
     aggs += [(c, "count_distinct", f"n_{alias}") for c, alias in family.distinct]
+    aggs += [(c, "sum", f"n_{alias}") for c, alias in family.counts]
     return _group(table, group, aggs)
 
 
@@ -203,10 +240,15 @@ def finalize(family, table, totals=True):
         table = pa.concat_tables([table, _with_null_window(total).select(table.column_names)])
     n = pc.cast(table["n_reviews" if family.source == "reviews" else "n_products"], pa.float64())
     derived = (("sum_overall", "mean_overall"), ("sum_positive", "positive_share"),
-               ("sum_negative", "negative_share"), ("sum_image_count", "mean_image_count"))
+               ("sum_negative", "negative_share"), ("sum_image_count", "mean_image_count"),
+               ("sum_sentiment_probability", "mean_sentiment_probability"))
     for total_col, name in derived:
         if total_col in table.column_names:
             table = table.append_column(name, pc.divide(pc.cast(table[total_col], pa.float64()), n))
+    if "n_agree_with_rating" in table.column_names:  # of the polar-rated reviews only; null when there are none
+        polar = pc.cast(table["n_rated_polar"], pa.float64())
+        share = pc.divide(pc.cast(table["n_agree_with_rating"], pa.float64()), polar)
+        table = table.append_column("agreement_share", pc.if_else(pc.equal(polar, 0.0), None, share))
     if family.top:
         return _top_per_window(table, family)
     return table.sort_by([(c, "ascending") for c in WINDOW_COLUMNS + family.keys], )

@@ -36,6 +36,13 @@ PRODUCT_FIELDS = pa.schema([
     ("title", pa.string()),
 ])
 
+# Added by the sentiment model (``--sentiment_model``, beam_pipeline/scoring.py); null when no model scored
+# the run. Always present, so the silver table keeps one schema whichever runs wrote its files.
+PREDICTION_FIELDS = pa.schema([
+    ("predicted_sentiment", pa.string()),      # "positive" / "negative": the model's label
+    ("sentiment_probability", pa.float64()),   # the model's probability of the positive class
+])
+
 SILVER_REVIEW_SCHEMA = pa.schema([
     ("reviewer_id", pa.string()),
     ("asin", pa.string()),
@@ -57,12 +64,14 @@ SILVER_REVIEW_SCHEMA = pa.schema([
     ("image_count", pa.int32()),
     *LINEAGE_SCHEMA,
     *PRODUCT_FIELDS,
+    *PREDICTION_FIELDS,
 ])
 REVIEW_PARTITION_COLUMNS = ("year", "month")
 # The schema of the Parquet files under silver/reviews/year=*/month=*/ (partition columns removed).
 SILVER_REVIEW_FILE_SCHEMA = pa.schema([f for f in SILVER_REVIEW_SCHEMA if f.name not in REVIEW_PARTITION_COLUMNS])
-# Columns the cleaner produces before the product join.
-CLEAN_REVIEW_SCHEMA = pa.schema([f for f in SILVER_REVIEW_SCHEMA if f.name not in PRODUCT_FIELDS.names])
+# Columns the cleaner produces before the product join (and before scoring).
+CLEAN_REVIEW_SCHEMA = pa.schema([f for f in SILVER_REVIEW_SCHEMA
+                                 if f.name not in PRODUCT_FIELDS.names + PREDICTION_FIELDS.names])
 
 SILVER_PRODUCT_SCHEMA = pa.schema([
     ("asin", pa.string()),

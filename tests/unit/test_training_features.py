@@ -4,8 +4,8 @@ documented tf-idf on a handful of rows (analyzers over the given data only).
 Expected values are computed here from the documented rules: text = summary + " " + review_text,
 normalised; terms = tokens + bigrams; the vocabulary keeps terms seen at least twice (frequency threshold
 2, counted over the analysed data); tf = count of the term in the review / number of terms in the review;
-idf = 1 + ln((1 + N) / (1 + df)) (tf.Transform's smoothed idf); terms outside the vocabulary map to the
-out-of-vocabulary bucket.
+idf = 1 + ln((1 + N) / (1 + df)) (tf.Transform's smoothed idf); each review's weights are then scaled to
+unit L2 length; terms outside the vocabulary map to the out-of-vocabulary bucket.
 """
 import json
 import math
@@ -59,7 +59,9 @@ def _expected(rows):
     for d in docs:
         mapped = [t if t in vocab else "<oov>" for t in d]
         counts = Counter(mapped)
-        out.append({t: (c / len(d)) * (1 + math.log((1 + n) / (1 + df[t]))) for t, c in counts.items()})
+        w = {t: (c / len(d)) * (1 + math.log((1 + n) / (1 + df[t]))) for t, c in counts.items()}
+        norm = math.sqrt(sum(v * v for v in w.values()))  # each review's weights scaled to unit length
+        out.append({t: v / norm for t, v in w.items()})
     return vocab, out
 
 
