@@ -5,14 +5,16 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 AZURITE := node_modules/.bin/azurite-blob
 
-.PHONY: install run test test-fast bench stop clean help
+.PHONY: install run test test-fast bench train-real stop clean help
 
 help:
-	@echo "make run     - set up, start Azurite and the local Event Hubs endpoint, run the batch job from azfs:// and the"
-	@echo "               streaming job from the hub, check both against the generator's manifest"
+	@echo "make run     - set up, start Azurite and the local Event Hubs endpoint, run the batch job from azfs://, train a"
+	@echo "               small sentiment model and score with it, run the streaming job from the hub, check the counts"
 	@echo "make test    - set up and run the whole test suite (unit, composite, end to end on local services)"
 	@echo "make bench   - the batch job vs the pyarrow reference at 200k and 1M reviews, and the streaming job vs"
 	@echo "               the raw azure-eventhub consumer at 20k and 100k events (bench/results/)"
+	@echo "make train-real - the batch job over ../shared/data/amazon, then the sentiment model trained and evaluated"
+	@echo "               on categories it never saw, next to two baselines (out/model_real/report.md)"
 	@echo "make stop    - stop the Azurite and the Event Hubs endpoint started by make run"
 	@echo "make clean   - remove outputs and local state (keeps .venv and node_modules)"
 
@@ -40,6 +42,10 @@ test-fast: install
 bench: install
 	$(PY) bench/run_bench.py
 	$(PY) bench/stream_bench.py
+
+train-real: install
+	$(PY) -m training --reviews='../shared/data/amazon/reviews/*.jsonl.gz' \
+	    --products='../shared/data/amazon/metadata/*.jsonl.gz' --output=out/model_real
 
 stop:
 	-test -x $(PY) && $(PY) -m runners.local_stack azurite stop
