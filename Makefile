@@ -12,7 +12,7 @@ help:
 	@echo "               small sentiment model and score with it, run the streaming job from the hub, check the counts"
 	@echo "make test    - set up and run the whole test suite (unit, composite, end to end on local services)"
 	@echo "make bench   - the batch job vs the pyarrow reference at 200k and 1M reviews, and the streaming job vs"
-	@echo "               the raw azure-eventhub consumer at 20k and 100k events (bench/results/)"
+	@echo "               the raw azure-eventhub consumer at 20k and 100k events, training and scoring (bench/results/)"
 	@echo "make train-real - the batch job over ../shared/data/amazon, then the sentiment model trained and evaluated"
 	@echo "               on categories it never saw, next to two baselines (out/model_real/report.md)"
 	@echo "make stop    - stop the Azurite and the Event Hubs endpoint started by make run"
@@ -42,6 +42,7 @@ test-fast: install
 bench: install
 	$(PY) bench/run_bench.py
 	$(PY) bench/stream_bench.py
+	$(PY) bench/train_bench.py
 
 train-real: install
 	$(PY) -m training --reviews='../shared/data/amazon/reviews/*.jsonl.gz' \
