@@ -55,6 +55,10 @@ def build_parser():
                         "a hash of the review key within the training categories")
     p.add_argument("--tfidf_norm", choices=("l2", "none"), default="l2",
                    help="scale each review's tf-idf weights to unit length (default l2)")
+    p.add_argument("--classes", type=int, choices=(2, 3), default=2,
+                   help="2: positive vs negative, 3-star reviews left out (default); 3: negative / neutral / "
+                        "positive (softmax, early stopping on validation loss, no baselines; the graph's "
+                        "--sentiment_model scoring takes binary models)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the confidence intervals")
     p.add_argument("--seed", type=int, default=0, help="random seed (shuffling, initialisation, bootstrap)")
     p.add_argument("--no_baselines", action="store_true", help="skip the two baselines (faster)")
@@ -93,6 +97,7 @@ def main(argv=None):
                        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                        l2=args.l2, dim=args.dim, patience=args.patience, seed=args.seed, n_boot=args.bootstrap,
                        baselines=not args.no_baselines, norm=args.tfidf_norm, validation=args.validation,
+                       classes=args.classes,
                        progress=progress)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

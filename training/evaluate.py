@@ -296,3 +296,52 @@ def markdown_table(named_reports):
         cells += [f"{_fmt(c['precision'])} / {_fmt(c['recall'])}" for c in r["per_class"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def report_multiclass(y_true, proba, *, class_names=("negative", "neutral", "positive"), n_boot=1000, seed=0,
+                      alpha=0.05):
+    """A k-class scorer (``proba``: [n, k] class probabilities; prediction = the most probable class):
+    one-vs-rest ROC AUC per class and their mean, accuracy, balanced accuracy, macro-F1, per-class
+    precision/recall, confusion matrix, label counts, and percentile bootstrap intervals of the headline
+    metrics. JSON-ready."""
+    y = _labels(y_true, len(class_names))
+    proba = np.asarray(proba, dtype=np.float64)
+    k = len(class_names)
+    pred = proba.argmax(axis=1)
+    cm = confusion(y, pred, k)
+    m = _cm_metrics(cm)
+    classes = per_class(y, pred, k)
+    for row in classes:
+        row["name"] = class_names[row["class"]]
+
+    def ovr_auc(idx):
+        aucs = [roc_auc((y[idx] == c).astype(np.int64), proba[idx, c]) for c in range(k)]
+        return float(np.nanmean(aucs)) if not all(np.isnan(aucs)) else float("nan")
+
+    rng = np.random.default_rng(seed)
+    boot = {"roc_auc_ovr": [], "accuracy": [], "macro_f1": []}
+    for _ in range(n_boot):
+        idx = rng.integers(0, y.size, y.size)
+        bcm = confusion(y[idx], pred[idx], k)
+        bm = _cm_metrics(bcm)
+        boot["roc_auc_ovr"].append(ovr_auc(idx))
+        boot["accuracy"].append(bm["accuracy"])
+        boot["macro_f1"].append(bm["macro_f1"])
+    ci = {name: [_json_float(np.nanpercentile(v, 100 * alpha / 2)), _json_float(np.nanpercentile(v, 100 * (1 - alpha / 2)))]
+          for name, v in boot.items()}
+    every = np.arange(y.size)
+    return {
+        "n": int(y.size),
+        "label_counts": {class_names[c]: int(n) for c, n in enumerate(cm.sum(axis=1))},
+        "predicted_counts": {class_names[c]: int(n) for c, n in enumerate(cm.sum(axis=0))},
+        "roc_auc_ovr": _json_float(ovr_auc(every)),
+        "roc_auc_per_class": {class_names[c]: _json_float(roc_auc((y == c).astype(np.int64), proba[:, c]))
+                              for c in range(k)},
+        "accuracy": _json_float(m["accuracy"]),
+        "balanced_accuracy": _json_float(m["balanced_accuracy"]),
+        "macro_f1": _json_float(m["macro_f1"]),
+        "per_class": classes,
+        "confusion_matrix": cm.tolist(),
+        "ci": ci,
+        "bootstrap": {"method": "percentile", "resamples": int(n_boot), "seed": int(seed), "level": 1 - alpha},
+    }

@@ -9,6 +9,9 @@ signature, so the SavedModel alone turns raw text into a probability and a label
 
     serving_default(summary: string[batch], review_text: string[batch])
         -> probability: float32[batch] (positive class), label: int32[batch] (probability >= threshold)
+
+A 3-class model (``--classes 3``) adds ``probabilities`` [batch, 3] and its ``label`` is the most
+probable class (0 negative, 1 neutral, 2 positive); the graph's scoring step takes binary models only.
 """
 import keras
 import tensorflow as tf
@@ -42,7 +45,30 @@ class SparseTermLayer(keras.layers.Layer):
         return {**super().get_config(), "vocab_size": self.vocab_size, "dim": self.dim, "l2": self.l2}
 
 
-def build_classifier(vocab_size, dim=1, l2=1e-6, learning_rate=0.01):
+def build_classifier(vocab_size, dim=1, l2=1e-6, learning_rate=0.01, classes=2):
+    """Binary (one sigmoid output, the default) or ``classes``-way softmax (negative / neutral / positive)."""
+    if classes > 2:
+        return _build_multiclass(vocab_size, dim, l2, learning_rate, classes)
+    return _build_binary(vocab_size, dim, l2, learning_rate)
+
+
+def _inputs():
+    return (keras.Input(shape=(None,), sparse=True, dtype="int64", name=TERM_IDS),
+            keras.Input(shape=(None,), sparse=True, dtype="float32", name=TERM_WEIGHTS))
+
+
+def _build_multiclass(vocab_size, dim, l2, learning_rate, classes):
+    ids, weights = _inputs()
+    x = SparseTermLayer(vocab_size, max(dim, classes) if dim > 1 else classes, l2, name="terms")(
+        {TERM_IDS: ids, TERM_WEIGHTS: weights})
+    out = keras.layers.Dense(classes, activation="softmax", name="logit")(x)
+    model = keras.Model({TERM_IDS: ids, TERM_WEIGHTS: weights}, out)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def _build_binary(vocab_size, dim=1, l2=1e-6, learning_rate=0.01):
     ids = keras.Input(shape=(None,), sparse=True, dtype="int64", name=TERM_IDS)
     weights = keras.Input(shape=(None,), sparse=True, dtype="float32", name=TERM_WEIGHTS)
     x = SparseTermLayer(vocab_size, dim, l2, name="terms")({TERM_IDS: ids, TERM_WEIGHTS: weights})
@@ -77,8 +103,13 @@ class ServingModule(tf.Module):
         ids, weights = features[TERM_IDS], features[TERM_WEIGHTS]
         bag = tf.nn.embedding_lookup_sparse(self.table, ids, weights, combiner="sum")
         bag = tf.pad(bag, [[0, tf.shape(summary)[0] - tf.shape(bag)[0]], [0, 0]])
-        probability = tf.reshape(tf.sigmoid(tf.matmul(bag, self.kernel) + self.bias), [-1])
-        return {"probability": probability, "label": tf.cast(probability >= self.threshold, tf.int32)}
+        logits = tf.matmul(bag, self.kernel) + self.bias
+        if self.kernel.shape[-1] == 1:
+            probability = tf.reshape(tf.sigmoid(logits), [-1])
+            return {"probability": probability, "label": tf.cast(probability >= self.threshold, tf.int32)}
+        probabilities = tf.nn.softmax(logits)  # 3 classes: negative, neutral, positive
+        return {"probability": probabilities[:, -1], "probabilities": probabilities,
+                "label": tf.cast(tf.argmax(probabilities, axis=1), tf.int32)}
 
 
 def export(classifier, tft_output, threshold, path):

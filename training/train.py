@@ -78,17 +78,18 @@ def dataset(records, split, tft_output, batch_size, shuffle=False, seed=0):
         .prefetch(tf.data.AUTOTUNE)
 
 
-def class_weights(y):
-    """Balanced class weights (n / (classes * n_c)): each class weighs as much as the other in the loss."""
-    counts = np.bincount(y, minlength=2).astype(float)
-    return {c: float(len(y) / (2 * counts[c])) if counts[c] else 1.0 for c in range(2)}
+def class_weights(y, classes=2):
+    """Balanced class weights (n / (classes * n_c)): every class weighs as much as the others in the loss."""
+    counts = np.bincount(y, minlength=classes).astype(float)
+    return {c: float(len(y) / (classes * counts[c])) if counts[c] else 1.0 for c in range(classes)}
 
 
 def _predict(classifier, records, split, tft_output, batch_size):
     ds = dataset(records, split, tft_output, batch_size)
     scores, labels = [], []
     for features, y in ds:
-        scores.append(classifier(features, training=False).numpy().reshape(-1))
+        out = classifier(features, training=False).numpy()
+        scores.append(out.reshape(-1) if out.shape[-1] == 1 else out)
         labels.append(y.numpy())
     return (np.concatenate(labels) if labels else np.zeros(0, np.int64),
             np.concatenate(scores) if scores else np.zeros(0))
@@ -96,17 +97,17 @@ def _predict(classifier, records, split, tft_output, batch_size):
 
 def train(silver, output, *, split="category", holdout=None, category_source="source", epochs=30, batch_size=256,
           learning_rate=0.01, l2=1e-6, dim=1, patience=3, seed=0, n_boot=1000, baselines=True, workdir=None,
-          norm="l2", validation="categories", progress=print):
+          norm="l2", validation="categories", classes=2, progress=print):
     """The whole run; returns the report dict (also written as report.json / report.md under ``output``)."""
     t_start = time.monotonic()
     tf.keras.utils.set_random_seed(seed)
     os.makedirs(output, exist_ok=True)
     workdir = workdir or os.path.join(output, "_work")
     table = data_mod.read_silver(silver)
-    ex = data_mod.examples(table, split=split, holdout=holdout, category_source=category_source,
+    ex = data_mod.examples(table, classes=classes, split=split, holdout=holdout, category_source=category_source,
                            validation=validation)
     counts = {s: int((ex.split == s).sum()) for s in SPLIT_NAMES}
-    progress(f"examples: {len(ex):,} labelled reviews (3-star excluded) = train {counts['train']:,} + validation "
+    progress(f"examples: {len(ex):,} labelled reviews ({'3-star excluded' if classes == 2 else '3 classes'}) = train {counts['train']:,} + validation "
              f"{counts['validation']:,} + test {counts['test']:,}; split by {split}"
              + (f", test categories: {', '.join(sorted(set(ex.take('test').category)))}; validation categories: "
                 f"{', '.join(sorted(set(ex.take('validation').category)))}" if split == "category" else ""))
@@ -121,33 +122,39 @@ def train(silver, output, *, split="category", holdout=None, category_source="so
     progress(f"tf.Transform: vocabulary of {vocab - OOV_BUCKETS:,} terms from the training split ({transform_s:.1f} s)")
 
     train_y = ex.take("train").label
-    classifier = build_classifier(vocab, dim=dim, l2=l2, learning_rate=learning_rate)
+    classifier = build_classifier(vocab, dim=dim, l2=l2, learning_rate=learning_rate, classes=classes)
+    monitor = "val_auc" if classes == 2 else "val_loss"
     t0 = time.monotonic()
     history = classifier.fit(
         dataset(records, "train", tft_output, batch_size, shuffle=True, seed=seed), epochs=epochs,
-        validation_data=dataset(records, "validation", tft_output, 1024), class_weight=class_weights(train_y),
-        verbose=0, callbacks=[
-            tf.keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience,
-                                             restore_best_weights=True),
+        validation_data=dataset(records, "validation", tft_output, 1024),
+        class_weight=class_weights(train_y, classes), verbose=0, callbacks=[
+            tf.keras.callbacks.EarlyStopping(monitor=monitor, mode="max" if classes == 2 else "min",
+                                             patience=patience, restore_best_weights=True),
             tf.keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: progress(
-                f"epoch {e + 1}: loss {logs['loss']:.4f} auc {logs['auc']:.4f} val_loss {logs['val_loss']:.4f} "
-                f"val_auc {logs['val_auc']:.4f}"))])
+                f"epoch {e + 1}: " + " ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items()))))])
     train_s = time.monotonic() - t0
 
-    val_y, val_p = _predict(classifier, records, "validation", tft_output, 1024)
-    threshold = evaluate.choose_threshold(val_y, val_p, metric="macro_f1")
     test_y, test_p = _predict(classifier, records, "test", tft_output, 1024)
-    reports = {"model": evaluate.report(test_y, test_p, threshold, n_boot=n_boot, seed=seed)}
-    reports["model"]["threshold"] = float(threshold)
+    if classes == 2:
+        val_y, val_p = _predict(classifier, records, "validation", tft_output, 1024)
+        threshold = evaluate.choose_threshold(val_y, val_p, metric="macro_f1")
+        reports = {"model": evaluate.report(test_y, test_p, threshold, n_boot=n_boot, seed=seed)}
+        reports["model"]["threshold"] = float(threshold)
+    else:
+        threshold = 0.5  # unused: the label is the most probable class
+        reports = {"model": evaluate.report_multiclass(test_y, test_p, n_boot=n_boot, seed=seed)}
 
     model_dir = os.path.join(output, "saved_model")
     shutil.rmtree(model_dir, ignore_errors=True)
     export(classifier, tft_output, threshold, model_dir)
     throughput = scoring_throughput(model_dir, ex.take("test"))
-    progress(f"exported {model_dir} (threshold {threshold:.3f} chosen on validation); scoring {throughput:,.0f} reviews/s")
+    progress(f"exported {model_dir}" + (f" (threshold {threshold:.3f} chosen on validation)" if classes == 2 else
+                                        " (label = most probable of 3 classes)")
+             + f"; scoring {throughput:,.0f} reviews/s")
 
     baseline_s = {}
-    if baselines:
+    if baselines and classes == 2:  # the baselines are binary
         from training.baselines import SeedsBaseline, TfidfBigramBaseline
         tr, va, te = ex.take("train"), ex.take("validation"), ex.take("test")
         for name, cls in (("seeds_hashing_tfidf_lr", SeedsBaseline), ("tfidf_1_2gram_lr", TfidfBigramBaseline)):
@@ -165,10 +172,14 @@ def train(silver, output, *, split="category", holdout=None, category_source="so
                  "test_categories": sorted(set(ex.take("test").category)),
                  "validation_categories": sorted(set(ex.take("validation").category)), "validation": validation,
                  "train_categories": sorted(set(ex.take("train").category)),
-                 "label_rule": "rating >= 4 positive (1), <= 2 negative (0), 3 excluded (transforms/labels.py)"},
+                 "label_rule": ("rating >= 4 positive (1), <= 2 negative (0), 3 excluded (transforms/labels.py)"
+                                if classes == 2 else "rating <= 2 negative (0), 3 neutral (1), >= 4 positive (2) "
+                                "(transforms/labels.py)")},
         "model": {"kind": "logistic regression on tf-idf of tokens + bigrams" if dim == 1 else f"embedding bag dim {dim}",
                   "vocabulary": vocab - OOV_BUCKETS, "epochs_run": len(history.history["loss"]),
-                  "best_val_auc": float(max(history.history["val_auc"])), "class_weights": class_weights(train_y),
+                  "classes": classes, "early_stopping_on": monitor,
+                  "best_val_auc": float(max(history.history["val_auc"])) if classes == 2 else None,
+                  "class_weights": class_weights(train_y, classes),
                   "threshold": float(threshold), "learning_rate": learning_rate, "l2": l2, "batch_size": batch_size,
                   "tfidf_norm": norm},
         "results": reports,
@@ -197,12 +208,29 @@ def write_report(report, output):
     lines = ["# Sentiment model: evaluation", "",
              f"Test split: {report['data']['split']}; test categories (never seen in training): "
              f"{', '.join(report['data']['test_categories'])}. Examples: {report['data']['examples']}.",
-             f"Label rule: {report['data']['label_rule']}. Thresholds chosen on the validation split.", "",
-             evaluate.markdown_table(report["results"]), "",
+             f"Label rule: {report['data']['label_rule']}. "
+             + ("Thresholds chosen on the validation split." if report["model"]["classes"] == 2 else
+                "Label = the most probable class."), "",
+             (evaluate.markdown_table(report["results"]) if report["model"]["classes"] == 2
+              else _multiclass_table(report["results"]["model"])), "",
              f"Timing: {report['timing']}"]
     with open(os.path.join(output, "report.md"), "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
     write_model_card(report, output)
+
+
+def _multiclass_table(r):
+    rows = ["| class | precision | recall | F1 | support | ROC AUC (one vs rest) |", "|---|---:|---:|---:|---:|---:|"]
+    for c in r["per_class"]:
+        rows.append(f"| {c['name']} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']:,} | "
+                    f"{r['roc_auc_per_class'][c['name']] or float('nan'):.3f} |")
+    ci = r["ci"]
+    fmt = lambda name: f"[{ci[name][0]:.3f}, {ci[name][1]:.3f}]"  # noqa: E731
+    rows += ["", f"Mean one-vs-rest ROC AUC {r['roc_auc_ovr']:.3f} {fmt('roc_auc_ovr')}, accuracy {r['accuracy']:.3f} "
+             f"{fmt('accuracy')}, balanced accuracy {r['balanced_accuracy']:.3f}, macro-F1 {r['macro_f1']:.3f} "
+             f"{fmt('macro_f1')} (95 % bootstrap intervals); confusion matrix (rows: true class) "
+             f"{r['confusion_matrix']}"]
+    return "\n".join(rows)
 
 
 def write_model_card(report, output):
@@ -211,8 +239,8 @@ def write_model_card(report, output):
         "# Model card: review sentiment from star ratings", "",
         "## What it does",
         "Takes a review's raw `summary` and `review_text` and returns the probability that the review is "
-        "positive, and a 0/1 label at a threshold chosen on validation data "
-        f"({m['threshold']:.3f}). SavedModel signature `serving_default(summary: string[batch], review_text: "
+        "positive, and a label: 0/1 at a threshold chosen on validation data for the binary model "
+        f"({m['threshold']:.3f}), the most probable of negative/neutral/positive for a 3-class one. SavedModel signature `serving_default(summary: string[batch], review_text: "
         "string[batch]) -> probability: float32[batch], label: int32[batch]`; the tf.Transform graph "
         "(normalisation, vocabulary, tf-idf) is inside, so nothing else is needed to load it.", "",
         "## Data",
@@ -226,7 +254,7 @@ def write_model_card(report, output):
         f"{m['batch_size']}, early stopping on validation AUC after {m['epochs_run']} epochs. Hyper-parameters are "
         "fixed defaults, not tuned on the test categories.", "",
         "## Results on the test categories",
-        f"ROC AUC {r['roc_auc']:.4f}, macro-F1 {r['macro_f1']:.4f}, accuracy {r['accuracy']:.4f}, balanced "
+        f"ROC AUC {r.get('roc_auc', r.get('roc_auc_ovr')):.4f}, macro-F1 {r['macro_f1']:.4f}, accuracy {r['accuracy']:.4f}, balanced "
         f"accuracy {r['balanced_accuracy']:.4f} (95 % bootstrap intervals and the baselines in report.md). "
         f"Training {t['train_s']} s, tf.Transform {t['transform_s']} s, scoring {t['scoring_reviews_per_s']:,.0f} "
         "reviews/s (one process, batches of 4,096).", "",

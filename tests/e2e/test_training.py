@@ -95,3 +95,24 @@ def test_real_data_model_beats_the_tfidf_baseline_and_targets(real_report):
     assert r["model"]["roc_auc"] >= 0.95 and r["model"]["macro_f1"] >= 0.80
     assert r["model"]["roc_auc"] > r["tfidf_1_2gram_lr"]["ci"]["roc_auc"][1]
     assert r["model"]["macro_f1"] > r["tfidf_1_2gram_lr"]["ci"]["macro_f1"][1]
+
+
+def test_three_class_option_trains_and_exports(generated_model, tmp_path):
+    """--classes 3 (negative / neutral / positive): the SavedModel adds the class probabilities and its
+    label is the most probable class."""
+    root = generated_model[0].parent
+    out = tmp_path / "three"
+    proc = subprocess.run([sys.executable, "-m", "training", f"--silver={root}/batch/silver/reviews",
+                           "--category=main_cat", "--split=hash", f"--output={out}", "--epochs=3", "--classes=3",
+                           "--bootstrap=50"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["results"]) == {"model"} and report["model"]["classes"] == 3
+    assert set(report["results"]["model"]["label_counts"]) == {"negative", "neutral", "positive"}
+    fn = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
+    res = fn(summary=tf.constant(["Love it", "Awful"]),
+             review_text=tf.constant(["Great product, works perfectly, highly recommend", "Broke, waste of money"]))
+    probs = res["probabilities"].numpy()
+    assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert res["label"].numpy().tolist() == probs.argmax(axis=1).tolist()
+    assert np.allclose(res["probability"].numpy(), probs[:, 2])

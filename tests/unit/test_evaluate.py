@@ -220,3 +220,17 @@ def test_markdown_table():
     assert ev.markdown_table([("model", good)]).count("\n") == 3
     with pytest.raises(ValueError):
         ev.markdown_table({})
+
+
+def test_report_multiclass_hand_example():
+    from training.evaluate import report_multiclass
+    y = np.array([0, 0, 1, 1, 2, 2])
+    proba = np.array([[.7, .2, .1], [.3, .4, .3], [.2, .6, .2], [.1, .3, .6], [.1, .1, .8], [.2, .2, .6]])
+    r = report_multiclass(y, proba, n_boot=200, seed=1)
+    assert r["confusion_matrix"] == [[1, 1, 0], [0, 1, 1], [0, 0, 2]]
+    assert r["accuracy"] == pytest.approx(4 / 6)
+    # one-vs-rest AUC of "negative": scores .7 .3 vs .2 .1 .1 .2 -> every negative above every other
+    assert r["roc_auc_per_class"]["negative"] == 1.0
+    assert r["label_counts"] == {"negative": 2, "neutral": 2, "positive": 2}
+    lo, hi = r["ci"]["accuracy"]
+    assert lo <= r["accuracy"] <= hi
