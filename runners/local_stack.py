@@ -65,8 +65,9 @@ import socket
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, TypeVar
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite-blob"
@@ -205,45 +206,63 @@ def _terminate_pid(pid: int, grace: float = STOP_GRACE_S) -> None:
         raise RuntimeError(f"process {pid} survived SIGKILL")
 
 
-# --------------------------------------------------------------------------------------------- Azurite
-class Azurite:
-    """An Azurite blob service on a loopback port, with its data and log under ``location``.
+# --------------------------------------------------------------------------------------------- child services
+_S = TypeVar("_S", bound="_ChildService")
 
-    ``port=None`` picks a free port. ``start()`` returns once the service answers a signed request.
-    ``stop()`` is idempotent. Usable as a context manager. Nothing global (environment, Beam options)
-    is changed; hand ``connection_string`` to whatever needs it.
+
+class _ChildService:
+    """A server run as a child process on a loopback port, with its log (and data) under one directory.
+
+    The lifecycle ``Azurite`` and ``EventHubsEndpoint`` share: ``start()`` appends a start line to the
+    log, spawns ``command()`` with stdout and stderr going to that log and waits until ``_ready()`` says
+    the server serves; a failed start stops the process and raises RuntimeError naming the service, with
+    the log's tail. ``stop()`` (SIGTERM, SIGKILL after a grace period) is idempotent; ``detach()``
+    forgets a ``start(detached=True)`` process without stopping it; usable as a context manager.
+    Subclasses give the command line, the readiness check, the port handling and the names in messages.
     """
 
-    def __init__(self, location: str | os.PathLike, host: str = DEFAULT_HOST, port: int | None = None):
-        self.location = Path(location).resolve()
+    _NAME = "the service"      # subject of the error messages: "<_NAME> exited with rc=..."
+    _LOG_NAME = "service.log"  # the log file under ``_dir``
+    _NO_PORT = "no port yet"   # the RuntimeError of ``port`` while none is known
+    _EXIT_CONTEXT = "directory {0._dir}"  # in parentheses after "exited ... during start-up" ({0}: self)
+    _READY_WHERE = ""                     # after "did not become ready" (e.g. " on {0.host}:{0.port}")
+
+    def __init__(self, directory: str | os.PathLike, host: str, port: int | None):
+        self._dir = Path(directory).resolve()
         self.host = host
         self._port = port
         self._proc: subprocess.Popen | None = None
         self._log_fh = None
         self._log_start = 0
 
+    # -- what subclasses provide
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _start(self, timeout: float, detached: bool) -> None:
+        """Check what can be checked up front, then ``_spawn``."""
+        self._spawn(timeout, detached)
+
+    def _ready(self) -> bool:
+        """True once the server answers (called every 0.1 s while it starts)."""
+        raise NotImplementedError
+
+    def _popen_kwargs(self) -> dict:
+        return {"cwd": self._dir}
+
+    def _stopped(self) -> None:
+        """Called at the end of every ``stop()``."""
+
     # -- properties
     @property
     def port(self) -> int:
         if self._port is None:
-            raise RuntimeError("no port yet: start() picks one when port=None")
+            raise RuntimeError(self._NO_PORT)
         return self._port
 
     @property
-    def blob_endpoint(self) -> str:
-        return f"http://{self.host}:{self.port}/{AZURITE_ACCOUNT}"
-
-    @property
-    def connection_string(self) -> str:
-        return make_connection_string(self.host, self.port)
-
-    @property
-    def account(self) -> str:
-        return AZURITE_ACCOUNT
-
-    @property
     def log_path(self) -> Path:
-        return self.location / LOG_NAME
+        return self._dir / self._LOG_NAME
 
     @property
     def pid(self) -> int | None:
@@ -253,54 +272,32 @@ class Azurite:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def command(self) -> list[str]:
-        return [str(AZURITE_BIN),
-                "--blobHost", self.host,
-                "--blobPort", str(self.port),
-                "--location", str(self.location),
-                "--skipApiVersionCheck",  # azure-storage-blob 12.31 sends API versions newer than 3.37 knows
-                "--loose",                # ignore unsupported headers/params instead of failing
-                "--silent",               # no access log
-                "--disableTelemetry"]     # 3.37 collects telemetry by default; tests/CI must not phone home
-
     # -- lifecycle
-    def start(self, timeout: float = 30, detached: bool = False) -> "Azurite":
-        """Spawn Azurite and wait until it serves requests.
+    def start(self: _S, timeout: float = 30, detached: bool = False) -> _S:
+        """Spawn the server and wait until it serves; returns ``self`` (at once if it already runs).
 
         ``detached=True`` starts it in its own session so it outlives this Python process and is not
-        hit by the terminal's Ctrl-C (the CLI uses this). Raises RuntimeError if Azurite is missing,
-        the port is taken, the process dies, or it is not ready within ``timeout`` seconds.
+        hit by the terminal's Ctrl-C (the CLI uses this). Raises RuntimeError if the port is taken, the
+        process exits (its log tail is in the message) or it is not ready within ``timeout`` seconds.
         """
-        if self.running:
-            return self
-        _check_azurite_installed()
-        if self._port is not None:
-            if port_open(self.host, self._port):
-                raise RuntimeError(f"port {self.host}:{self._port} is already in use by another process")
-            self._spawn(timeout, detached)
-            return self
-        # Auto port: another process may grab the free port before Azurite binds it; retry then.
-        for attempt in range(3):
-            self._port = free_port(self.host)
-            try:
-                self._spawn(timeout, detached)
-                return self
-            except RuntimeError as exc:
-                if "EADDRINUSE" not in str(exc) or attempt == 2:
-                    self._port = None
-                    raise
+        if not self.running:
+            self._start(timeout, detached)
         return self
 
+    def _check_port_free(self, port: int) -> None:
+        if port_open(self.host, port):
+            raise RuntimeError(f"port {self.host}:{port} is already in use by another process")
+
     def _spawn(self, timeout: float, detached: bool) -> None:
-        self.location.mkdir(parents=True, exist_ok=True)
+        self._dir.mkdir(parents=True, exist_ok=True)
         self._log_fh = open(self.log_path, "ab")
         self._log_start = self._log_fh.tell()
         self._log_fh.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: "
                            f"{shlex.join(self.command())}\n".encode())
         self._log_fh.flush()
         self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=self._log_fh,
-                                      stderr=subprocess.STDOUT, cwd=self.location,
-                                      start_new_session=detached, close_fds=True)
+                                      stderr=subprocess.STDOUT, start_new_session=detached, close_fds=True,
+                                      **self._popen_kwargs())
         try:
             self._wait_ready(timeout)
         except BaseException:
@@ -313,18 +310,18 @@ class Azurite:
             rc = self._proc.poll()
             if rc is not None:
                 raise RuntimeError(
-                    f"Azurite exited with rc={rc} during start-up (port {self.port}, location "
-                    f"{self.location}). Log {self.log_path}:\n{_log_tail(self.log_path, self._log_start)}")
-            if port_open(self.host, self.port) and blob_service_ready(self.connection_string):
+                    f"{self._NAME} exited with rc={rc} during start-up ({self._EXIT_CONTEXT.format(self)}). "
+                    f"Log {self.log_path}:\n{_log_tail(self.log_path, self._log_start)}")
+            if self._ready():
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"Azurite did not become ready on {self.host}:{self.port} within {timeout:.0f} s. "
+                    f"{self._NAME} did not become ready{self._READY_WHERE.format(self)} within {timeout:.0f} s. "
                     f"Log {self.log_path}:\n{_log_tail(self.log_path, self._log_start)}")
             time.sleep(0.1)
 
     def stop(self, grace: float = STOP_GRACE_S) -> None:
-        """Terminate Azurite (SIGKILL after ``grace`` seconds). Safe to call repeatedly."""
+        """SIGTERM the server (SIGKILL after ``grace`` seconds). Safe to call repeatedly."""
         proc, self._proc = self._proc, None
         try:
             if proc is not None and proc.poll() is None:
@@ -335,24 +332,91 @@ class Azurite:
                     proc.kill()
                     proc.wait(5)
         finally:
-            if self._log_fh is not None:
-                self._log_fh.close()
-                self._log_fh = None
+            self._close_log()
+            self._stopped()
 
     def detach(self) -> None:
         """Forget the process without stopping it (after ``start(detached=True)``, for the CLI)."""
         if self._proc is not None:
             self._proc.returncode = 0  # keeps Popen.__del__ from warning about a running child
             self._proc = None
+        self._close_log()
+
+    def _close_log(self) -> None:
         if self._log_fh is not None:
             self._log_fh.close()
             self._log_fh = None
 
-    def __enter__(self) -> "Azurite":
+    def __enter__(self: _S) -> _S:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# --------------------------------------------------------------------------------------------- Azurite
+class Azurite(_ChildService):
+    """An Azurite blob service on a loopback port, with its data and log under ``location``.
+
+    ``port=None`` picks a free port. ``start()`` returns once the service answers a signed request;
+    it raises RuntimeError also when Azurite is not installed. ``stop()`` is idempotent. Usable as a
+    context manager. Nothing global (environment, Beam options) is changed; hand ``connection_string``
+    to whatever needs it.
+    """
+
+    _NAME = "Azurite"
+    _LOG_NAME = LOG_NAME
+    _NO_PORT = "no port yet: start() picks one when port=None"
+    _EXIT_CONTEXT = "port {0.port}, location {0.location}"
+    _READY_WHERE = " on {0.host}:{0.port}"
+
+    def __init__(self, location: str | os.PathLike, host: str = DEFAULT_HOST, port: int | None = None):
+        super().__init__(location, host, port)
+        self.location = self._dir
+
+    # -- properties
+    @property
+    def blob_endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}/{AZURITE_ACCOUNT}"
+
+    @property
+    def connection_string(self) -> str:
+        return make_connection_string(self.host, self.port)
+
+    @property
+    def account(self) -> str:
+        return AZURITE_ACCOUNT
+
+    def command(self) -> list[str]:
+        return [str(AZURITE_BIN),
+                "--blobHost", self.host,
+                "--blobPort", str(self.port),
+                "--location", str(self.location),
+                "--skipApiVersionCheck",  # azure-storage-blob 12.31 sends API versions newer than 3.37 knows
+                "--loose",                # ignore unsupported headers/params instead of failing
+                "--silent",               # no access log
+                "--disableTelemetry"]     # 3.37 collects telemetry by default; tests/CI must not phone home
+
+    # -- lifecycle hooks
+    def _start(self, timeout: float, detached: bool) -> None:
+        _check_azurite_installed()
+        if self._port is not None:
+            self._check_port_free(self._port)
+            self._spawn(timeout, detached)
+            return
+        # Auto port: another process may grab the free port before Azurite binds it; retry then.
+        for attempt in range(3):
+            self._port = free_port(self.host)
+            try:
+                self._spawn(timeout, detached)
+                return
+            except RuntimeError as exc:
+                if "EADDRINUSE" not in str(exc) or attempt == 2:
+                    self._port = None
+                    raise
+
+    def _ready(self) -> bool:
+        return port_open(self.host, self.port) and blob_service_ready(self.connection_string)
 
     def __repr__(self) -> str:
         port = self._port if self._port is not None else "auto"
@@ -403,7 +467,7 @@ def _is_eventhubs_pid(pid: int) -> bool:
     return _pid_alive(pid) and EVENTHUBS_MODULE in _pid_cmdline(pid)
 
 
-class EventHubsEndpoint:
+class EventHubsEndpoint(_ChildService):
     """The local Event Hubs endpoint (``python -m runners.eventhubs_local serve``) as a child process.
 
     Its partition logs and its log (``EVENTHUBS_LOG_NAME``) live under ``data_dir``. ``port=None``
@@ -414,21 +478,17 @@ class EventHubsEndpoint:
     command that started it (``detached=True``, as the CLI does).
     """
 
+    _NAME = "the Event Hubs endpoint"
+    _LOG_NAME = EVENTHUBS_LOG_NAME
+    _NO_PORT = "no port yet: start() learns it from the server"
+    _EXIT_CONTEXT = "data dir {0.data_dir}"
+
     def __init__(self, data_dir: str | os.PathLike, host: str = DEFAULT_HOST, port: int | None = None,
                  hub: str = EVENTHUBS_HUB, partitions: int = EVENTHUBS_PARTITIONS):
-        self.data_dir = Path(data_dir).resolve()
-        self.host, self.hub, self.partitions = host, hub, int(partitions)
+        super().__init__(data_dir, host, None)  # the port is known once the server has bound it
+        self.data_dir = self._dir
+        self.hub, self.partitions = hub, int(partitions)
         self._requested_port = port
-        self._port: int | None = None
-        self._proc: subprocess.Popen | None = None
-        self._log_fh = None
-        self._log_start = 0
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("no port yet: start() learns it from the server")
-        return self._port
 
     @property
     def endpoint(self) -> str:
@@ -438,48 +498,21 @@ class EventHubsEndpoint:
     def connection_string(self) -> str:
         return make_eventhubs_connection_string(self.host, self.port, self.hub)
 
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir / EVENTHUBS_LOG_NAME
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     def command(self) -> list[str]:
         return [sys.executable, "-m", EVENTHUBS_MODULE, "serve", "--data-dir", str(self.data_dir),
                 "--host", self.host, "--port", str(self._requested_port or 0), "--hub", self.hub,
                 "--partitions", str(self.partitions)]
 
-    def start(self, timeout: float = 30, detached: bool = False) -> "EventHubsEndpoint":
-        """Spawn the server and wait until it answers AMQP. ``detached=True``: its own session, so it
-        outlives this process and the terminal's Ctrl-C. RuntimeError if the port is taken, the server
-        exits (its log tail is in the message) or it is not ready within ``timeout`` seconds."""
-        if self.running:
-            return self
-        if self._requested_port and port_open(self.host, self._requested_port):
-            raise RuntimeError(f"port {self.host}:{self._requested_port} is already in use by another process")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._log_fh = open(self.log_path, "ab")
-        self._log_start = self._log_fh.tell()
-        self._log_fh.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: "
-                           f"{shlex.join(self.command())}\n".encode())
-        self._log_fh.flush()
+    # -- lifecycle hooks
+    def _start(self, timeout: float, detached: bool) -> None:
+        if self._requested_port:
+            self._check_port_free(self._requested_port)
+        self._spawn(timeout, detached)
+
+    def _popen_kwargs(self) -> dict:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop(EVENTHUBS_CONNECTION_ENV, None)
-        self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=self._log_fh,
-                                      stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env,
-                                      start_new_session=detached, close_fds=True)
-        try:
-            self._wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return {"cwd": REPO_ROOT, "env": env}
 
     def _served_port(self) -> int | None:
         try:
@@ -490,56 +523,14 @@ class EventHubsEndpoint:
             return None
         return int(match.group(1)) if match else None
 
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            rc = self._proc.poll()
-            if rc is not None:
-                raise RuntimeError(
-                    f"the Event Hubs endpoint exited with rc={rc} during start-up (data dir {self.data_dir}). "
-                    f"Log {self.log_path}:\n{_log_tail(self.log_path, self._log_start)}")
-            if self._port is None:
-                self._port = self._served_port()
-            if self._port is not None and amqp_ready(self.host, self._port):
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"the Event Hubs endpoint did not become ready within {timeout:.0f} s. "
-                    f"Log {self.log_path}:\n{_log_tail(self.log_path, self._log_start)}")
-            time.sleep(0.1)
+    def _ready(self) -> bool:
+        if self._port is None:
+            self._port = self._served_port()
+        return self._port is not None and amqp_ready(self.host, self._port)
 
-    def stop(self, grace: float = STOP_GRACE_S) -> None:
-        """SIGTERM the server (SIGKILL after ``grace`` seconds). Safe to call repeatedly."""
-        proc, self._proc = self._proc, None
-        try:
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(grace)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
-        finally:
-            if self._log_fh is not None:
-                self._log_fh.close()
-                self._log_fh = None
-            if self._requested_port is None:
-                self._port = None
-
-    def detach(self) -> None:
-        """Forget the process without stopping it (after ``start(detached=True)``, for the CLI)."""
-        if self._proc is not None:
-            self._proc.returncode = 0  # keeps Popen.__del__ from warning about a running child
-            self._proc = None
-        if self._log_fh is not None:
-            self._log_fh.close()
-            self._log_fh = None
-
-    def __enter__(self) -> "EventHubsEndpoint":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def _stopped(self) -> None:
+        if self._requested_port is None:
+            self._port = None
 
     def __repr__(self) -> str:
         port = self._port if self._port is not None else (self._requested_port or "auto")
@@ -632,6 +623,8 @@ def download_tree(connection_string: str, container: str, prefix: str,
 
 
 # --------------------------------------------------------------------------------------------- state
+# A CLI-started service is recorded in a JSON state file ({"pid", "host", "port", ...}); the helpers
+# below take the per-service parts (how to recognise its pid, how to probe its port) as arguments.
 def read_state(state_file: Path) -> dict | None:
     try:
         return json.loads(Path(state_file).read_text())
@@ -646,38 +639,86 @@ def _write_state(state_file: Path, state: dict) -> None:
     os.replace(tmp, state_file)
 
 
-def _state_running(state: dict | None) -> bool:
-    """True if the recorded Azurite process is alive and its port serves blob requests."""
+def _recorded_running(state: dict | None, is_pid: Callable[[int], bool],
+                      ready: Callable[[str, int], bool]) -> bool:
+    """True if ``state`` records a pid that ``is_pid`` recognises and ``ready(host, port)`` holds."""
     if not state or "pid" not in state or "port" not in state:
         return False
-    host = state.get("host", DEFAULT_HOST)
-    return (_is_azurite_pid(int(state["pid"])) and port_open(host, int(state["port"]))
-            and blob_service_ready(make_connection_string(host, int(state["port"]))))
+    return is_pid(int(state["pid"])) and ready(state.get("host", DEFAULT_HOST), int(state["port"]))
+
+
+def _running_state(state_file: Path, state_running: Callable[[dict | None], bool]) -> dict | None:
+    """The state recorded in ``state_file`` if ``state_running`` says that service runs, else None."""
+    state = read_state(state_file)
+    return state if state_running(state) else None
+
+
+def _clear_stale_state(state_file: Path, state: dict, is_pid: Callable[[int], bool], what: str,
+                       not_serving: str, command: str) -> None:
+    """Before a start, for a recorded process that does not serve: RuntimeError if it is still alive
+    (``recorded <what> pid N is alive but <not_serving> on port P; run `<command> stop` first``), else
+    remove the stale state file."""
+    if is_pid(int(state.get("pid", 0) or 0)):
+        raise RuntimeError(f"recorded {what} pid {state['pid']} is alive but {not_serving} on port "
+                           f"{state.get('port')}; run `{command} stop` first")
+    state_file.unlink(missing_ok=True)
+
+
+def _record_started(service: _ChildService, state_file: Path, state: dict, what: str) -> None:
+    """Write ``state`` for a service started with ``detached=True``, then detach from it. If the state
+    file cannot be written, stop the service and raise RuntimeError (``...; <what> stopped``)."""
+    try:
+        _write_state(state_file, state)
+    except OSError as exc:
+        service.stop()
+        raise RuntimeError(f"could not write state file {state_file}: {exc}; {what} stopped") from exc
+    service.detach()
+
+
+def _stop_recorded(state_file: Path, is_pid: Callable[[int], bool], grace: float) -> str:
+    """Stop the process recorded in ``state_file`` if ``is_pid`` recognises it, remove the file and
+    return what happened (one line). RuntimeError (file kept) if the process survives SIGKILL."""
+    state_file = Path(state_file).resolve()
+    state = read_state(state_file)
+    if state is None:
+        return "not running (no state file)"
+    pid = int(state.get("pid", 0) or 0)
+    if pid and is_pid(pid):
+        _terminate_pid(pid, grace=grace)
+        message = f"stopped: pid={pid} port={state.get('port')}"
+    elif pid and _pid_alive(pid):
+        message = f"not running: pid {pid} now belongs to another program (left alone); stale state removed"
+    else:
+        message = "not running (stale state removed)"
+    state_file.unlink(missing_ok=True)
+    return message
+
+
+def _azurite_serving(host: str, port: int) -> bool:
+    return port_open(host, port) and blob_service_ready(make_connection_string(host, port))
+
+
+def _state_running(state: dict | None) -> bool:
+    """True if the recorded Azurite process is alive and its port serves blob requests."""
+    return _recorded_running(state, _is_azurite_pid, _azurite_serving)
 
 
 def running_connection_string(state_file: Path = DEFAULT_STATE_FILE) -> str | None:
     """Connection string of the CLI-started Azurite recorded in ``state_file``, if it is running."""
-    state = read_state(state_file)
-    if not _state_running(state):
-        return None
-    return make_connection_string(state.get("host", DEFAULT_HOST), int(state["port"]))
+    state = _running_state(state_file, _state_running)
+    return None if state is None else make_connection_string(state.get("host", DEFAULT_HOST), int(state["port"]))
 
 
 def _eventhubs_state_running(state: dict | None) -> bool:
     """True if the recorded endpoint process is alive and its port answers AMQP."""
-    if not state or "pid" not in state or "port" not in state:
-        return False
-    return (_is_eventhubs_pid(int(state["pid"]))
-            and amqp_ready(state.get("host", DEFAULT_HOST), int(state["port"])))
+    return _recorded_running(state, _is_eventhubs_pid, amqp_ready)
 
 
 def running_eventhubs_connection_string(state_file: Path = EVENTHUBS_DEFAULT_STATE_FILE) -> str | None:
     """Connection string of the CLI-started Event Hubs endpoint recorded in ``state_file``, if it runs."""
-    state = read_state(state_file)
-    if not _eventhubs_state_running(state):
-        return None
-    return make_eventhubs_connection_string(state.get("host", DEFAULT_HOST), int(state["port"]),
-                                           state.get("hub", EVENTHUBS_HUB))
+    state = _running_state(state_file, _eventhubs_state_running)
+    return None if state is None else make_eventhubs_connection_string(
+        state.get("host", DEFAULT_HOST), int(state["port"]), state.get("hub", EVENTHUBS_HUB))
 
 
 def start_eventhubs(state_file: Path = EVENTHUBS_DEFAULT_STATE_FILE,
@@ -703,10 +744,8 @@ def start_eventhubs(state_file: Path = EVENTHUBS_DEFAULT_STATE_FILE,
                 raise RuntimeError(f"the Event Hubs endpoint recorded in {state_file} runs with other settings: "
                                    f"{', '.join(differs)}; run `eventhubs stop` first")
             return state, False
-        if _is_eventhubs_pid(int(state.get("pid", 0) or 0)):
-            raise RuntimeError(f"recorded Event Hubs endpoint pid {state['pid']} is alive but does not answer on "
-                               f"port {state.get('port')}; run `eventhubs stop` first")
-        state_file.unlink(missing_ok=True)  # stale
+        _clear_stale_state(state_file, state, _is_eventhubs_pid, "Event Hubs endpoint", "does not answer",
+                           "eventhubs")
     auto = port is None
     if auto:
         port = 0 if port_open(host, EVENTHUBS_DEFAULT_PORT) else EVENTHUBS_DEFAULT_PORT
@@ -723,37 +762,56 @@ def start_eventhubs(state_file: Path = EVENTHUBS_DEFAULT_STATE_FILE,
              "hub": endpoint.hub, "partitions": endpoint.partitions, "log": str(endpoint.log_path),
              "endpoint": endpoint.endpoint, "connection_string": endpoint.connection_string,
              "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    try:
-        _write_state(state_file, state)
-    except OSError as exc:
-        endpoint.stop()
-        raise RuntimeError(f"could not write state file {state_file}: {exc}; endpoint stopped") from exc
-    endpoint.detach()
+    _record_started(endpoint, state_file, state, "endpoint")
     return state, True
 
 
 def stop_eventhubs(state_file: Path = EVENTHUBS_DEFAULT_STATE_FILE, grace: float = STOP_GRACE_S) -> str:
     """Stop the endpoint recorded in ``state_file`` and remove the file; returns what happened (one line).
     Idempotent. RuntimeError if the process survives SIGKILL."""
-    state_file = Path(state_file).resolve()
-    state = read_state(state_file)
-    if state is None:
-        return "not running (no state file)"
-    pid = int(state.get("pid", 0) or 0)
-    if pid and _is_eventhubs_pid(pid):
-        _terminate_pid(pid, grace=grace)
-        message = f"stopped: pid={pid} port={state.get('port')}"
-    elif pid and _pid_alive(pid):
-        message = f"not running: pid {pid} now belongs to another program (left alone); stale state removed"
-    else:
-        message = "not running (stale state removed)"
-    state_file.unlink(missing_ok=True)
-    return message
+    return _stop_recorded(state_file, _is_eventhubs_pid, grace)
 
 
 # --------------------------------------------------------------------------------------------- CLI
 def _err(msg: str) -> None:
     print(redact(msg), file=sys.stderr)
+
+
+# The stop, status and env subcommands are the same for both services; these take the per-service parts.
+def _cli_stop(args, is_pid: Callable[[int], bool], failure: str) -> int:
+    """``failure`` prefixes the error when the process survives SIGKILL; ``{pid}`` in it is the pid."""
+    state_file = Path(args.state_file).resolve()
+    pid = int((read_state(state_file) or {}).get("pid", 0) or 0)
+    try:
+        print(_stop_recorded(state_file, is_pid, args.grace))
+    except RuntimeError as exc:
+        _err(f"{failure.format(pid=pid)}: {exc}")
+        return 1
+    return 0
+
+
+def _cli_status(args, state_running: Callable[[dict | None], bool], describe: Callable[[dict], str]) -> int:
+    state_file = Path(args.state_file).resolve()
+    state = read_state(state_file)
+    running = state_running(state)
+    if args.json:
+        print(json.dumps(dict(state or {}, running=running, state_file=str(state_file)), indent=2))
+    elif running:
+        print(f"running: {describe(state)}")
+    elif state is None:
+        print(f"not running (no state file {state_file})")
+    else:
+        print(f"not running (stale state file {state_file}: pid={state.get('pid')} port={state.get('port')})")
+    return 0 if running else 3
+
+
+def _cli_env(args, running_cs: Callable[[Path], str | None], variable: str, what: str, command: str) -> int:
+    cs = running_cs(Path(args.state_file).resolve())
+    if cs is None:
+        _err(f"{what} is not running; start it with `python -m runners.local_stack {command} start`")
+        return 1
+    print(f"export {variable}={shlex.quote(cs)}")
+    return 0
 
 
 def _describe(state: dict) -> str:
@@ -773,11 +831,11 @@ def _cmd_start(args) -> int:
                 return 1
             print(f"already running: {_describe(state)}")
             return 0
-        if _is_azurite_pid(int(state.get("pid", 0) or 0)):
-            _err(f"recorded Azurite pid {state['pid']} is alive but not serving on port "
-                 f"{state.get('port')}; run `azurite stop` first")
+        try:
+            _clear_stale_state(state_file, state, _is_azurite_pid, "Azurite", "not serving", "azurite")
+        except RuntimeError as exc:
+            _err(str(exc))
             return 1
-        state_file.unlink(missing_ok=True)  # stale
     if args.port and port_open(args.host, args.port):
         _err(f"port {args.host}:{args.port} is already in use by another process (not the Azurite "
              f"recorded in {state_file}); stop it or pass --port")
@@ -793,62 +851,12 @@ def _cmd_start(args) -> int:
              "connection_string": redact(az.connection_string),
              "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     try:
-        _write_state(state_file, state)
-    except OSError as exc:
-        az.stop()
-        _err(f"could not write state file {state_file}: {exc}; Azurite stopped")
+        _record_started(az, state_file, state, "Azurite")
+    except RuntimeError as exc:
+        _err(str(exc))
         return 1
-    az.detach()
     print(f"started: {_describe(state)}")
     print(f"log: {state['log']}  state: {state_file}")
-    return 0
-
-
-def _cmd_stop(args) -> int:
-    state_file = Path(args.state_file).resolve()
-    state = read_state(state_file)
-    if state is None:
-        print("not running (no state file)")
-        return 0
-    pid = int(state.get("pid", 0) or 0)
-    if pid and _is_azurite_pid(pid):
-        try:
-            _terminate_pid(pid, grace=args.grace)
-        except RuntimeError as exc:
-            _err(f"could not stop Azurite pid {pid}: {exc}")
-            return 1
-        print(f"stopped: pid={pid} port={state.get('port')}")
-    elif pid and _pid_alive(pid):
-        print(f"not running: pid {pid} now belongs to another program (left alone); stale state removed")
-    else:
-        print("not running (stale state removed)")
-    state_file.unlink(missing_ok=True)
-    return 0
-
-
-def _cmd_status(args) -> int:
-    state_file = Path(args.state_file).resolve()
-    state = read_state(state_file)
-    running = _state_running(state)
-    if args.json:
-        out = dict(state or {}, running=running, state_file=str(state_file))
-        print(json.dumps(out, indent=2))
-    elif running:
-        print(f"running: {_describe(state)}")
-    elif state is None:
-        print(f"not running (no state file {state_file})")
-    else:
-        print(f"not running (stale state file {state_file}: pid={state.get('pid')} port={state.get('port')})")
-    return 0 if running else 3
-
-
-def _cmd_env(args) -> int:
-    cs = running_connection_string(Path(args.state_file).resolve())
-    if cs is None:
-        _err("Azurite is not running; start it with `python -m runners.local_stack azurite start`")
-        return 1
-    # The one place the (public, well-known) dev key is printed: this output is meant for `eval`.
-    print(f"export AZURE_STORAGE_CONNECTION_STRING={shlex.quote(cs)}")
     return 0
 
 
@@ -899,39 +907,6 @@ def _cmd_eh_start(args) -> int:
     return 0
 
 
-def _cmd_eh_stop(args) -> int:
-    try:
-        print(stop_eventhubs(Path(args.state_file), grace=args.grace))
-    except RuntimeError as exc:
-        _err(f"could not stop the Event Hubs endpoint: {exc}")
-        return 1
-    return 0
-
-
-def _cmd_eh_status(args) -> int:
-    state_file = Path(args.state_file).resolve()
-    state = read_state(state_file)
-    running = _eventhubs_state_running(state)
-    if args.json:
-        print(json.dumps(dict(state or {}, running=running, state_file=str(state_file)), indent=2))
-    elif running:
-        print(f"running: {_describe_eventhubs(state)}")
-    elif state is None:
-        print(f"not running (no state file {state_file})")
-    else:
-        print(f"not running (stale state file {state_file}: pid={state.get('pid')} port={state.get('port')})")
-    return 0 if running else 3
-
-
-def _cmd_eh_env(args) -> int:
-    cs = running_eventhubs_connection_string(Path(args.state_file).resolve())
-    if cs is None:
-        _err("the Event Hubs endpoint is not running; start it with `python -m runners.local_stack eventhubs start`")
-        return 1
-    print(f"export {EVENTHUBS_CONNECTION_ENV}={shlex.quote(cs)}")
-    return 0
-
-
 def _eventhubs_port(text: str) -> int | None:
     if text.strip().lower() == "auto":
         return None
@@ -944,16 +919,41 @@ def _eventhubs_port(text: str) -> int | None:
     return port
 
 
-def _add_eventhubs_parser(sub, fmt) -> None:
-    eh = sub.add_parser("eventhubs", help="manage a detached local Event Hubs endpoint", formatter_class=fmt,
-                        description="Manage a detached local Event Hubs endpoint (runners.eventhubs_local: "
-                                    "plain AMQP, no authentication, durable partition logs). Its pid and port "
-                                    "are recorded in a state file so later commands can find it.")
-    eh_sub = eh.add_subparsers(dest="action", required=True, metavar="{start,stop,status,env}")
+def _add_service_parser(sub, fmt, name: str, help: str, description: str, state_default: Path,
+                        state_help: str):
+    """The ``<name> {start,stop,status,env}`` parser; returns its subparsers and the ``--state-file``
+    parent parser that every subcommand takes."""
+    service = sub.add_parser(name, help=help, formatter_class=fmt, description=description)
+    service_sub = service.add_subparsers(dest="action", required=True, metavar="{start,stop,status,env}")
     state = argparse.ArgumentParser(add_help=False)
-    state.add_argument("--state-file", default=str(EVENTHUBS_DEFAULT_STATE_FILE), metavar="PATH",
-                       help="JSON file recording the running endpoint (pid, port, data dir); relative paths are "
-                            "resolved against the current directory")
+    state.add_argument("--state-file", default=str(state_default), metavar="PATH", help=state_help)
+    return service_sub, state
+
+
+def _add_stop_status_env(service_sub, state, fmt, texts: dict[str, tuple[str, str]], json_help: str,
+                         handlers: dict) -> None:
+    """The ``stop``, ``status`` and ``env`` subcommands; ``texts[action]`` is its (help, description)."""
+    for action in ("stop", "status", "env"):
+        help_, description = texts[action]
+        p = service_sub.add_parser(action, parents=[state], formatter_class=fmt, help=help_,
+                                   description=description)
+        if action == "stop":
+            p.add_argument("--grace", type=float, default=STOP_GRACE_S, metavar="SECONDS",
+                           help="seconds to wait after SIGTERM before SIGKILL")
+        elif action == "status":
+            p.add_argument("--json", action="store_true", help=json_help)
+        p.set_defaults(func=handlers[action])
+
+
+def _add_eventhubs_parser(sub, fmt) -> None:
+    eh_sub, state = _add_service_parser(
+        sub, fmt, "eventhubs", help="manage a detached local Event Hubs endpoint",
+        description="Manage a detached local Event Hubs endpoint (runners.eventhubs_local: "
+                    "plain AMQP, no authentication, durable partition logs). Its pid and port "
+                    "are recorded in a state file so later commands can find it.",
+        state_default=EVENTHUBS_DEFAULT_STATE_FILE,
+        state_help="JSON file recording the running endpoint (pid, port, data dir); relative paths are "
+                   "resolved against the current directory")
 
     p = eh_sub.add_parser(
         "start", parents=[state], formatter_class=fmt, help="start the endpoint in the background",
@@ -975,30 +975,27 @@ def _add_eventhubs_parser(sub, fmt) -> None:
                    help="how long to wait for the endpoint to answer before giving up")
     p.set_defaults(func=_cmd_eh_start)
 
-    p = eh_sub.add_parser(
-        "stop", parents=[state], formatter_class=fmt, help="stop the recorded endpoint",
-        description="Stop the endpoint recorded in the state file (SIGTERM, then SIGKILL after the grace "
-                    "period) and remove the state file. Its data dir is kept. Idempotent: exits 0 if "
-                    "nothing runs.")
-    p.add_argument("--grace", type=float, default=STOP_GRACE_S, metavar="SECONDS",
-                   help="seconds to wait after SIGTERM before SIGKILL")
-    p.set_defaults(func=_cmd_eh_stop)
-
-    p = eh_sub.add_parser(
-        "status", parents=[state], formatter_class=fmt, help="report whether the endpoint is running",
-        description="Report whether the recorded endpoint is running and answering AMQP. "
-                    "Exit status: 0 running, 3 not running.")
-    p.add_argument("--json", action="store_true", help="print the state as JSON")
-    p.set_defaults(func=_cmd_eh_status)
-
-    p = eh_sub.add_parser(
-        "env", parents=[state], formatter_class=fmt,
-        help=f"print `export {EVENTHUBS_CONNECTION_ENV}=...` for the running endpoint",
-        description=f"Print a shell `export {EVENTHUBS_CONNECTION_ENV}='...'` line for the running endpoint, "
-                    f"for `eval \"$(python -m runners.local_stack eventhubs env)\"` (what beam_pipeline "
-                    "--source=eventhub and runners.publish read). The key in it is a placeholder: the "
-                    "endpoint checks none. Exits 1 if the endpoint is not running.")
-    p.set_defaults(func=_cmd_eh_env)
+    _add_stop_status_env(eh_sub, state, fmt, {
+        "stop": ("stop the recorded endpoint",
+                 "Stop the endpoint recorded in the state file (SIGTERM, then SIGKILL after the grace "
+                 "period) and remove the state file. Its data dir is kept. Idempotent: exits 0 if "
+                 "nothing runs."),
+        "status": ("report whether the endpoint is running",
+                   "Report whether the recorded endpoint is running and answering AMQP. "
+                   "Exit status: 0 running, 3 not running."),
+        "env": (f"print `export {EVENTHUBS_CONNECTION_ENV}=...` for the running endpoint",
+                f"Print a shell `export {EVENTHUBS_CONNECTION_ENV}='...'` line for the running endpoint, "
+                f"for `eval \"$(python -m runners.local_stack eventhubs env)\"` (what beam_pipeline "
+                "--source=eventhub and runners.publish read). The key in it is a placeholder: the "
+                "endpoint checks none. Exits 1 if the endpoint is not running."),
+    }, json_help="print the state as JSON",
+        handlers={"stop": partial(_cli_stop, is_pid=_is_eventhubs_pid,
+                                  failure="could not stop the Event Hubs endpoint"),
+                  "status": partial(_cli_status, state_running=_eventhubs_state_running,
+                                    describe=_describe_eventhubs),
+                  "env": partial(_cli_env, running_cs=running_eventhubs_connection_string,
+                                 variable=EVENTHUBS_CONNECTION_ENV, what="the Event Hubs endpoint",
+                                 command="eventhubs")})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1009,15 +1006,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "Event Hubs endpoint), and upload local files to Azurite.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{azurite,eventhubs,upload}")
 
-    az = sub.add_parser("azurite", help="manage a detached Azurite blob service", formatter_class=fmt,
-                        description="Manage a detached Azurite blob service. Its pid and port are "
-                                    "recorded in a state file so later commands can find it.")
-    az_sub = az.add_subparsers(dest="action", required=True, metavar="{start,stop,status,env}")
-
-    state = argparse.ArgumentParser(add_help=False)
-    state.add_argument("--state-file", default=str(DEFAULT_STATE_FILE), metavar="PATH",
-                       help="JSON file recording the running instance (pid, port, location); relative "
-                            "paths are resolved against the current directory")
+    az_sub, state = _add_service_parser(
+        sub, fmt, "azurite", help="manage a detached Azurite blob service",
+        description="Manage a detached Azurite blob service. Its pid and port are "
+                    "recorded in a state file so later commands can find it.",
+        state_default=DEFAULT_STATE_FILE,
+        state_help="JSON file recording the running instance (pid, port, location); relative "
+                   "paths are resolved against the current directory")
 
     p = az_sub.add_parser(
         "start", parents=[state], formatter_class=fmt, help="start Azurite in the background",
@@ -1035,28 +1030,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long to wait for Azurite to serve requests before giving up")
     p.set_defaults(func=_cmd_start)
 
-    p = az_sub.add_parser(
-        "stop", parents=[state], formatter_class=fmt, help="stop the recorded Azurite",
-        description="Stop the Azurite recorded in the state file (SIGTERM, then SIGKILL after the "
-                    "grace period) and remove the state file. Idempotent: exits 0 if nothing runs.")
-    p.add_argument("--grace", type=float, default=STOP_GRACE_S, metavar="SECONDS",
-                   help="seconds to wait after SIGTERM before SIGKILL")
-    p.set_defaults(func=_cmd_stop)
-
-    p = az_sub.add_parser(
-        "status", parents=[state], formatter_class=fmt, help="report whether Azurite is running",
-        description="Report whether the recorded Azurite is running and serving requests. "
-                    "Exit status: 0 running, 3 not running. The account key is redacted.")
-    p.add_argument("--json", action="store_true", help="print the state as JSON (key redacted)")
-    p.set_defaults(func=_cmd_status)
-
-    p = az_sub.add_parser(
-        "env", parents=[state], formatter_class=fmt,
-        help="print `export AZURE_STORAGE_CONNECTION_STRING=...` for the running Azurite",
-        description="Print a shell `export AZURE_STORAGE_CONNECTION_STRING='...'` line for the "
-                    "running Azurite, for `eval \"$(python -m runners.local_stack azurite env)\"`. "
-                    "It contains Azurite's public development key. Exits 1 if Azurite is not running.")
-    p.set_defaults(func=_cmd_env)
+    _add_stop_status_env(az_sub, state, fmt, {
+        "stop": ("stop the recorded Azurite",
+                 "Stop the Azurite recorded in the state file (SIGTERM, then SIGKILL after the "
+                 "grace period) and remove the state file. Idempotent: exits 0 if nothing runs."),
+        "status": ("report whether Azurite is running",
+                   "Report whether the recorded Azurite is running and serving requests. "
+                   "Exit status: 0 running, 3 not running. The account key is redacted."),
+        "env": ("print `export AZURE_STORAGE_CONNECTION_STRING=...` for the running Azurite",
+                "Print a shell `export AZURE_STORAGE_CONNECTION_STRING='...'` line for the "
+                "running Azurite, for `eval \"$(python -m runners.local_stack azurite env)\"`. "
+                "It contains Azurite's public development key. Exits 1 if Azurite is not running."),
+    }, json_help="print the state as JSON (key redacted)",
+        handlers={"stop": partial(_cli_stop, is_pid=_is_azurite_pid, failure="could not stop Azurite pid {pid}"),
+                  "status": partial(_cli_status, state_running=_state_running, describe=_describe),
+                  # the one place the (public, well-known) dev key is printed: `env` output is meant for `eval`
+                  "env": partial(_cli_env, running_cs=running_connection_string,
+                                 variable="AZURE_STORAGE_CONNECTION_STRING", what="Azurite", command="azurite")})
 
     _add_eventhubs_parser(sub, fmt)
 
