@@ -23,18 +23,11 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipeline import io
+from beam_pipeline import coders, io
 
 LOG = logging.getLogger("reviews")
 CHECKPOINT_FILE, INTENT_FILE = "checkpoint.json", "_commit.json"
 GOLD_STATE_DIR = "gold_state"
-
-
-def _write_arrow(table, path):
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return io.write_bytes(sink.getvalue().to_pybytes(), path)
 
 
 def _read_json(path):
@@ -105,7 +98,7 @@ class CheckpointStore:
         moves = []
         for name, table in sorted(tables.items()):
             rel = f"_gold_state/{name}.arrow"
-            layout.write(_write_arrow, table, rel)
+            layout.write(lambda t, path: io.write_bytes(coders.table_to_bytes(t), path), table, rel)
             moves.append((layout.staged(rel), io.join(self.root, GOLD_STATE_DIR, layout.run_id, f"{name}.arrow")))
         return moves
 
@@ -123,7 +116,7 @@ class CheckpointStore:
         for path in record["files"]:
             name = path.rsplit("/", 1)[-1].rsplit(os.sep, 1)[-1][:-len(".arrow")]
             with FileSystems.open(path) as fh:
-                table = pa.ipc.open_stream(fh.read()).read_all()
+                table = coders.table_from_bytes(fh.read())
             starts = table["window_start"].cast(pa.int64()).to_numpy()
             for start in np.unique(starts):
                 out.append((name, table.filter(pa.array(starts == start))))

@@ -20,11 +20,13 @@ Credentials: a connection string from the environment variable named by ``--even
 ``DefaultAzureCredential``.
 """
 import dataclasses
+import datetime
 import logging
 import os
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -32,18 +34,15 @@ import numpy as np
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
+from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from transforms.events import ENQUEUED_TIME, EventBatch, event_times
+from transforms.events import ENQUEUED_TIME, UNKNOWN, EventBatch, event_times
 
 LOG = logging.getLogger("reviews")
 UNBOUNDED = 2 ** 63 - 1
 BEHIND_IDLE_S = 60  # silence tolerated while a partition still has events from before the start
 START_POSITIONS = ("checkpoint", "earliest", "latest", "sequence:N", "enqueued:ISO-8601 time")
-
-
-class OptionsProblem(ValueError):
-    pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +100,6 @@ def parse_start_position(text):
     if kind == "sequence" and value.strip().isdigit():
         return kind, int(value)
     if kind == "enqueued" and value:
-        import datetime
         when = datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         if when.tzinfo is None:
             when = when.replace(tzinfo=datetime.timezone.utc)
@@ -128,7 +126,6 @@ class ResolvePartitionsFn(beam.DoFn):
         self.checkpoint = checkpoint or {}  # {partition: {"sequence_number": n, "watermark_s": w}}
 
     def process(self, hub):
-        from concurrent.futures import ThreadPoolExecutor
         kind, value = parse_start_position(self.start_position)
         client = self.settings.consumer()
         try:
@@ -246,7 +243,6 @@ class _Receiver:
         self.pending = []  # received events not yet claimed (a batch ended in the middle of them)
         self.queue = queue.Queue(maxsize=max(2, prefetch))
         self.client = settings.consumer()
-        self.last_event_wall = time.monotonic()
         self.closed = False
         self.thread = threading.Thread(target=self._run, args=(partition, start), daemon=True,
                                        name=f"eventhub-receive-{partition}")
@@ -353,7 +349,7 @@ class ReadPartitionsFn(beam.DoFn):
             seen[1] = now
             yield from self._emit(partition, events, watermark_s, seen, estimator)
         if exhausted or receiver.next_seq >= rng.stop:
-            self._finish(partition, tracker, estimator)
+            self._close_receiver(partition)
             return
         idle = now - seen[1]
         behind = receiver.next_seq < min(element.end_at_start, rng.stop)
@@ -366,20 +362,19 @@ class ReadPartitionsFn(beam.DoFn):
             LOG.info("partition %s: idle for %.1f s, stopping at sequence number %d", partition, idle,
                      receiver.next_seq - 1)
             tracker.try_claim(rng.stop)  # claims the rest: the range is done
-            self._finish(partition, tracker, estimator)
+            self._close_receiver(partition)
             return
         if not events and not behind and idle >= cfg.idle_timeout_s:
             self._advance_idle(seen, idle, estimator)
         tracker.defer_remainder(Duration(seconds=0 if events else 0.05))
 
     def _emit(self, partition, events, watermark_s, seen, estimator):
-        from apache_beam.transforms.window import TimestampedValue
         cfg = self.config
         bodies = tuple(event_body(ev) for ev in events)
         enqueued = np.fromiter((int(ev.enqueued_time.timestamp() * 1000) for ev in events), dtype=np.int64,
                                count=len(events))
         times = event_times(bodies, enqueued, cfg.clock, cfg.max_record_bytes)
-        known = times[times != np.iinfo(np.int64).min]
+        known = times[times != UNKNOWN]
         if known.size:
             seen[0] = int(known.max()) if seen[0] is None else max(seen[0], int(known.max()))
         # split where sequence numbers jump (events past the retention horizon): a batch is contiguous
@@ -389,7 +384,7 @@ class ReadPartitionsFn(beam.DoFn):
             batch = EventBatch(self.settings.hub_name, partition, int(seqs[a]),
                                tuple(str(ev.offset) for ev in events[a:b]), enqueued[a:b], times[a:b],
                                bodies[a:b], watermark_s)
-            part_known = times[a:b][times[a:b] != np.iinfo(np.int64).min]
+            part_known = times[a:b][times[a:b] != UNKNOWN]
             carrier = max(watermark_s if watermark_s is not None else 0,
                           int(part_known.max()) if part_known.size else 0)
             yield TimestampedValue(batch, Timestamp(seconds=carrier))
@@ -409,7 +404,7 @@ class ReadPartitionsFn(beam.DoFn):
         if current is None or target > current:
             estimator.set_watermark(target)
 
-    def _finish(self, partition, tracker, estimator):
+    def _close_receiver(self, partition):
         r = self._receivers.pop(partition, None)
         if r is not None:
             r.close()

@@ -20,7 +20,6 @@ Batch mode carries Arrow tables through every step (one element per chunk or buc
 review) and the gold windows as columns. ``run(argv)`` is the entry point; it prints and writes a run
 summary whose reconciliation ``records_read = silver + dead letters + duplicates`` must hold.
 """
-import dataclasses
 import datetime
 import json
 import logging
@@ -37,8 +36,9 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
 from beam_pipeline import coders, io, scoring  # importing coders registers the Arrow coders
+from beam_pipeline.checkpoints import CheckpointStore
 from beam_pipeline.threaded import THREADS, ThreadedDoFn
-from beam_pipeline.options import ReviewsOptions, hub_settings, parse_duration, validated, with_local_defaults
+from beam_pipeline.options import hub_settings, parse_duration, validated, with_local_defaults
 from transforms import gold, keys, reasons
 from transforms.clean import clean_reviews
 from transforms.dead_letters import counter_name, dead_letter
@@ -57,7 +57,8 @@ SUMMARY_FILE = "_run_summary.json"
 DEAD_LETTER_SHARDS = 4
 
 
-def _count_dead(letters):
+def count_dead(letters):
+    """One Beam counter increment per dead letter (namespace ``dead_letters``, ``type.stage.reason``)."""
     for d in letters:
         Metrics.counter(DEAD, counter_name(d["record_type"], d["stage"], d["reason"])).inc()
 
@@ -78,7 +79,7 @@ class ParseReviewsFn(ThreadedDoFn):
     def emit(self, result):
         batch, dead, records = result
         self.records.inc(records)
-        _count_dead(dead)
+        count_dead(dead)
         for d in dead:
             yield pvalue.TaggedOutput(DEAD, d)
         if batch.table.num_rows:
@@ -102,7 +103,7 @@ class CleanReviewsFn(ThreadedDoFn):
 
     def emit(self, result):
         table, dead, meta = result
-        _count_dead(dead)
+        count_dead(dead)
         for d in dead:
             yield pvalue.TaggedOutput(DEAD, d)
         if table.num_rows:  # streaming: the table travels on with its events' metadata
@@ -171,7 +172,7 @@ class ParseProductsFn(beam.DoFn):
             rows.append(row)
         if rows:  # the same stable hash as the reviews' buckets, one vectorised call per chunk
             yield from zip(keys.buckets(pa.array([r["asin"] for r in rows], pa.string()), self.n_buckets).tolist(), rows)
-        _count_dead(dead)
+        count_dead(dead)
         for d in dead:
             yield pvalue.TaggedOutput(DEAD, d)
 
@@ -335,10 +336,7 @@ def _dead_letter_shard(d):
 
 def _finalize_gold(element, top_reviewers):
     name, table = element
-    family = gold.FAMILY_BY_NAME[name]
-    if family.top:
-        family = dataclasses.replace(family, top=top_reviewers)
-    return f"{GOLD_DIR}/{name}/part-00000.parquet", [gold.finalize(family, table)]
+    return f"{GOLD_DIR}/{name}/part-00000.parquet", [gold.finalize(gold.family(name, top_reviewers), table)]
 
 
 def output_tables():
@@ -359,7 +357,6 @@ def _layout(o, streaming):
 
 
 def checkpoint_root(o):
-    from beam_pipeline.options import hub_settings
     settings = hub_settings(o)
     return o.checkpoint_dir or io.join(o.output, "_checkpoints", settings.hub_name or "hub",
                                        settings.consumer_group.replace("$", "") or "default")
@@ -393,9 +390,8 @@ def build_pipeline(p, options, checkpoint=None, carried_gold=None):
                       .with_output_types(typing.Tuple[int, pa.Table]).with_outputs(GOLD, main=PRODUCTS))
 
     if streaming:
-        from beam_pipeline import streaming as stream
+        from beam_pipeline import streaming as stream  # imports this module: not at the top
         from beam_pipeline.eventhub import ReaderConfig
-        from beam_pipeline.options import hub_settings
         config = ReaderConfig(o.event_time, parse_duration(o.max_out_of_orderness), parse_duration(o.idle_timeout),
                               o.stop_after_idle_s, o.max_record_bytes)
         outputs = stream.build_streaming(p, o, layout, window, hub_settings(o), config, checkpoint_root(o),
@@ -533,7 +529,6 @@ def run(argv=None, save_main_session=False):
     streaming = o.source == "eventhub"
     checkpoint, store, carried = None, None, None
     if streaming:
-        from beam_pipeline.checkpoints import CheckpointStore
         options.view_as(StandardOptions).streaming = True
         store = CheckpointStore(checkpoint_root(o))
         store.recover()                                    # a commit a killed run left half done

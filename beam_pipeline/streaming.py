@@ -4,19 +4,21 @@ source is a hub.
     ReadEventHub                          EventBatch per partition poll (beam_pipeline.eventhub)
       -> PrepareEvents                    empty and too-late events -> dead letters; the rest -> Chunk
       -> ParseReviews -> CleanReviews     the SAME composites as batch (imported from beam_pipeline.pipeline)
-      -> AssignEventTime                  rows -> one sub-batch per (window, asin bucket), timestamped
+      -> AssignEventTime                  rows -> one sub-batch per (window, asin shard), timestamped
       -> WindowReviews                    RowWindows + trigger (early / on time / late), discarding
-      -> Deduplicate                      per bucket and window (state): (partition, sequence number) and
+      -> Deduplicate                      per shard and window (state): (partition, sequence number) and
                                           the batch content key; state ends with the window
-      -> GroupSilverPanes -> WriteSilver  one Parquet file per window, pane, bucket (and year/month), the
+      -> GroupSilverPanes -> WriteSilver  one Parquet file per window, pane, shard (and year/month), the
                                           product join, sentiment scoring (--sentiment_model), gold
                                           partials of the pane's new rows
       -> WindowGold (accumulating) -> ComputeGold -> WriteGold   one file per family, window and pane
     dead letters of every stage -> windowed, sharded -> one JSON-lines file per window, pane, shard
-    staged files + last positions -> Commit: files moved into the tables, then checkpoints stored
+    staged files + last positions + open windows' gold -> Commit: files moved into the tables, then the
+                                          checkpoints (and the gold carried to the next run) stored
 
-Gold panes accumulate: the last pane of a window is the window's value (``pane_is_last``); earlier
-panes are early or partial views. Silver panes discard: each row is written once, in the pane in which
+Gold panes accumulate: a window's value is its last pane of the latest run (``pane_index``, ``run_id``;
+``pane_is_last`` only when the runner knows no pane can follow); earlier panes are early or partial
+views. Silver panes discard: each row is written once, in the pane in which
 it arrived.
 """
 import logging
@@ -28,8 +30,10 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from apache_beam import pvalue
 from apache_beam.coders import coders as beam_coders
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger as tr
 from apache_beam.transforms import userstate
@@ -37,8 +41,12 @@ from apache_beam.transforms.window import (FixedWindows, GlobalWindows, Interval
                                            TimestampedValue)
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from beam_pipeline import io, scoring
+from beam_pipeline import coders, io, scoring
 from beam_pipeline.checkpoints import CheckpointStore
+from beam_pipeline.eventhub import ReadEventHub
+from beam_pipeline.options import parse_duration
+from beam_pipeline.pipeline import (DEAD_DIR, GOLD_DIR, SILVER_REVIEWS_DIR, CleanReviews, MergeGoldFn, ParseReviews,
+                                    count_dead)
 from transforms import gold, keys, reasons
 from transforms.dead_letters import dead_letter
 from transforms.enrich import REVIEW_KEY, enrich_with_products
@@ -53,7 +61,7 @@ DEAD_LETTER_SHARDS = 4
 
 
 class WindowedRows(typing.NamedTuple):
-    """Rows of one event-time window [start_s, end_s) (and one asin bucket)."""
+    """Rows of one event-time window [start_s, end_s) (and one asin shard)."""
     start_s: int
     end_s: int
     table: pa.Table
@@ -121,11 +129,6 @@ def _window_tag(window):
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime(int(window.start.micros // 1_000_000)))
 
 
-def _count_dead(letters):
-    from beam_pipeline.pipeline import _count_dead as count
-    count(letters)
-
-
 # ---------------------------------------------------------------------------------------------------
 # events -> chunks
 
@@ -141,7 +144,7 @@ class PrepareEventsFn(beam.DoFn):
         chunk, dead, n = prepare_events(batch, self.spec, self.allowed_lateness_s, self.payload_bytes)
         self.events.inc(n)
         self.records.inc(len(dead))  # the parser counts the lines it sees; these it never sees
-        _count_dead(dead)
+        count_dead(dead)
         for d in dead:
             yield pvalue.TaggedOutput(DEAD, d)
         known = batch.event_s[batch.event_s != UNKNOWN]
@@ -179,7 +182,7 @@ class AssignEventTimeFn(beam.DoFn):
             dead = [dead_letter("review", reasons.WINDOW, reasons.TOO_LATE, row["source"], row["source_position"],
                                 repr(row), f"window closed at watermark {meta.watermark_s} s",
                                 self.payload_bytes) for row in late.to_pylist()]
-            _count_dead(dead)
+            count_dead(dead)
             for d in dead:
                 yield pvalue.TaggedOutput(DEAD, d)
 
@@ -193,7 +196,7 @@ def content_hashes(table):
 
 
 class LoadKnownReviewsFn(beam.DoFn):
-    """A silver reviews root (e.g. a batch run's OUTPUT/silver/reviews) -> (bucket, sorted content hashes),
+    """A silver reviews root (e.g. a batch run's OUTPUT/silver/reviews) -> (shard, sorted content hashes),
     so reviews already in the batch tables count as duplicates when they also arrive on the hub."""
 
     def __init__(self, n_buckets):
@@ -201,8 +204,6 @@ class LoadKnownReviewsFn(beam.DoFn):
         self.loaded = Metrics.counter("reviews", "known_reviews_loaded")
 
     def process(self, root):
-        import pyarrow.parquet as pq
-        from apache_beam.io.filesystems import FileSystems
         files = [m.path for r in FileSystems.match([io.join(root, "**.parquet")]) for m in r.metadata_list]
         hashes, buckets = [], []
         for path in sorted(files):
@@ -221,7 +222,7 @@ class LoadKnownReviewsFn(beam.DoFn):
 
 
 class DedupeInWindowFn(beam.DoFn):
-    """(bucket, WindowedRows) -> the rows not seen before in this window and bucket.
+    """(shard, WindowedRows) -> the rows not seen before in this window and shard.
 
     A row is a duplicate when its (partition, sequence number) was seen (an event read twice), its
     content key was seen (the batch key: reviewer, product, review time, text; a review sent twice), or
@@ -310,7 +311,6 @@ class WriteSilverPaneFn(beam.DoFn):
         self.matched.inc(matched)
         self.unmatched.inc(silver.num_rows - matched)
         ym = (silver["year"].to_numpy() * 100 + silver["month"].to_numpy()).astype("int64")
-        from beam_pipeline.pipeline import SILVER_REVIEWS_DIR
         for key, part in keys.split_by_bucket(silver, ym):
             rel = (f"{SILVER_REVIEWS_DIR}/year={key // 100}/month={key % 100}/"
                    f"part-{_window_tag(window)}-p{pane.index:03d}-s{shard:03d}-{self.layout.run_id}.parquet")
@@ -325,12 +325,8 @@ class FinalizeGoldPaneFn(beam.DoFn):
         self.top_reviewers, self.run_id = top_reviewers, run_id
 
     def process(self, element, pane=beam.DoFn.PaneInfoParam):
-        import dataclasses
         name, partial = element
-        family = gold.FAMILY_BY_NAME[name]
-        if family.top:
-            family = dataclasses.replace(family, top=self.top_reviewers)
-        table = gold.finalize(family, partial, totals=False)
+        table = gold.finalize(gold.family(name, self.top_reviewers), partial, totals=False)
         for col, values in pane_columns(pane, table.num_rows).items():
             table = table.append_column(col, values)
         table = table.append_column("run_id", pa.array([self.run_id] * table.num_rows, pa.string()))
@@ -344,7 +340,6 @@ class WriteGoldPaneFn(beam.DoFn):
         self.layout = layout
 
     def process(self, element, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
-        from beam_pipeline.pipeline import GOLD_DIR
         name, table = element
         rel = f"{GOLD_DIR}/{name}/part-{_window_tag(window)}-p{pane.index:03d}-{self.layout.run_id}.parquet"
         self.layout.write(io.write_parquet, table, rel)
@@ -361,7 +356,6 @@ class WriteDeadLetterPaneFn(beam.DoFn):
             return
         letters = sorted(letters, key=lambda d: (d["source"] or "", d["source_position"] or 0))
         tag = _window_tag(window) if isinstance(window, IntervalWindow) else "all"
-        from beam_pipeline.pipeline import DEAD_DIR
         rel = f"{DEAD_DIR}/{self.prefix}-{tag}-p{pane.index:03d}-s{shard:02d}-{self.layout.run_id}.jsonl"
         self.layout.write(io.write_json_lines, letters, rel)
         yield rel
@@ -436,7 +430,6 @@ class WindowedReviews(beam.PTransform):
         self.sentiment_model = sentiment_model
 
     def expand(self, inputs):
-        from beam_pipeline.pipeline import MergeGoldFn
         stamped, product_tables, *extra = inputs
         known = extra[0] if extra else stamped.pipeline | "NoKnownReviews" >> beam.Create([])
         carried = extra[1] if len(extra) > 1 else stamped.pipeline | "NoCarriedGold" >> beam.Create([])
@@ -485,13 +478,6 @@ class WriteDeadLetters(beam.PTransform):
                 | "Write" >> beam.ParDo(WriteDeadLetterPaneFn(self.layout, self.prefix)))
 
 
-def _ipc_bytes(table):
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
 def _collect(pcoll, label, tag):
     return (pcoll
             | f"Collect{label}" >> beam.WindowInto(GlobalWindows(), trigger=tr.AfterWatermark(),
@@ -514,7 +500,6 @@ class EventsToReviews(beam.PTransform):
         self.max_record_bytes, self.payload_bytes = max_record_bytes, payload_bytes
 
     def expand(self, inputs):
-        from beam_pipeline.pipeline import CleanReviews, ParseReviews
         events, product_tables, *extra = inputs
         prepared = events | "PrepareEvents" >> beam.ParDo(
             PrepareEventsFn(self.spec, self.lateness, self.payload_bytes)).with_outputs(DEAD, POSITIONS, main="chunks")
@@ -532,8 +517,6 @@ class EventsToReviews(beam.PTransform):
 def build_streaming(p, o, layout, spec, settings, reader_config, checkpoint_root, checkpoint, product_tables,
                     product_dead, commit, carried_gold=None):
     """The streaming graph after the source switch. Returns its main PCollections."""
-    from beam_pipeline.eventhub import ReadEventHub
-    from beam_pipeline.options import parse_duration
 
     lateness = parse_duration(o.allowed_lateness)
     early = parse_duration(o.early_firing) if o.early_firing else None
@@ -545,8 +528,8 @@ def build_streaming(p, o, layout, spec, settings, reader_config, checkpoint_root
                  | "LoadKnownReviews" >> beam.ParDo(LoadKnownReviewsFn(o.stream_shards)))
     else:
         known = p | "NoKnownReviews" >> beam.Create([])
-    carried = (p | "CarriedGold" >> beam.Create([(name, _ipc_bytes(t)) for name, t in carried_gold or []])
-               | "DecodeCarriedGold" >> beam.MapTuple(lambda name, data: (name, pa.ipc.open_stream(data).read_all())))
+    carried = (p | "CarriedGold" >> beam.Create([(name, coders.table_to_bytes(t)) for name, t in carried_gold or []])
+               | "DecodeCarriedGold" >> beam.MapTuple(lambda name, data: (name, coders.table_from_bytes(data))))
     out = (events, product_tables, known, carried) | "EventsToReviews" >> EventsToReviews(
         layout, spec, o.event_time, lateness, early, o.shuffle_buckets, o.top_reviewers, o.max_record_bytes,
         o.dead_letter_payload_bytes, o.stream_shards, o.sentiment_model)

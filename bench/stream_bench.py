@@ -8,7 +8,7 @@
 For each size N (a multiple of 4):
 1. generate reviews with runners.generate (seed 42) and keep the first N lines that can be sent as one
    event (the generator's ~1.1 MB "huge_line" cannot: 1 MiB is the link's limit), once;
-2. start the local Event Hubs endpoint (python -m runners.eventhubs_local serve --no-fsync, 4 partitions,
+2. start the local Event Hubs endpoint (runners.local_stack.EventHubsEndpoint: --no-fsync, 4 partitions,
    a fresh data dir) in its OWN process, so that its CPU is counted in neither side, and publish the N
    events round robin (N/4 per partition; checked: nothing rejected);
 3. repeat: the raw consumer (this script with --raw-consumer: one EventHubConsumerClient per partition,
@@ -21,8 +21,8 @@ For each size N (a multiple of 4):
    A job run counts only if it exits 0 and its _run_summary.json reconciles with records_read and
    eventhub.events_read both equal to N; otherwise its time is not reported (the script fails at the end).
 
-Before each run the script waits (at most --quiet-wait s) for the machine to be idle, and it reports the
-CPU other processes used during each run ("other processes' CPU s": a test suite running beside the
+Process accounting is bench/benchlib.py's. Before each run the script waits (at most --quiet-wait s) for
+the machine to be idle, and it reports the CPU other processes used during each run ("other processes' CPU s": a test suite running beside the
 benchmark shows there), the 1/5/15-min load average before each pair, and the git commit (and whether
 the job's sources were modified) at each job run. Each run is a child process in its own session, reaped
 with os.wait4: wall = monotonic clock around start and reap (interpreter start and imports included, for
@@ -39,17 +39,17 @@ asserted in tests. The endpoint, the raw consumer and the job share this machine
 are for this machine, not for Azure.
 """
 import argparse
-import hashlib
 import json
 import os
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project's packages (runners)
+from benchlib import (fmt, git_state, loadavg, med, run_child, tail, wait_quiet,  # noqa: E402
+                      write_section)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -60,7 +60,7 @@ CONFIGS = {
     "review": ["--event_time=review_time", "--window_size=30d", "--max_out_of_orderness=3650d"],
 }
 SECTION_BEGIN, SECTION_END = "<!-- stream-bench:begin -->", "<!-- stream-bench:end -->"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+JOB_SOURCES = ("beam_pipeline", "transforms", "runners")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -106,77 +106,6 @@ def raw_consumer(n):
 
 
 # ---------------------------------------------------------------------------------------------------
-# process accounting
-
-def proc_cpu_s(pid):
-    """user + system CPU seconds of a live process (from /proc), or None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def machine_busy_s():
-    """CPU seconds the whole machine has spent busy (all cores, from /proc/stat)."""
-    f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-    return (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / CLK_TCK  # user nice system irq softirq steal
-
-
-def wait_quiet(max_wait_s, threshold_cores=0.25):
-    """Wait (at most max_wait_s) until the machine has been nearly idle for 2 s: other processes on this
-    machine (e.g. a test suite) would steal cores from the side being timed. -> seconds waited."""
-    t0, quiet = time.monotonic(), 0
-    while time.monotonic() - t0 < max_wait_s:
-        busy0 = machine_busy_s()
-        time.sleep(1.0)
-        quiet = quiet + 1 if machine_busy_s() - busy0 < threshold_cores else 0
-        if quiet >= 2:
-            break
-    return round(time.monotonic() - t0, 1)
-
-
-def run_child(cmd, env, timeout, stdout_path, stderr_path, server_pid):
-    """Run cmd in its own session; -> wall, cpu, peak RSS (kernel accounting), rc, the endpoint's CPU and the
-    CPU that other processes (the lead's tests, this script's polling) used meanwhile."""
-    server_cpu0, busy0 = proc_cpu_s(server_pid), machine_busy_s()
-    with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
-        t0 = time.monotonic()
-        proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=err, start_new_session=True)
-        deadline, timed_out = t0 + timeout, False
-        while True:
-            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                timed_out = True
-                os.killpg(proc.pid, signal.SIGKILL)
-                pid, status, ru = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.005)
-        wall = time.monotonic() - t0
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # whatever the command left running in its group
-        except ProcessLookupError:
-            pass
-    server_cpu1, busy1 = proc_cpu_s(server_pid), machine_busy_s()
-    cpu = ru.ru_utime + ru.ru_stime
-    endpoint = server_cpu1 - server_cpu0 if None not in (server_cpu0, server_cpu1) else 0.0
-    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "peak_mb": round(ru.ru_maxrss / 1024, 1),
-            "rc": os.waitstatus_to_exitcode(status), "timed_out": timed_out,
-            "endpoint_cpu_s": round(endpoint, 3) if None not in (server_cpu0, server_cpu1) else None,
-            "other_cpu_s": round(max(0.0, busy1 - busy0 - cpu - endpoint), 2)}
-
-
-def tail(path, n=40):
-    try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
-
-
-# ---------------------------------------------------------------------------------------------------
 # inputs and the endpoint
 
 def size_label(n):
@@ -207,37 +136,15 @@ def make_events(work, n):
     return events, f"{data}/metadata/*.jsonl", mean_bytes
 
 
-class Endpoint:
-    """python -m runners.eventhubs_local serve in its own process, on a fresh data dir."""
-
-    def __init__(self, data_dir):
-        shutil.rmtree(data_dir, ignore_errors=True)
-        data_dir.mkdir(parents=True)
-        self.log = open(data_dir.parent / f"{data_dir.name}.endpoint.log", "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runners.eventhubs_local", "serve", "--data-dir", str(data_dir), "--port", "0",
-             "--partitions", str(PARTITIONS), "--no-fsync", "--log-level", "WARNING"],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log, start_new_session=True)
-        line = self.proc.stdout.readline().decode().strip()
-        if not line.startswith("Endpoint="):
-            self.stop()
-            sys.exit(f"the local Event Hubs endpoint did not start (see {self.log.name})")
-        self.connection_string = line
-        self.pid = self.proc.pid
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+def start_endpoint(data_dir):
+    """The local endpoint (runners.local_stack.EventHubsEndpoint: its own process, no fsync) on a fresh
+    data dir; its log is in that dir."""
+    from runners.local_stack import EventHubsEndpoint
+    shutil.rmtree(data_dir, ignore_errors=True)
+    return EventHubsEndpoint(data_dir, partitions=PARTITIONS, fsync=False).start()
 
 
 def publish_events(conn, events, n):
-    sys.path.insert(0, str(ROOT))
     from runners.publish import publish
     stats = publish(conn, [str(events)], partitions=PARTITIONS, progress=False)
     want = {str(p): n // PARTITIONS for p in range(PARTITIONS)}
@@ -270,7 +177,7 @@ def output_files(out):
 def run_raw(ctx, n, tag):
     waited = wait_quiet(ctx["quiet_wait"])
     stdout, stderr = ctx["logs"] / f"{tag}.out", ctx["logs"] / f"{tag}.err"
-    r = run_child(raw_cmd(n), ctx["env"], ctx["timeout"], stdout, stderr, ctx["endpoint"].pid)
+    r = run_child(raw_cmd(n), ctx["env"], ctx["timeout"], stdout, stderr, watch_pid=ctx["endpoint"].pid)
     report = None
     for line in Path(stdout).read_text(errors="replace").splitlines():
         if line.startswith("{"):
@@ -288,8 +195,8 @@ def run_job(ctx, n, config, tag, products, keep):
     cmd = job_cmd(out, products, n, config)
     stdout, stderr = ctx["logs"] / f"{tag}.out", ctx["logs"] / f"{tag}.err"
     waited = wait_quiet(ctx["quiet_wait"])
-    r = run_child(cmd, ctx["env"], ctx["timeout"], stdout, stderr, ctx["endpoint"].pid)
-    r["waited_for_quiet_s"], r["git"] = waited, git_state()  # the lead may change the job between runs
+    r = run_child(cmd, ctx["env"], ctx["timeout"], stdout, stderr, watch_pid=ctx["endpoint"].pid)
+    r["waited_for_quiet_s"], r["git"] = waited, git_state(JOB_SOURCES)  # the lead may change the job between runs
     r["command"] = " ".join(map(str, cmd))
     check = {"events_published": n}
     try:
@@ -328,14 +235,10 @@ def show(tag, r):
         print("    " + r.get("error", "").replace("\n", "\n    "), flush=True)
 
 
-def med(xs):
-    return round(statistics.median(xs), 3) if xs else None
-
-
 def bench_size(ctx, n, repeats, configs, keep):
     events, products, mean_bytes = make_events(ctx["work"], n)
     label = size_label(n)
-    endpoint = ctx["endpoint"] = Endpoint(ctx["work"] / "hub" / label)
+    endpoint = ctx["endpoint"] = start_endpoint(ctx["work"] / "hub" / label)
     try:
         ctx["env"] = dict(os.environ, PYTHONPATH=str(ROOT), EVENTHUB_CONNECTION_STRING=endpoint.connection_string)
         t0 = time.monotonic()
@@ -344,10 +247,10 @@ def bench_size(ctx, n, repeats, configs, keep):
               f"{time.monotonic() - t0:.1f} s; endpoint pid {endpoint.pid}", flush=True)
         runs = []
         for rep in range(repeats):
-            load = os.getloadavg()
+            load = loadavg()
             raw = run_raw(ctx, n, f"{label}-raw-{rep}")
             show(f"{label} raw #{rep}", raw)
-            pair = {"repeat": rep, "loadavg_before": [round(x, 2) for x in load], "raw": raw, "job": {}}
+            pair = {"repeat": rep, "loadavg_before": load, "raw": raw, "job": {}}
             for config in configs:
                 job = run_job(ctx, n, config, f"{label}-{config}-{rep}", products, keep)
                 show(f"{label} job {config} #{rep}", job)
@@ -390,10 +293,6 @@ def bench_size(ctx, n, repeats, configs, keep):
 
 # ---------------------------------------------------------------------------------------------------
 # report
-
-def fmt(x, spec, unit=""):
-    return "-" if x is None else f"{x:{spec}}{unit}"
-
 
 def table(records, startup):
     sizes = sorted(records.values(), key=lambda r: r["events"])
@@ -442,32 +341,6 @@ def table(records, startup):
     return "\n\n".join(out)
 
 
-def write_readme(text):
-    path = RESULTS / "README.md"
-    old = path.read_text() if path.exists() else ""
-    section = f"{SECTION_BEGIN}\n{text}\n{SECTION_END}\n"
-    if SECTION_BEGIN in old and SECTION_END in old:
-        head, rest = old.split(SECTION_BEGIN, 1)
-        new = head + section + rest.split(SECTION_END, 1)[1].lstrip("\n")
-    else:
-        new = old.rstrip("\n") + ("\n\n" if old else "") + section
-    path.write_text(new)
-
-
-def git_state():
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "beam_pipeline", "transforms", "runners"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        diff = subprocess.run(["git", "diff", "HEAD", "--", "beam_pipeline", "transforms", "runners"], cwd=ROOT,
-                              capture_output=True).stdout
-        return {"commit": head, "job_sources_modified": bool(dirty),
-                "job_sources_diff_sha256": hashlib.sha256(diff).hexdigest()[:16] if dirty else None,
-                "job_sources_status": dirty.splitlines()}
-    except OSError:
-        return None
-
-
 def sh(cmd, **kw):
     print("$", " ".join(map(str, cmd)), flush=True)
     return subprocess.run([str(c) for c in cmd], check=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), **kw)
@@ -513,8 +386,8 @@ def main(argv=None):
     ctx = {"work": work, "logs": work / "logs", "timeout": a.timeout, "quiet_wait": a.quiet_wait}
     ctx["logs"].mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    machine = {"cores": os.cpu_count(), "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-               "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git": git_state()}
+    machine = {"cores": os.cpu_count(), "loadavg_at_start": loadavg(),
+               "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git": git_state(JOB_SOURCES)}
     print(f"machine: {machine['cores']} cores, load average at start {machine['loadavg_at_start']}", flush=True)
     failed = False
     startup = None
@@ -528,7 +401,7 @@ def main(argv=None):
     for i, n in enumerate(sizes):
         rec = bench_size(ctx, n, a.repeats if i == 0 else a.large_repeats, configs, a.keep_outputs)
         rec["machine"] = machine
-        rec["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        rec["loadavg_at_end"] = loadavg()
         failed |= any(c["failed_runs"] for c in rec["configs"].values()) or rec["raw"]["ok_runs"] < rec["repeats"]
         (RESULTS / f"stream-{rec['label']}.json").write_text(json.dumps(rec, indent=1) + "\n")
         records[rec["label"]] = rec
@@ -538,7 +411,7 @@ def main(argv=None):
                f"Machine: {machine['cores']} cores, load average at start {', '.join(map(str, machine['loadavg_at_start']))} "
                f"(1/5/15 min). Command: `.venv/bin/python bench/stream_bench.py` ({elapsed / 60:.1f} min). Measured "
                f"{machine['date_utc']} at {machine['git']['commit'] if machine['git'] else '?'}"
-               f"{' (job sources modified)' if machine['git'] and machine['git']['job_sources_modified'] else ''}.",
+               f"{' (job sources modified)' if machine['git'] and machine['git']['sources_modified'] else ''}.",
                "",
                f"Local Event Hubs endpoint in its own process ({PARTITIONS} partitions, --no-fsync), events published "
                "round robin once per size; both sides read the same events from the same endpoint. Raw consumer: one "
@@ -553,7 +426,7 @@ def main(argv=None):
                "", ""]
     text = "\n".join(heading) + table(records, startup) + \
         "\n\nTarget: speed >= 0.8x the raw consumer; peak RSS flat from 20k to 100k events.\n"
-    write_readme(text)
+    write_section(RESULTS / "README.md", SECTION_BEGIN, SECTION_END, text)
     print()
     print(text)
     print(f"stream bench finished in {elapsed:.0f} s")

@@ -40,24 +40,23 @@ of bench/results/README.md (replaced in place between its markers; the other sec
 the table. Speed is measured here, never asserted in tests.
 """
 import argparse
-import hashlib
 import json
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchlib import (fmt, git_state, loadavg, med, run_child, tail, wait_quiet,  # noqa: E402
+                      write_section)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DATA = ROOT.parent / "shared" / "data" / "amazon"
 REVIEWS, PRODUCTS = DATA / "reviews" / "*.jsonl.gz", DATA / "metadata" / "*.jsonl.gz"
 SECTION_BEGIN, SECTION_END = "<!-- train-bench:begin -->", "<!-- train-bench:end -->"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
+SOURCES = ("beam_pipeline", "transforms", "training")
 TRAINING_TARGET_S = 300
 SCORING_TARGET_PER_CORE = 2000
 
@@ -107,93 +106,6 @@ def import_floor():
 
 
 # ---------------------------------------------------------------------------------------------------
-# process accounting (as bench/stream_bench.py)
-
-def machine_busy_s():
-    """CPU seconds the whole machine has spent busy (all cores, from /proc/stat)."""
-    f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-    return (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / CLK_TCK  # user nice system irq softirq steal
-
-
-def wait_quiet(max_wait_s, threshold_cores=0.25):
-    """Wait (at most max_wait_s) until the machine has been nearly idle for 2 s. -> seconds waited."""
-    t0, quiet = time.monotonic(), 0
-    while time.monotonic() - t0 < max_wait_s:
-        busy0 = machine_busy_s()
-        time.sleep(1.0)
-        quiet = quiet + 1 if machine_busy_s() - busy0 < threshold_cores else 0
-        if quiet >= 2:
-            break
-    return round(time.monotonic() - t0, 1)
-
-
-def group_rss_bytes(pgid):
-    """RSS summed over the live processes of process group pgid (from /proc)."""
-    total = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
-            if int(stat[2]) == pgid:  # fields after ")": state ppid pgrp ... ; rss is field 24 overall
-                total += int(stat[21]) * PAGE
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
-
-
-def run_child(cmd, env, timeout, stdout_path, stderr_path):
-    """Run cmd in its own session; -> wall, cpu, peak RSS (kernel accounting and sampled tree sum), rc, and the
-    CPU other processes used meanwhile."""
-    busy0, self0 = machine_busy_s(), time.process_time()
-    with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
-        t0 = time.monotonic()
-        proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=err, start_new_session=True)
-        deadline, timed_out, tree_peak, next_sample = t0 + timeout, False, 0, t0
-        while True:
-            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            now = time.monotonic()
-            if now > deadline:
-                timed_out = True
-                os.killpg(proc.pid, signal.SIGKILL)
-                pid, status, ru = os.wait4(proc.pid, 0)
-                break
-            if now >= next_sample:
-                tree_peak = max(tree_peak, group_rss_bytes(proc.pid))
-                next_sample = now + 0.1
-            time.sleep(0.01)
-        wall = time.monotonic() - t0
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # whatever the command left running in its group
-        except ProcessLookupError:
-            pass
-    busy1, poll_cpu = machine_busy_s(), time.process_time() - self0  # this script's own polling
-    cpu = ru.ru_utime + ru.ru_stime
-    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "peak_mb": round(ru.ru_maxrss / 1024, 1),
-            "tree_peak_mb_sampled": round(tree_peak / 2**20, 1), "rc": os.waitstatus_to_exitcode(status),
-            "timed_out": timed_out, "bench_poll_cpu_s": round(poll_cpu, 2),
-            "other_cpu_s": round(max(0.0, busy1 - busy0 - cpu - poll_cpu), 2)}
-
-
-def tail(path, n=40):
-    try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
-
-
-def med(xs):
-    return round(statistics.median(xs), 3) if xs else None
-
-
-def loadavg():
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-# ---------------------------------------------------------------------------------------------------
 # the runs
 
 def batch_cmd(out, model=None):
@@ -208,7 +120,7 @@ def training_cmd(silver, out):
 def timed(ctx, cmd, tag):
     waited, load = wait_quiet(ctx["quiet_wait"]), loadavg()
     stdout, stderr = ctx["logs"] / f"{tag}.out", ctx["logs"] / f"{tag}.err"
-    r = run_child(cmd, ctx["env"], ctx["timeout"], stdout, stderr)
+    r = run_child(cmd, ctx["env"], ctx["timeout"], stdout, stderr, sample_tree=True)
     r.update(tag=tag, waited_for_quiet_s=waited, loadavg_before=load, command=" ".join(map(str, cmd)))
     return r, stdout, stderr
 
@@ -305,10 +217,6 @@ def show(label, r):
 
 # ---------------------------------------------------------------------------------------------------
 # report
-
-def fmt(x, spec, unit=""):
-    return "-" if x is None else f"{x:{spec}}{unit}"
-
 
 def summarise(rec):
     s = {}
@@ -454,32 +362,6 @@ def text_section(rec, s, elapsed):
     return "\n\n".join(out) + "\n"
 
 
-def write_readme(text):
-    path = RESULTS / "README.md"
-    old = path.read_text() if path.exists() else ""
-    section = f"{SECTION_BEGIN}\n{text}\n{SECTION_END}\n"
-    if SECTION_BEGIN in old and SECTION_END in old:
-        head, rest = old.split(SECTION_BEGIN, 1)
-        new = head + section + rest.split(SECTION_END, 1)[1].lstrip("\n")
-    else:
-        new = old.rstrip("\n") + ("\n\n" if old else "") + section
-    path.write_text(new)
-
-
-def git_state():
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        paths = ["beam_pipeline", "transforms", "training"]
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", *paths], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        diff = subprocess.run(["git", "diff", "HEAD", "--", *paths], cwd=ROOT, capture_output=True).stdout
-        return {"commit": head, "sources_modified": bool(dirty),
-                "sources_diff_sha256": hashlib.sha256(diff).hexdigest()[:16] if dirty else None,
-                "sources_status": dirty.splitlines()}
-    except OSError:
-        return None
-
-
 def main(argv=None):
     global RESULTS
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -521,7 +403,7 @@ def main(argv=None):
            "env": dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")}
     ctx["logs"].mkdir(parents=True, exist_ok=True)
     machine = {"cores": os.cpu_count(), "loadavg_at_start": loadavg(),
-               "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git": git_state()}
+               "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git": git_state(SOURCES)}
     print(f"machine: {machine['cores']} cores, load average at start {machine['loadavg_at_start']}", flush=True)
     rec = {"machine": machine, "repeats": a.repeats, "pairs": a.pairs, "score_repeats": a.score_repeats,
            "input": {"reviews": str(REVIEWS), "products": str(PRODUCTS), "review_files": len(review_files),
@@ -584,7 +466,7 @@ def main(argv=None):
     rec["summary"] = summarise(rec)
     (RESULTS / "training.json").write_text(json.dumps(rec, indent=1) + "\n")
     text = text_section(rec, rec["summary"], elapsed)
-    write_readme(text)
+    write_section(RESULTS / "README.md", SECTION_BEGIN, SECTION_END, text)
     print()
     print(text)
     print(f"train bench finished in {elapsed:.0f} s")

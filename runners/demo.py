@@ -375,24 +375,17 @@ def main(argv=None):
 
     started = time.monotonic()
     timings, ok = [], True
-    if a.only in (None, "batch"):
+    for only, name, leg in (("batch", "batch", batch_leg), ("model", "model", model_leg),
+                             ("stream", "streaming", stream_leg)):
+        if a.only not in (None, only):
+            continue
+        if timings:
+            print(flush=True)
         t = time.monotonic()
-        ok = batch_leg(a)
-        timings.append(f"batch leg {time.monotonic() - t:.1f} s")
+        ok = leg(a)
+        timings.append(f"{name} leg {time.monotonic() - t:.1f} s")
         if not ok:
-            return 1
-    if a.only in (None, "model"):
-        print(flush=True)
-        t = time.monotonic()
-        ok = model_leg(a)
-        timings.append(f"model leg {time.monotonic() - t:.1f} s")
-        if not ok:
-            return 1
-    if a.only in (None, "stream"):
-        print(flush=True)
-        t = time.monotonic()
-        ok = stream_leg(a)
-        timings.append(f"streaming leg {time.monotonic() - t:.1f} s")
+            break
     print(f"\n{'Done' if ok else 'FAILED'} in {time.monotonic() - started:.1f} s ({', '.join(timings)}). Azurite "
           f"and the Event Hubs endpoint keep running for inspection; `make stop` stops both.")
     return 0 if ok else 1

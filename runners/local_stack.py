@@ -474,8 +474,9 @@ class EventHubsEndpoint(_ChildService):
     lets the server bind a free port itself (no race) and reads it back from its first output line.
     ``start()`` returns once the port answers the AMQP header; ``stop()`` (SIGTERM: the server closes
     its clients and logs) is idempotent. Usable as a context manager. For an in-process endpoint use
-    ``runners.eventhubs_local.LocalEventHubs``; this class exists so that the endpoint can outlive the
-    command that started it (``detached=True``, as the CLI does).
+    ``runners.eventhubs_local.LocalEventHubs``; this class serves from another process (as a real hub is:
+    an in-process endpoint shares the GIL with the clients it serves), and can outlive the command that
+    started it (``detached=True``, as the CLI does). ``fsync=False`` for throwaway data (tests, benchmarks).
     """
 
     _NAME = "the Event Hubs endpoint"
@@ -484,10 +485,10 @@ class EventHubsEndpoint(_ChildService):
     _EXIT_CONTEXT = "data dir {0.data_dir}"
 
     def __init__(self, data_dir: str | os.PathLike, host: str = DEFAULT_HOST, port: int | None = None,
-                 hub: str = EVENTHUBS_HUB, partitions: int = EVENTHUBS_PARTITIONS):
+                 hub: str = EVENTHUBS_HUB, partitions: int = EVENTHUBS_PARTITIONS, fsync: bool = True):
         super().__init__(data_dir, host, None)  # the port is known once the server has bound it
         self.data_dir = self._dir
-        self.hub, self.partitions = hub, int(partitions)
+        self.hub, self.partitions, self.fsync = hub, int(partitions), fsync
         self._requested_port = port
 
     @property
@@ -501,7 +502,7 @@ class EventHubsEndpoint(_ChildService):
     def command(self) -> list[str]:
         return [sys.executable, "-m", EVENTHUBS_MODULE, "serve", "--data-dir", str(self.data_dir),
                 "--host", self.host, "--port", str(self._requested_port or 0), "--hub", self.hub,
-                "--partitions", str(self.partitions)]
+                "--partitions", str(self.partitions)] + ([] if self.fsync else ["--no-fsync"])
 
     # -- lifecycle hooks
     def _start(self, timeout: float, detached: bool) -> None:

@@ -69,13 +69,10 @@ def _build_multiclass(vocab_size, dim, l2, learning_rate, classes):
 
 
 def _build_binary(vocab_size, dim=1, l2=1e-6, learning_rate=0.01):
-    ids = keras.Input(shape=(None,), sparse=True, dtype="int64", name=TERM_IDS)
-    weights = keras.Input(shape=(None,), sparse=True, dtype="float32", name=TERM_WEIGHTS)
+    ids, weights = _inputs()
     x = SparseTermLayer(vocab_size, dim, l2, name="terms")({TERM_IDS: ids, TERM_WEIGHTS: weights})
-    if dim > 1:
-        x = keras.layers.Dense(1, name="logit")(x)
-    else:
-        x = keras.layers.Dense(1, name="logit", kernel_initializer="ones", trainable=True)(x)
+    # linear model (dim 1): the term weights are the coefficients, the logit layer starts as the identity
+    x = keras.layers.Dense(1, name="logit", kernel_initializer="ones" if dim == 1 else "glorot_uniform")(x)
     out = keras.layers.Activation("sigmoid", name="probability")(x)
     model = keras.Model({TERM_IDS: ids, TERM_WEIGHTS: weights}, out)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy",

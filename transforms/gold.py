@@ -79,6 +79,12 @@ ALL_FAMILIES = FAMILIES + PREDICTED_FAMILIES
 FAMILY_BY_NAME = {f.name: f for f in ALL_FAMILIES}
 
 
+def family(name, top_reviewers=None):
+    """The family called ``name``, with the top-N cut set to ``top_reviewers`` where the family has one."""
+    fam = FAMILY_BY_NAME[name]
+    return dataclass_replace(fam, top=top_reviewers) if fam.top and top_reviewers else fam
+
+
 def review_families(scored):
     """The families a run computes: the rating-derived ones, and the predicted ones when a model scored it."""
     return ALL_FAMILIES if scored else FAMILIES

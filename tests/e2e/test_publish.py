@@ -189,7 +189,7 @@ def test_round_robin_exact_bytes_partitions_and_counts(hubs, sample_files):
     stats = publish(hubs.connection_string, sample_files, partitions=2, batch_size=2, progress=False)
     assert (stats.sent, stats.blank_skipped, stats.rejected, stats.keyed) == (7, 2, 0, 0)
     assert stats.per_partition == {"0": 4, "1": 3}
-    assert stats.seconds > 0 and stats.events_per_s > 0
+    assert isinstance(stats.seconds, float) and isinstance(stats.events_per_s, float)  # reported, not judged
 
     received = _receive(hubs, {"0": 4, "1": 3}, every_partition=True)
     assert _by_partition(received) == {"0": EXPECTED_BODIES[0::2], "1": EXPECTED_BODIES[1::2]}
@@ -209,20 +209,32 @@ def test_shuffle_window_bounded_and_deterministic(hubs, tmp_path):
         assert sorted(first[start:start + 8]) == sorted(lines[start:start + 8]), f"block at {start}"
 
 
-def test_rate_limit_limit_and_batches_cut_at_the_size_limit(hubs, tmp_path):
+def test_rate_limit_limit_and_batches_cut_at_the_size_limit(hubs, tmp_path, monkeypatch):
+    """Every event passes through a token bucket at the requested rate (its pacing is checked with a fake
+    clock in test_parse_rate_shuffle_blocks_token_bucket_redact: no wall-clock timing here)."""
+    import runners.publish as pub
+    buckets = []
+
+    class RecordingBucket(pub.TokenBucket):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.acquired = 0
+            buckets.append(self)
+
+        def acquire(self, n):
+            self.acquired += n
+            super().acquire(n)
+
+    monkeypatch.setattr(pub, "TokenBucket", RecordingBucket)
     lines = _reviews(150)
     # five 300 KiB reviews in the first send round (20 events at 200/s): 1.5 MB does not fit one batch
     lines[10:15] = [json.dumps({"asin": f"S{i}", "reviewText": "y" * (300 * 1024)}).encode() for i in range(5)]
     path = _write_lines(tmp_path / "reviews.jsonl", lines)
     stats = publish(hubs.connection_string, [path], rate="200/s", partitions=1, limit=100, progress=False)
     assert (stats.sent, stats.rejected, stats.per_partition) == (100, 0, {"0": 100})
-    assert stats.seconds >= 0.4, stats                      # 100 events at 200/s: >= 0.5 s by construction
+    assert [(b.rate, b.acquired) for b in buckets] == [(200.0, 100)]
     received = _receive(hubs, {"0": 100})
     assert _by_partition(received) == {"0": lines[:100]}
-    # past the first send round (which opens the link, ~0.5 s, and refills the burst), the rest is paced:
-    # 60 more events at 200/s -> the enqueue times spread over >= 0.3 s
-    times = sorted(r["enqueued"] for r in received)
-    assert (times[-1] - times[0]).total_seconds() >= 0.25
 
 
 def test_cli_key_routing_oversized_summary_json(hubs, tmp_path, monkeypatch, capsys):
@@ -250,7 +262,7 @@ def test_cli_key_routing_oversized_summary_json(hubs, tmp_path, monkeypatch, cap
     # {"asin": 17} is keyed too (a number): 5 + 1 keyed, 3 round robin (0, 1, 0)
     assert {k: result[k] for k in ("sent", "blank_skipped", "rejected", "keyed", "per_partition")} == \
         {"sent": 9, "blank_skipped": 0, "rejected": 1, "keyed": 6, "per_partition": {"0": 2, "1": 1}}
-    assert result["seconds"] > 0 and result["events_per_s"] > 0
+    assert isinstance(result["seconds"], float) and isinstance(result["events_per_s"], float)
 
     # where the endpoint puts a key (CRC-32 of the key modulo 4), plus the round robin over 0 and 1
     key_of = {k: json.loads(k)["asin"] for k in keyed} | {unkeyed[3]: "17"}

@@ -18,9 +18,6 @@ import glob
 import json
 import logging
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -30,6 +27,7 @@ import pytest
 from azure.eventhub import EventData, EventHubProducerClient
 
 from beam_pipeline.pipeline import run
+from runners.local_stack import EventHubsEndpoint
 
 pytestmark = pytest.mark.e2e
 
@@ -41,32 +39,13 @@ T0 = 1_400_000_000                       # 2014-05-13
 
 
 # ------------------------------------------------------------------------------------------ helpers
-class ServedHub:
-    """``runners.eventhubs_local`` serving one hub from a child process; ``.connection_string``."""
+def served_hub(data_dir: Path, partitions: int) -> EventHubsEndpoint:
+    """The local endpoint served from a child process (see tests/e2e/test_eventhub_source.py)."""
+    return EventHubsEndpoint(data_dir, partitions=partitions, fsync=False).start()
 
-    def __init__(self, data_dir: Path, partitions: int):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runners.eventhubs_local", "serve", "--data-dir", str(data_dir), "--port", "0",
-             "--partitions", str(partitions), "--no-fsync", "--log-level", "WARNING"],
-            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        line = self.proc.stdout.readline().strip()
-        if not line.startswith("Endpoint=sb://"):
-            self.stop()
-            raise RuntimeError(f"the local Event Hubs endpoint did not start: {line!r}")
-        self.connection_string = line
 
-    def producer(self) -> EventHubProducerClient:
-        return EventHubProducerClient.from_connection_string(self.connection_string, **CLIENT_KW)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc.stdout.close()
+def producer(eh: EventHubsEndpoint) -> EventHubProducerClient:
+    return EventHubProducerClient.from_connection_string(eh.connection_string, **CLIENT_KW)
 
 
 def send(producer: EventHubProducerClient, partition: str, bodies: list[bytes]) -> None:
@@ -88,7 +67,7 @@ def body_of(obj) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def run_job(hub: ServedHub, output: Path, *extra: str) -> dict:
+def run_job(hub: EventHubsEndpoint, output: Path, *extra: str) -> dict:
     argv = ["--source=eventhub", f"--output={output}", "--run_id=test", "--start_position=earliest",
             "--max_record_bytes=2048", *extra]
     with pytest.MonkeyPatch.context() as mp:
@@ -165,11 +144,11 @@ N_PUBLISHED = sum(len(v) for v in EVENTS.values())
 def bad_events_run(tmp_path_factory):
     """EVENTS published before the job (one send per partition), then one run of the whole job from the
     earliest events, with windows and out-of-orderness wide enough (10 years) that nothing is late."""
-    hub = ServedHub(tmp_path_factory.mktemp("eh-bad") / "eh", partitions=4)
+    hub = served_hub(tmp_path_factory.mktemp("eh-bad") / "eh", partitions=4)
     try:
-        with hub.producer() as producer:
+        with producer(hub) as client:
             for pid, events in EVENTS.items():
-                send(producer, pid, [body for body, _ in events])
+                send(client, pid, [body for body, _ in events])
         output = tmp_path_factory.mktemp("bad-out")
         summary = run_job(hub, output, "--stop_after_idle_s=1.5", "--window_size=3650d",
                           "--max_out_of_orderness=3650d")
@@ -278,12 +257,12 @@ def too_late_run(tmp_path_factory):
     read), then - sent while the job runs, LATE_WAIT_S after it resolved its start positions, by when it
     has long read the first two - a review at T again: its only window [T0, T0+1h) closed at the
     watermark, so it is a dead letter too_late at stage window."""
-    hub = ServedHub(tmp_path_factory.mktemp("eh-late") / "eh", partitions=1)
+    hub = served_hub(tmp_path_factory.mktemp("eh-late") / "eh", partitions=1)
     try:
         first = body_of(review(1, unixReviewTime=T_LATE))
         second = body_of(review(2, unixReviewTime=T_LATE + 10 * HOUR))
         late = body_of(review(3, unixReviewTime=T_LATE))
-        producer = hub.producer()
+        client = producer(hub)
         errors: list = []
         resolved = threading.Event()
 
@@ -296,7 +275,7 @@ def too_late_run(tmp_path_factory):
             try:
                 assert resolved.wait(60), "the job did not resolve its start position"
                 time.sleep(LATE_WAIT_S)
-                send(producer, "0", [late])
+                send(client, "0", [late])
             except BaseException as exc:  # noqa: BLE001
                 errors.append(exc)
 
@@ -305,8 +284,8 @@ def too_late_run(tmp_path_factory):
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         try:
-            send(producer, "0", [first])
-            send(producer, "0", [second])
+            send(client, "0", [first])
+            send(client, "0", [second])
             publisher = threading.Thread(target=publish_late, name="too-late-publisher", daemon=True)
             publisher.start()
             output = tmp_path_factory.mktemp("late-out")
@@ -316,7 +295,7 @@ def too_late_run(tmp_path_factory):
         finally:
             log.removeHandler(handler)
             log.setLevel(old_level)
-            producer.close()
+            client.close()
         assert not errors, errors
         return summary, output, (first, second, late)
     finally:

@@ -2,7 +2,6 @@
 SavedModel alone, on generated data; and the real reviews (skipped when ../shared/data is absent) with the
 unseen-category evaluation next to both baselines from the same run."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipeline.checkpoints import CHECKPOINT_FILE, INTENT_FILE, CheckpointStore
+from beam_pipeline.checkpoints import CHECKPOINT_FILE, CheckpointStore
 
 HOUR = 3600
 

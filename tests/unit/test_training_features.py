@@ -9,7 +9,6 @@ unit L2 length; terms outside the vocabulary map to the out-of-vocabulary bucket
 """
 import json
 import math
-import os
 from collections import Counter
 
 import numpy as np
