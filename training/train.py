@@ -202,12 +202,19 @@ def scoring_throughput(model_dir, ex, batch=4096, repeats=3):
     return repeats * len(ex.summary[:batch]) / (time.perf_counter() - t0)
 
 
+def _test_set(d):
+    if d["split"] == "category":
+        return f"test categories, never seen in training: {', '.join(d['test_categories'])}"
+    return f"test reviews chosen by {'review-key hash' if d['split'] == 'hash' else 'time (the latest)'}, " \
+           f"from the same categories as training ({', '.join(d['test_categories'])})"
+
+
 def write_report(report, output):
     with open(os.path.join(output, "report.json"), "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=1, sort_keys=True, default=float)
     lines = ["# Sentiment model: evaluation", "",
-             f"Test split: {report['data']['split']}; test categories (never seen in training): "
-             f"{', '.join(report['data']['test_categories'])}. Examples: {report['data']['examples']}.",
+             f"Test split: {report['data']['split']}; {_test_set(report['data'])}. "
+             f"Examples: {report['data']['examples']}.",
              f"Label rule: {report['data']['label_rule']}. "
              + ("Thresholds chosen on the validation split." if report["model"]["classes"] == 2 else
                 "Label = the most probable class."), "",
@@ -246,14 +253,14 @@ def write_model_card(report, output):
         "## Data",
         f"Silver reviews of the project's own batch job (`{d['silver']}`): {d['examples']} labelled reviews. "
         f"Label: {d['label_rule']}. Split: {d['split']}; training categories: {', '.join(d['train_categories'])}; "
-        f"test categories, never seen in training: {', '.join(d['test_categories'])}. Analyzers (vocabulary, "
-        "document frequencies) were computed on the training split only.", "",
+        f"{_test_set(d)}. Analyzers (vocabulary, document frequencies) were computed on the training split "
+        "only.", "",
         "## Model",
         f"{m['kind']}; vocabulary of {m['vocabulary']:,} terms (tokens and bigrams seen at least twice); balanced "
         f"class weights {m['class_weights']}; Adam (learning rate {m['learning_rate']}), L2 {m['l2']}, batch "
-        f"{m['batch_size']}, early stopping on validation AUC after {m['epochs_run']} epochs. Hyper-parameters are "
-        "fixed defaults, not tuned on the test categories.", "",
-        "## Results on the test categories",
+        f"{m['batch_size']}, early stopping on {m['early_stopping_on']} after {m['epochs_run']} epochs. Hyper-parameters are "
+        "fixed defaults, not tuned on the test split.", "",
+        "## Results on the test split",
         f"ROC AUC {r.get('roc_auc', r.get('roc_auc_ovr')):.4f}, macro-F1 {r['macro_f1']:.4f}, accuracy {r['accuracy']:.4f}, balanced "
         f"accuracy {r['balanced_accuracy']:.4f} (95 % bootstrap intervals and the baselines in report.md). "
         f"Training {t['train_s']} s, tf.Transform {t['transform_s']} s, scoring {t['scoring_reviews_per_s']:,.0f} "
