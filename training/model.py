@@ -1,8 +1,13 @@
 """The Keras text classifier on tf-idf features, and the serving module that is exported.
 
-The classifier is a logistic regression over the tf-idf weights of the vocabulary terms (a sparse
-linear layer: one weight per term), optionally an embedding bag (``dim`` > 1: the tf-idf-weighted sum of
-term vectors, then a dense layer). Start simple: the linear model is the default.
+The classifier is a logistic regression over the tf-idf weights of the vocabulary terms of each feature
+group (words and character n-grams: a sparse linear layer per group, one weight per term, summed, plus a
+bias), optionally an embedding bag (``dim`` > 1: the tf-idf-weighted sum of term vectors, then a dense
+layer). Start simple: the linear model is the default.
+
+In the linear model the layer after the term weights is fixed (identity kernel, only its bias trains).
+A trainable kernel there would undo the L2 penalty on the term weights (shrink them, scale the kernel up
+by as much: the same predictions at a lower penalty), which is what an earlier version did.
 
 ``ServingModule`` wraps the transform graph (tf.Transform's layer) and the classifier under one
 signature, so the SavedModel alone turns raw text into a probability and a label:
@@ -16,67 +21,74 @@ probable class (0 negative, 1 neutral, 2 positive); the graph's scoring step tak
 import keras
 import tensorflow as tf
 
-from training.features import TERM_IDS, TERM_WEIGHTS
+from training.features import ids_name, weights_name
+
+OPTIMIZERS = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}
 
 
 class SparseTermLayer(keras.layers.Layer):
-    """Sparse term ids + tf-idf weights -> the weighted sum of per-term vectors (an embedding bag)."""
+    """One group's sparse term ids + tf-idf weights -> the weighted sum of per-term vectors (an embedding
+    bag; a vector of width 1 is a linear model's coefficient). ``l2`` is Keras's: ``l2 * sum(w^2)`` joins
+    the mean loss."""
 
-    def __init__(self, vocab_size, dim=1, l2=0.0, **kwargs):
+    def __init__(self, vocab_size, dim=1, l2=0.0, group="word", initializer="zeros", **kwargs):
         super().__init__(**kwargs)
-        self.vocab_size, self.dim, self.l2 = vocab_size, dim, l2
+        self.vocab_size, self.dim, self.l2, self.group = vocab_size, dim, l2, group
+        self.initializer = initializer
 
     def build(self, input_shape):
-        self.table = self.add_weight(name="terms", shape=(self.vocab_size, self.dim), initializer="zeros"
-                                     if self.dim == 1 else "glorot_uniform",
+        self.table = self.add_weight(name="terms", shape=(self.vocab_size, self.dim), initializer=self.initializer,
                                      regularizer=keras.regularizers.L2(self.l2) if self.l2 else None)
 
     def call(self, inputs):
-        ids, weights = inputs[TERM_IDS], inputs[TERM_WEIGHTS]
-        out = tf.nn.embedding_lookup_sparse(tf.convert_to_tensor(self.table), ids, weights, combiner="sum")
-        # rows beyond the last row with a term are missing from the lookup: pad to the batch
-        rows = tf.shape(ids, out_type=tf.int64)[0]
-        return tf.pad(out, [[0, rows - tf.shape(out, out_type=tf.int64)[0]], [0, 0]])
+        return bag(self.table, inputs[ids_name(self.group)], inputs[weights_name(self.group)])
 
     def compute_output_shape(self, input_shape):
         return (None, self.dim)
 
     def get_config(self):
-        return {**super().get_config(), "vocab_size": self.vocab_size, "dim": self.dim, "l2": self.l2}
+        return {**super().get_config(), "vocab_size": self.vocab_size, "dim": self.dim, "l2": self.l2,
+                "group": self.group, "initializer": self.initializer}
 
 
-def build_classifier(vocab_size, dim=1, l2=1e-6, learning_rate=0.01, classes=2):
-    """Binary (one sigmoid output, the default) or ``classes``-way softmax (negative / neutral / positive)."""
+def bag(table, ids, weights):
+    """sum over a review's terms of weight * table[id] -> [batch, width] (reviews with no term: zeros)."""
+    out = tf.nn.embedding_lookup_sparse(tf.convert_to_tensor(table), ids, weights, combiner="sum")
+    # rows beyond the last row with a term are missing from the lookup: pad to the batch
+    rows = tf.shape(ids, out_type=tf.int64)[0]
+    return tf.pad(out, [[0, rows - tf.shape(out, out_type=tf.int64)[0]], [0, 0]])
+
+
+def build_classifier(vocab_sizes, dim=1, l2=1.5e-4, learning_rate=8.0, classes=2, optimizer="sgd"):
+    """``vocab_sizes``: {group: vocabulary size including out-of-vocabulary buckets}. Binary (one sigmoid
+    output, the default) or ``classes``-way softmax (negative / neutral / positive). ``dim`` 1: linear;
+    > 1: embedding bag of that width and a dense layer."""
+    linear = dim == 1
+    width = (classes if classes > 2 else 1) if linear else dim
+    inputs = {}
+    bags = []
+    for group, size in vocab_sizes.items():
+        ids = keras.Input(shape=(None,), sparse=True, dtype="int64", name=ids_name(group))
+        weights = keras.Input(shape=(None,), sparse=True, dtype="float32", name=weights_name(group))
+        inputs.update({ids_name(group): ids, weights_name(group): weights})
+        bags.append(SparseTermLayer(size, width, l2, group, "zeros" if linear else "glorot_uniform",
+                                    name=f"{group}_terms")(
+            {ids_name(group): ids, weights_name(group): weights}))
+    x = bags[0] if len(bags) == 1 else keras.layers.Add(name="terms")(bags)
+    outputs = classes if classes > 2 else 1
+    logit = keras.layers.Dense(outputs, name="logit",
+                               kernel_initializer="identity" if linear else "glorot_uniform")
+    x = logit(x)
+    if linear:
+        logit.kernel.trainable = False  # see the module docstring: only the bias learns here
+    out = keras.layers.Activation("softmax" if classes > 2 else "sigmoid", name="probability")(x)
+    model = keras.Model(inputs, out)
     if classes > 2:
-        return _build_multiclass(vocab_size, dim, l2, learning_rate, classes)
-    return _build_binary(vocab_size, dim, l2, learning_rate)
-
-
-def _inputs():
-    return (keras.Input(shape=(None,), sparse=True, dtype="int64", name=TERM_IDS),
-            keras.Input(shape=(None,), sparse=True, dtype="float32", name=TERM_WEIGHTS))
-
-
-def _build_multiclass(vocab_size, dim, l2, learning_rate, classes):
-    ids, weights = _inputs()
-    x = SparseTermLayer(vocab_size, max(dim, classes) if dim > 1 else classes, l2, name="terms")(
-        {TERM_IDS: ids, TERM_WEIGHTS: weights})
-    out = keras.layers.Dense(classes, activation="softmax", name="logit")(x)
-    model = keras.Model({TERM_IDS: ids, TERM_WEIGHTS: weights}, out)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    return model
-
-
-def _build_binary(vocab_size, dim=1, l2=1e-6, learning_rate=0.01):
-    ids, weights = _inputs()
-    x = SparseTermLayer(vocab_size, dim, l2, name="terms")({TERM_IDS: ids, TERM_WEIGHTS: weights})
-    # linear model (dim 1): the term weights are the coefficients, the logit layer starts as the identity
-    x = keras.layers.Dense(1, name="logit", kernel_initializer="ones" if dim == 1 else "glorot_uniform")(x)
-    out = keras.layers.Activation("sigmoid", name="probability")(x)
-    model = keras.Model({TERM_IDS: ids, TERM_WEIGHTS: weights}, out)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy",
-                  metrics=[keras.metrics.AUC(name="auc")])
+        model.compile(optimizer=OPTIMIZERS[optimizer](learning_rate), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+    else:
+        model.compile(optimizer=OPTIMIZERS[optimizer](learning_rate), loss="binary_crossentropy",
+                      metrics=[keras.metrics.AUC(name="auc")])
     return model
 
 
@@ -87,7 +99,9 @@ class ServingModule(tf.Module):
     def __init__(self, classifier, tft_output, threshold):
         super().__init__()
         self.tft_layer = tft_output.transform_features_layer()
-        self.table = tf.Variable(classifier.get_layer("terms").get_weights()[0], trainable=False, name="terms")
+        self.groups = [layer.group for layer in classifier.layers if isinstance(layer, SparseTermLayer)]
+        self.tables = [tf.Variable(classifier.get_layer(f"{g}_terms").get_weights()[0], trainable=False,
+                                   name=f"{g}_terms") for g in self.groups]
         kernel, bias = classifier.get_layer("logit").get_weights()
         self.kernel = tf.Variable(kernel, trainable=False, name="kernel")
         self.bias = tf.Variable(bias, trainable=False, name="bias")
@@ -97,10 +111,9 @@ class ServingModule(tf.Module):
                                   tf.TensorSpec([None], tf.string, name="review_text")])
     def serve(self, summary, review_text):
         features = self.tft_layer({"summary": summary, "review_text": review_text})
-        ids, weights = features[TERM_IDS], features[TERM_WEIGHTS]
-        bag = tf.nn.embedding_lookup_sparse(self.table, ids, weights, combiner="sum")
-        bag = tf.pad(bag, [[0, tf.shape(summary)[0] - tf.shape(bag)[0]], [0, 0]])
-        logits = tf.matmul(bag, self.kernel) + self.bias
+        bags = [bag(table, features[ids_name(g)], features[weights_name(g)])
+                for g, table in zip(self.groups, self.tables)]
+        logits = tf.matmul(tf.add_n(bags), self.kernel) + self.bias
         if self.kernel.shape[-1] == 1:
             probability = tf.reshape(tf.sigmoid(logits), [-1])
             return {"probability": probability, "label": tf.cast(probability >= self.threshold, tf.int32)}

@@ -2,10 +2,12 @@
 documented tf-idf on a handful of rows (analyzers over the given data only).
 
 Expected values are computed here from the documented rules: text = summary + " " + review_text,
-normalised; terms = tokens + bigrams; the vocabulary keeps terms seen at least twice (frequency threshold
-2, counted over the analysed data); tf = count of the term in the review / number of terms in the review;
+normalised; two groups of terms: words = tokens + bigrams, chars = the 3-, 4- and 5-character n-grams of
+each "<token>"; per group, the vocabulary keeps terms seen at least twice (frequency threshold 2, counted
+over the analysed data); tf = count of the term in the review / number of the group's terms in the review;
 idf = 1 + ln((1 + N) / (1 + df)) (tf.Transform's smoothed idf); each review's weights are then scaled to
-unit L2 length; terms outside the vocabulary map to the out-of-vocabulary bucket.
+unit L2 length, and the character group's multiplied by CHAR_WEIGHT; terms outside the vocabulary map to
+the out-of-vocabulary bucket.
 """
 import json
 import math
@@ -18,8 +20,8 @@ import pytest
 tf = pytest.importorskip("tensorflow", reason="the training extra (tensorflow, tensorflow-transform) is not installed")
 tft = pytest.importorskip("tensorflow_transform")
 
-from training.features import (LABEL, OOV_BUCKETS, TERM_IDS, TERM_WEIGHTS, VOCABULARY,  # noqa: E402
-                               normalize_text, preprocessing_fn)
+from training.features import (CHAR_WEIGHT, GROUPS, LABEL, OOV_BUCKETS, char_terms, ids_name,  # noqa: E402
+                               normalize_text, preprocessing_fn, weights_name)
 from transforms.text import normalize_for_model  # noqa: E402
 
 TEXTS = [
@@ -45,11 +47,23 @@ def test_tf_normalisation_equals_the_arrow_one(text):
 ROWS = [("Great pan", "great pan, love it"), ("Awful", "broke fast"), ("great lid", "love it")]
 
 
-def _expected(rows):
+def _char_ngrams(tokens):
+    return [w[j:j + n] for w in (f"<{t}>" for t in tokens) for n in (3, 4, 5) for j in range(len(w) - n + 1)]
+
+
+def test_char_terms_are_the_3_to_5_character_ngrams_of_each_wrapped_token():
+    got = char_terms(tf.ragged.constant([["pan", "a"], [], ["café"]])).to_list()
+    assert [sorted(t.decode("utf-8") for t in row) for row in got] == \
+        [sorted(_char_ngrams(["pan", "a"])), [], sorted(_char_ngrams(["café"]))]
+    assert sorted(_char_ngrams(["pan"])) == sorted(["<pa", "pan", "an>", "<pan", "pan>", "<pan>"])
+
+
+def _expected(rows, group):
     docs = []
     for s, r in rows:
         tokens = normalize_for_model(pa.array([f"{s} {r}"]))[0].as_py().split()
-        docs.append(tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])])
+        docs.append(tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])] if group == "word"
+                    else _char_ngrams(tokens))
     freq = Counter(t for d in docs for t in d)
     vocab = {t for t, c in freq.items() if c >= 2}
     n = len(docs)
@@ -60,7 +74,8 @@ def _expected(rows):
         counts = Counter(mapped)
         w = {t: (c / len(d)) * (1 + math.log((1 + n) / (1 + df[t]))) for t, c in counts.items()}
         norm = math.sqrt(sum(v * v for v in w.values()))  # each review's weights scaled to unit length
-        out.append({t: v / norm for t, v in w.items()})
+        scale = CHAR_WEIGHT if group == "char" else 1.0
+        out.append({t: scale * v / norm for t, v in w.items()})
     return vocab, out
 
 
@@ -85,19 +100,17 @@ def test_preprocessing_fn_gives_the_documented_tfidf(tmp_path):
     with open(tmp_path / "rows", encoding="utf-8") as fh:
         results = [json.loads(line) for line in fh]
     out = tft.TFTransformOutput(str(tmp_path / "tft"))
-    vocab_list = [t.decode() if isinstance(t, bytes) else t for t in out.vocabulary_by_name(VOCABULARY)]
-    want_vocab, want = _expected(ROWS)
-    assert set(vocab_list) == want_vocab
-    names = {i: t for i, t in enumerate(vocab_list)}
-    names.update({len(vocab_list) + k: "<oov>" for k in range(OOV_BUCKETS)})
-    by_label = {}
-    for r in results:
-        got = {names[int(i)]: float(w) for i, w in zip(r[TERM_IDS], r[TERM_WEIGHTS])}
-        by_label.setdefault(int(r[LABEL]), []).append(got)
-    got_docs = sorted([g for gs in by_label.values() for g in gs], key=lambda d: sorted(d))
-    want_docs = sorted(want, key=lambda d: sorted(d))
-    assert len(got_docs) == len(want_docs)
-    for g, w in zip(got_docs, want_docs):
-        assert g.keys() == w.keys()
-        for t in w:
-            assert g[t] == pytest.approx(w[t], rel=1e-5), t
+    assert len(results) == len(ROWS)
+    for group in GROUPS:
+        vocab_list = [t.decode() if isinstance(t, bytes) else t for t in out.vocabulary_by_name(group)]
+        want_vocab, want = _expected(ROWS, group)
+        assert set(vocab_list) == want_vocab
+        names = {i: t for i, t in enumerate(vocab_list)}
+        names.update({len(vocab_list) + k: "<oov>" for k in range(OOV_BUCKETS)})
+        got_docs = sorted(({names[int(i)]: float(w) for i, w in zip(r[ids_name(group)], r[weights_name(group)])}
+                           for r in results), key=lambda d: sorted(d))
+        want_docs = sorted(want, key=lambda d: sorted(d))
+        for g, w in zip(got_docs, want_docs):
+            assert g.keys() == w.keys()
+            for t in w:
+                assert g[t] == pytest.approx(w[t], rel=1e-5), (group, t)
