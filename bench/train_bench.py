@@ -159,7 +159,7 @@ def run_training(ctx, silver, tag):
         r["timing"] = t
         r["baselines_total_s"] = round(sum((t.get("baselines_s") or {}).values()), 2)
         r["examples"] = rep["data"]["examples"]
-        r["model"] = {k: rep["model"].get(k) for k in ("vocabulary", "epochs_run", "best_val_auc", "threshold")}
+        r["model"] = {k: rep["model"].get(k) for k in ("vocabulary", "optimizer", "iterations_run", "epochs_run", "best_validation", "threshold")}
         r["test"] = {name: {k: res.get(k) for k in ("roc_auc", "macro_f1", "accuracy") if k in res}
                      for name, res in rep["results"].items()}
         r["ok"] = r["rc"] == 0 and (out / "saved_model" / "saved_model.pb").exists()

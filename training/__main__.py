@@ -42,15 +42,18 @@ def build_parser():
     p.add_argument("--category", choices=CATEGORY_SOURCES, default="source",
                    help="a review's category: the stem of its source file ('source', the real data has one "
                         "file per category; default) or its product's main_cat")
-    p.add_argument("--epochs", type=int, default=30, help="most epochs; early stopping on validation AUC. Default 30")
-    p.add_argument("--patience", type=int, default=3, help="epochs without a better validation AUC. Default 3")
+    p.add_argument("--epochs", type=int, default=30, help="adam/sgd: most epochs; early stopping on validation AUC. Default 30")
+    p.add_argument("--patience", type=int, default=3, help="early stopping: epochs (adam/sgd) or checks every 10 iterations "
+                                                                "(lbfgs) without a better validation score. Default 3")
     p.add_argument("--batch_size", type=int, default=256, help="Default 256")
-    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
-                   help="adam (default: its validation AUC rose steadily on the real data) or sgd (plain SGD; at "
-                        "8.0 it reached the same optimum on fixed features but its validation AUC jumped between "
-                        "epochs)")
-    p.add_argument("--learning_rate", type=float, default=None, help="Default 0.003 for adam, 8.0 for sgd")
-    p.add_argument("--l2", type=float, default=3e-4,
+    p.add_argument("--optimizer", choices=("auto", "lbfgs", "adam", "sgd"), default="auto",
+                   help="lbfgs: the whole training split as one batch, L-BFGS towards the minimum of the convex loss "
+                        "(binary linear model only), validation AUC checked every 10 iterations (early stopping); "
+                        "adam or sgd: mini-batches of --batch_size for --epochs. auto (default): lbfgs for the "
+                        "binary linear model, adam otherwise")
+    p.add_argument("--learning_rate", type=float, default=None, help="adam: default 0.003; sgd: default 8.0")
+    p.add_argument("--max_iterations", type=int, default=500, help="lbfgs: most iterations. Default 500")
+    p.add_argument("--l2", type=float, default=3e-6,
                    help="L2 penalty: the loss is the class-weighted mean log loss + l2/2 * |w|^2 over the term "
                         "weights. Default 3e-6 (chosen by leave-one-category-out cross-validation on the non-test "
                         "categories of the real data, bench/model_selection.py)")
@@ -105,6 +108,7 @@ def main(argv=None):
                        l2=args.l2, dim=args.dim, patience=args.patience, seed=args.seed, n_boot=args.bootstrap,
                        baselines=not args.no_baselines, norm=args.tfidf_norm, validation=args.validation,
                        classes=args.classes, optimizer=args.optimizer,
+                       max_iterations=args.max_iterations,
                        progress=progress)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

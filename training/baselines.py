@@ -110,10 +110,11 @@ def _dot(a, b):
     return float(np.einsum("i,i->", a, b))
 
 
-def _minimize_lbfgs(fun, x0, max_iter, tol, memory=10):
+def minimize_lbfgs(fun, x0, max_iter, tol, memory=10, callback=None):
     """Minimise a smooth convex ``fun(x) -> (value, gradient)`` with L-BFGS and Armijo backtracking.
     Stops when the largest gradient component is below ``tol``, the relative decrease of the value
-    falls below ``1e-10``, or after ``max_iter`` iterations. Returns (x, iterations)."""
+    falls below ``1e-10``, after ``max_iter`` iterations, or when ``callback(iteration, x, value)``
+    returns True. Returns (x, iterations)."""
     x = x0
     f, g = fun(x)
     history = deque(maxlen=memory)                    # (s, y, 1 / s.y)
@@ -151,7 +152,7 @@ def _minimize_lbfgs(fun, x0, max_iter, tol, memory=10):
             history.append((s, y, 1.0 / sy))
         decrease = (f - f_new) / max(abs(f), abs(f_new), 1.0)
         x, f, g = x_new, f_new, g_new
-        if decrease < 1e-10:
+        if decrease < 1e-10 or (callback is not None and callback(iteration, x, f)):
             return x, iteration
     return x, max_iter
 
@@ -168,10 +169,11 @@ class LogisticRegression:
             raise ValueError("l2 must be >= 0 and max_iter >= 1")
         self.l2, self.max_iter, self.tol = l2, max_iter, tol
 
-    def fit(self, x, y, sample_weight=None, start=None):
+    def fit(self, x, y, sample_weight=None, start=None, callback=None):
         """``start``: initial (coef..., intercept), e.g. a solution for another ``l2``. Columns with no
         non-zero in ``x`` get weight 0 (their exact optimum) and are left out of the optimisation, so
-        its vectors are as long as the columns the training rows use, not ``n_cols``."""
+        its vectors are as long as the columns the training rows use, not ``n_cols``. ``callback(iteration,
+        theta, loss)`` is called after each iteration with the full (coef..., intercept); True stops the fit."""
         y = np.asarray(y, dtype=np.float64)
         weight = np.ones(x.n_rows) if sample_weight is None else np.asarray(sample_weight, np.float64)
         weight = weight / weight.sum()
@@ -194,7 +196,13 @@ class LogisticRegression:
             theta[-1] = math.log(prior / (1.0 - prior))  # the weighted class prior
         else:
             theta = np.append(np.asarray(start[:-1], dtype=np.float64)[used], start[-1])
-        theta, self.n_iter_ = _minimize_lbfgs(loss_and_gradient, theta, self.max_iter, self.tol)
+        def full(theta_used):
+            out = np.zeros(x.n_cols + 1)
+            out[used], out[-1] = theta_used[:-1], theta_used[-1]
+            return out
+
+        theta, self.n_iter_ = minimize_lbfgs(loss_and_gradient, theta, self.max_iter, self.tol, callback=None if
+                                             callback is None else lambda i, t, f: callback(i, full(t), f))
         self.coef_ = np.zeros(x.n_cols)
         self.coef_[used] = theta[:-1]
         self.intercept_ = float(theta[-1])

@@ -23,6 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from training import data as data_mod
+from training import lbfgs
 try:
     from training import evaluate
 except ImportError:  # pragma: no cover
@@ -96,17 +97,36 @@ def _predict(classifier, records, split, tft_output, batch_size):
             np.concatenate(scores) if scores else np.zeros(0))
 
 
-DEFAULT_LEARNING_RATES = {"sgd": 8.0, "adam": 0.003}
+DEFAULT_LEARNING_RATES = {"sgd": 8.0, "adam": 0.003, "lbfgs": None}
+
+
+def _fit_keras(classifier, records, tft_output, train_y, classes, monitor, epochs, batch_size, patience, seed,
+               progress):
+    """Mini-batch training (--optimizer adam / sgd) with early stopping on the validation split."""
+    history = classifier.fit(
+        dataset(records, "train", tft_output, batch_size, shuffle=True, seed=seed), epochs=epochs,
+        validation_data=dataset(records, "validation", tft_output, 1024),
+        class_weight=class_weights(train_y, classes), verbose=0, callbacks=[
+            tf.keras.callbacks.EarlyStopping(monitor=monitor, mode="max" if classes == 2 else "min",
+                                             patience=patience, restore_best_weights=True),
+            tf.keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: progress(
+                f"epoch {e + 1}: " + " ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items()))))])
+    best = max(history.history["val_auc"]) if classes == 2 else -min(history.history["val_loss"])
+    return {"epochs_run": len(history.history["loss"]), "best_validation": float(best)}
 
 
 def train(silver, output, *, split="category", holdout=None, category_source="source", epochs=30, batch_size=256,
           learning_rate=None, l2=3e-6, dim=1, patience=3, seed=0, n_boot=1000, baselines=True, workdir=None,
-          norm="l2", validation="categories", classes=2, optimizer="adam", progress=print):
+          norm="l2", validation="categories", classes=2, optimizer="auto", max_iterations=500, progress=print):
     """The whole run; returns the report dict (also written as report.json / report.md under ``output``).
 
     ``l2``: the objective is the class-weighted mean log loss + ``l2 / 2 * |w|^2`` over the term weights
     (the baselines' convention). The default features and L2 were chosen by leave-one-category-out
     cross-validation over the non-test categories of the real data (bench/model_selection.py)."""
+    if optimizer == "auto":  # L-BFGS where the loss is convex: the binary linear model
+        optimizer = "lbfgs" if classes == 2 and dim == 1 else "adam"
+    if optimizer not in DEFAULT_LEARNING_RATES:
+        raise ValueError(f"optimizer must be auto or one of {sorted(DEFAULT_LEARNING_RATES)}")
     learning_rate = learning_rate or DEFAULT_LEARNING_RATES[optimizer]
     t_start = time.monotonic()
     tf.keras.utils.set_random_seed(seed)
@@ -132,19 +152,23 @@ def train(silver, output, *, split="category", holdout=None, category_source="so
              + f" from the training split ({transform_s:.1f} s)")
 
     train_y = ex.take("train").label
-    classifier = build_classifier(vocab, dim=dim, l2=l2 / 2, learning_rate=learning_rate, classes=classes,
-                                  optimizer=optimizer)
+    # lbfgs fits the weights itself (training.lbfgs); the compiled optimizer then goes unused
+    classifier = build_classifier(vocab, dim=dim, l2=l2 / 2, learning_rate=learning_rate or 0.003, classes=classes,
+                                  optimizer="adam" if optimizer == "lbfgs" else optimizer)
     monitor = "val_auc" if classes == 2 else "val_loss"
     t0 = time.monotonic()
-    history = classifier.fit(
-        dataset(records, "train", tft_output, batch_size, shuffle=True, seed=seed), epochs=epochs,
-        validation_data=dataset(records, "validation", tft_output, 1024),
-        class_weight=class_weights(train_y, classes), verbose=0, callbacks=[
-            tf.keras.callbacks.EarlyStopping(monitor=monitor, mode="max" if classes == 2 else "min",
-                                             patience=patience, restore_best_weights=True),
-            tf.keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: progress(
-                f"epoch {e + 1}: " + " ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items()))))])
+    if optimizer == "lbfgs":
+        whole = lambda split: next(iter(dataset(records, split, tft_output, 1 << 30)))  # noqa: E731
+        fitted = lbfgs.fit(classifier, whole("train"), whole("validation"), class_weights(train_y, classes),
+                           l2=l2, max_iter=max_iterations, patience=patience, progress=progress)
+        fit_summary = {"iterations_run": fitted["iterations"], "best_iteration": fitted["best_iteration"],
+                       "best_validation": fitted["best_validation"]}
+    else:
+        fit_summary = _fit_keras(classifier, records, tft_output, train_y, classes, monitor, epochs, batch_size,
+                                 patience, seed, progress)
     train_s = time.monotonic() - t0
+    progress(f"fitted ({optimizer}): " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                                   for k, v in fit_summary.items()) + f" ({train_s:.1f} s)")
 
     test_y, test_p = _predict(classifier, records, "test", tft_output, 1024)
     if classes == 2:
@@ -191,9 +215,7 @@ def train(silver, output, *, split="category", holdout=None, category_source="so
         "model": {"kind": ("logistic regression on tf-idf of words + bigrams and character 3-5-grams" if dim == 1
                            else f"embedding bag dim {dim}"),
                   "vocabulary": {g: n - OOV_BUCKETS for g, n in vocab.items()},
-                  "epochs_run": len(history.history["loss"]), "optimizer": optimizer,
-                  "classes": classes, "early_stopping_on": monitor,
-                  "best_val_auc": float(max(history.history["val_auc"])) if classes == 2 else None,
+                  **fit_summary, "optimizer": optimizer, "classes": classes, "early_stopping_on": monitor,
                   "class_weights": class_weights(train_y, classes),
                   "threshold": float(threshold), "learning_rate": learning_rate, "l2": l2, "batch_size": batch_size,
                   "tfidf_norm": norm},
@@ -255,6 +277,12 @@ def _multiclass_table(r):
     return "\n".join(rows)
 
 
+def _fit_words(m):
+    if m["optimizer"] == "lbfgs":
+        return f"checked every 10 iterations; best at iteration {m['best_iteration']} of {m['iterations_run']}"
+    return f"after {m['epochs_run']} epochs"
+
+
 def write_model_card(report, output):
     d, m, r, t = report["data"], report["model"], report["results"]["model"], report["timing"]
     lines = [
@@ -273,9 +301,11 @@ def write_model_card(report, output):
         "## Model",
         f"{m['kind']}; vocabularies (terms seen at least twice in training): "
         + ", ".join(f"{n:,} {g} terms" for g, n in m["vocabulary"].items())
-        + f"; balanced class weights {m['class_weights']}; {m['optimizer'].upper()} (learning rate "
-        f"{m['learning_rate']}), L2 {m['l2']} (mean loss + l2/2 |w|^2), batch {m['batch_size']}, early stopping on "
-        f"{m['early_stopping_on']} after {m['epochs_run']} epochs. The default features and L2 were chosen on the "
+        + f"; balanced class weights {m['class_weights']}; "
+        + (f"full-batch L-BFGS (the loss is convex), " if m["optimizer"] == "lbfgs" else
+           f"{m['optimizer'].upper()} (learning rate {m['learning_rate']}, batch {m['batch_size']}), ")
+        + f"L2 {m['l2']} (mean loss + l2/2 |w|^2), early stopping on "
+        f"{m['early_stopping_on']} ({_fit_words(m)}). The default features and L2 were chosen on the "
         "non-test categories of the real data (leave-one-category-out cross-validation), never on the test "
         "split.", "",
         "## Results on the test split",

@@ -34,7 +34,7 @@ def generated_model(tmp_path_factory):
 
 def test_progress_per_epoch_and_report_files(generated_model):
     out, stdout = generated_model
-    assert "epoch 1:" in stdout and "val_auc" in stdout
+    assert "fitted (lbfgs): iterations_run" in stdout and "best_validation" in stdout
     report = json.loads((out / "report.json").read_text())
     assert set(report["results"]) == {"model", "seeds_hashing_tfidf_lr", "tfidf_1_2gram_lr"}
     model = report["results"]["model"]
@@ -87,8 +87,8 @@ def test_real_data_model_beats_the_seeds_baseline(real_report):
     assert r["model"]["macro_f1"] > r["seeds_hashing_tfidf_lr"]["ci"]["macro_f1"][1]
 
 
-@pytest.mark.xfail(strict=True, reason="target not met: on unseen categories the tf-idf 1-2-gram logistic "
-                                       "regression (L-BFGS to convergence) scores a higher AUC than the Keras model")
+@pytest.mark.xfail(strict=True, reason="target not met: on the unseen test categories the tf-idf 1-2-gram "
+                                       "logistic regression scores a higher AUC (0.966) than the model (0.961)")
 def test_real_data_model_beats_the_tfidf_baseline_and_targets(real_report):
     r = real_report["results"]
     assert r["model"]["roc_auc"] >= 0.95 and r["model"]["macro_f1"] >= 0.80
@@ -105,6 +105,7 @@ def test_three_class_option_trains_and_exports(generated_model, tmp_path):
                            "--category=main_cat", "--split=hash", f"--output={out}", "--epochs=3", "--classes=3",
                            "--bootstrap=50"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "epoch 1:" in proc.stdout and "val_loss" in proc.stdout  # auto: adam for the softmax model
     report = json.loads((out / "report.json").read_text())
     assert set(report["results"]) == {"model"} and report["model"]["classes"] == 3
     assert set(report["results"]["model"]["label_counts"]) == {"negative", "neutral", "positive"}
