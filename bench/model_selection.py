@@ -1,0 +1,153 @@
+"""How the sentiment model's features and L2 were chosen: leave-one-category-out cross-validation over the
+categories that are NOT the test categories (training + validation categories of ``--split=category``).
+
+For each such category with at least 20 negative reviews: fit on the other non-test categories, score
+ROC AUC on it. Feature sets (numpy twins of training.features, fitted on the fold's training rows only):
+
+    word            tf-idf of tokens + bigrams, min df 2, sublinear tf, rows at unit length
+    char            tf-idf of the 3-5-character n-grams of each "<token>", the same way
+    word+char       both groups side by side, each at unit length
+    word+0.5char    the character group scaled to 0.5 (what training.features does)
+
+each with logistic regression (training.baselines, balanced class weights) over an L2 grid. The test
+categories are never read. Prints the per-category table and the mean over categories, and writes them
+to bench/results/model_selection.json.
+
+    python bench/model_selection.py --silver out/real/silver/reviews
+"""
+import argparse
+import collections
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from training import data as data_mod  # noqa: E402
+from training.baselines import Csr, LogisticRegression, tokenize  # noqa: E402
+from training.evaluate import roc_auc  # noqa: E402
+from transforms.text import normalize_for_model  # noqa: E402
+
+L2_GRID = (1e-3, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7)
+
+
+def _ngrams(tokens, rows, n):
+    outs, rs = [tokens], [rows]
+    for k in range(2, n + 1):
+        m = len(rows) - k + 1
+        same = np.ones(max(m, 0), bool)
+        for j in range(1, k):
+            same &= rows[:m] == rows[j:j + m]
+        mask = pa.array(same)
+        outs.append(pc.binary_join_element_wise(*[tokens[j:j + m].filter(mask) for j in range(k)], " "))
+        rs.append(rows[:m][same])
+    return pa.concat_arrays(outs), np.concatenate(rs)
+
+
+def word_terms(summary, review):
+    tokens, rows, n = tokenize(summary, review)
+    terms, term_rows = _ngrams(tokens, rows, 2)
+    return terms, term_rows, n
+
+
+def char_terms(summary, review):
+    text = normalize_for_model(pc.binary_join_element_wise(pa.array(list(summary)), pa.array(list(review)), " "))
+    grams, rows = [], []
+    for i, doc in enumerate(text.to_pylist()):
+        for token in (doc or "").split():
+            w = f"<{token}>"
+            for n in (3, 4, 5):
+                for j in range(len(w) - n + 1):
+                    grams.append(w[j:j + n])
+                    rows.append(i)
+    return pa.array(grams, pa.string()), np.array(rows, dtype=np.int64), len(text)
+
+
+def tfidf(train_terms, other_terms):
+    """(terms, rows, n) of the fold's training and held-out rows -> unit-length sublinear tf-idf Csr of
+    both, vocabulary and idf from the training rows (min df 2)."""
+    terms, rows, n = train_terms
+    enc = terms.dictionary_encode()
+    codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    df = np.bincount(Csr.from_counts(rows, codes, n, len(enc.dictionary)).indices, minlength=len(enc.dictionary))
+    vocab = enc.dictionary.take(pa.array(np.flatnonzero(df >= 2))).sort()
+    out = []
+    for t, r, k in (train_terms, other_terms):
+        ids = pc.index_in(t, value_set=vocab)
+        known = ids.is_valid().to_numpy(zero_copy_only=False)
+        out.append(Csr.from_counts(r[known], ids.drop_null().to_numpy().astype(np.int64), k, len(vocab)))
+    idf = np.log((1 + n) / (1 + np.bincount(out[0].indices, minlength=len(vocab)))) + 1
+    return [_unit(c, idf) for c in out]
+
+
+def _unit(c, idf):
+    v = (1 + np.log(c.values)) * idf[c.indices]
+    lengths = c.row_lengths
+    norms = np.sqrt(np.bincount(np.repeat(np.arange(c.n_rows), lengths), weights=v ** 2, minlength=c.n_rows))
+    norms[norms == 0] = 1
+    return Csr(c.indptr, c.indices, v / np.repeat(norms, lengths), c.n_cols)
+
+
+def hstack(a, b, scale_b=1.0):
+    la, lb = a.row_lengths, b.row_lengths
+    rows = np.concatenate([np.repeat(np.arange(a.n_rows), la), np.repeat(np.arange(b.n_rows), lb)])
+    cols = np.concatenate([a.indices, b.indices + a.n_cols])
+    vals = np.concatenate([a.values, b.values * scale_b])
+    order = np.lexsort((cols, rows))
+    indptr = np.zeros(a.n_rows + 1, np.int64)
+    np.cumsum(la + lb, out=indptr[1:])
+    return Csr(indptr, cols[order], vals[order], a.n_cols + b.n_cols)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--silver", required=True, help="silver review Parquet of a batch run over the real data")
+    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "model_selection.json"))
+    p.add_argument("--min_negatives", type=int, default=20)
+    args = p.parse_args(argv)
+    ex = data_mod.examples(data_mod.read_silver(args.silver))
+    dev = ex.split != "test"                                       # the test categories are never read
+    s, r, y, c = ex.summary[dev], ex.review_text[dev], ex.label[dev], ex.category[dev]
+    results = collections.defaultdict(dict)
+    started = time.monotonic()
+    for cat in sorted(set(c)):
+        held = c == cat
+        if (y[held] == 0).sum() < args.min_negatives:
+            print(f"{cat}: skipped ({(y[held] == 0).sum()} negatives)", flush=True)
+            continue
+        fit = ~held
+        w = tfidf(word_terms(s[fit], r[fit]), word_terms(s[held], r[held]))
+        k = tfidf(char_terms(s[fit], r[fit]), char_terms(s[held], r[held]))
+        sets = {"word": w, "char": k, "word+char": [hstack(w[i], k[i]) for i in (0, 1)],
+                "word+0.5char": [hstack(w[i], k[i], 0.5) for i in (0, 1)]}
+        counts = np.bincount(y[fit], minlength=2)
+        weight = (y[fit].size / (2.0 * counts))[y[fit]]
+        for name, (x_fit, x_held) in sets.items():
+            start = None
+            for l2 in sorted(L2_GRID, reverse=True):
+                m = LogisticRegression(l2, 500).fit(x_fit, y[fit], weight, start=start)
+                start = np.append(m.coef_, m.intercept_)
+                results[f"{name} l2={l2:g}"][cat] = roc_auc(y[held], m.decision_function(x_held))
+        print(f"{cat} ({held.sum():,} reviews, {(y[held] == 0).sum()} negative): best "
+              + max(((k_, v[cat]) for k_, v in results.items()), key=lambda kv: kv[1])[0]
+              + f" [{time.monotonic() - started:.0f} s]", flush=True)
+    table = sorted(((k_, float(np.mean(list(v.values()))), v) for k_, v in results.items()), key=lambda t: -t[1])
+    print("\nmean ROC AUC over the held-out categories:")
+    for k_, mean, _ in table:
+        print(f"  {k_:28s} {mean:.4f}")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as fh:
+        json.dump({"categories": sorted({cat for _, _, v in table for cat in v}),
+                   "mean_auc": {k_: round(m, 5) for k_, m, _ in table},
+                   "per_category": {k_: {cat: round(a, 5) for cat, a in v.items()} for k_, _, v in table}}, fh, indent=1)
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()
