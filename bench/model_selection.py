@@ -4,8 +4,8 @@ categories that are NOT the test categories (training + validation categories of
 For each such category with at least 20 negative reviews: fit on the other non-test categories, score
 ROC AUC on it. Feature sets (numpy twins of training.features, fitted on the fold's training rows only):
 
-    word            tf-idf of tokens + bigrams, min df 2, sublinear tf, rows at unit length
-    char            tf-idf of the 3-5-character n-grams of each "<token>", the same way
+    word            the tf-idf baseline's features: tokens + bigrams, min df 2, sublinear tf, unit rows
+    char            the same over the 3-5-character n-grams of each "<token>"
     word+char       both groups side by side, each at unit length
     word+0.5char    the character group scaled to 0.5 (what training.features does)
 
@@ -24,73 +24,36 @@ import time
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from training import data as data_mod  # noqa: E402
-from training.baselines import Csr, LogisticRegression, tokenize  # noqa: E402
+from training.baselines import Csr, LogisticRegression, TfidfBigramBaseline  # noqa: E402
 from training.evaluate import roc_auc  # noqa: E402
-from transforms.text import normalize_for_model  # noqa: E402
+from training.features import CHAR_NGRAMS  # noqa: E402
 
 L2_GRID = (1e-3, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7)
 
 
-def _ngrams(tokens, rows, n):
-    outs, rs = [tokens], [rows]
-    for k in range(2, n + 1):
-        m = len(rows) - k + 1
-        same = np.ones(max(m, 0), bool)
-        for j in range(1, k):
-            same &= rows[:m] == rows[j:j + m]
-        mask = pa.array(same)
-        outs.append(pc.binary_join_element_wise(*[tokens[j:j + m].filter(mask) for j in range(k)], " "))
-        rs.append(rows[:m][same])
-    return pa.concat_arrays(outs), np.concatenate(rs)
+class CharTfidf(TfidfBigramBaseline):
+    """The tf-idf baseline's features over character n-grams of each "<token>" instead of words + bigrams
+    (the numpy twin of training.features.char_terms)."""
 
-
-def word_terms(summary, review):
-    tokens, rows, n = tokenize(summary, review)
-    terms, term_rows = _ngrams(tokens, rows, 2)
-    return terms, term_rows, n
-
-
-def char_terms(summary, review):
-    text = normalize_for_model(pc.binary_join_element_wise(pa.array(list(summary)), pa.array(list(review)), " "))
-    grams, rows = [], []
-    for i, doc in enumerate(text.to_pylist()):
-        for token in (doc or "").split():
+    def _terms(self, tokens, doc):
+        grams, rows = [], []
+        for token, d in zip(tokens.to_pylist(), doc.tolist()):
             w = f"<{token}>"
-            for n in (3, 4, 5):
-                for j in range(len(w) - n + 1):
-                    grams.append(w[j:j + n])
-                    rows.append(i)
-    return pa.array(grams, pa.string()), np.array(rows, dtype=np.int64), len(text)
+            for n in CHAR_NGRAMS:
+                grams.extend(w[j:j + n] for j in range(len(w) - n + 1))
+                rows.extend([d] * max(0, len(w) - n + 1))
+        return pa.array(grams, pa.string()), np.array(rows, dtype=np.int64)
 
 
-def tfidf(train_terms, other_terms):
-    """(terms, rows, n) of the fold's training and held-out rows -> unit-length sublinear tf-idf Csr of
-    both, vocabulary and idf from the training rows (min df 2)."""
-    terms, rows, n = train_terms
-    enc = terms.dictionary_encode()
-    codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    df = np.bincount(Csr.from_counts(rows, codes, n, len(enc.dictionary)).indices, minlength=len(enc.dictionary))
-    vocab = enc.dictionary.take(pa.array(np.flatnonzero(df >= 2))).sort()
-    out = []
-    for t, r, k in (train_terms, other_terms):
-        ids = pc.index_in(t, value_set=vocab)
-        known = ids.is_valid().to_numpy(zero_copy_only=False)
-        out.append(Csr.from_counts(r[known], ids.drop_null().to_numpy().astype(np.int64), k, len(vocab)))
-    idf = np.log((1 + n) / (1 + np.bincount(out[0].indices, minlength=len(vocab)))) + 1
-    return [_unit(c, idf) for c in out]
-
-
-def _unit(c, idf):
-    v = (1 + np.log(c.values)) * idf[c.indices]
-    lengths = c.row_lengths
-    norms = np.sqrt(np.bincount(np.repeat(np.arange(c.n_rows), lengths), weights=v ** 2, minlength=c.n_rows))
-    norms[norms == 0] = 1
-    return Csr(c.indptr, c.indices, v / np.repeat(norms, lengths), c.n_cols)
+def features(cls, fit_s, fit_r, held_s, held_r):
+    """Unit-length sublinear tf-idf rows of the fold's training and held-out texts (vocabulary, min df 2,
+    and idf from the training texts)."""
+    f = cls().fit_features(fit_s, fit_r)
+    return f.transform(fit_s, fit_r), f.transform(held_s, held_r)
 
 
 def hstack(a, b, scale_b=1.0):
@@ -122,8 +85,8 @@ def main(argv=None):
             print(f"{cat}: skipped ({(y[held] == 0).sum()} negatives)", flush=True)
             continue
         fit = ~held
-        w = tfidf(word_terms(s[fit], r[fit]), word_terms(s[held], r[held]))
-        k = tfidf(char_terms(s[fit], r[fit]), char_terms(s[held], r[held]))
+        w = features(TfidfBigramBaseline, s[fit], r[fit], s[held], r[held])
+        k = features(CharTfidf, s[fit], r[fit], s[held], r[held])
         sets = {"word": w, "char": k, "word+char": [hstack(w[i], k[i]) for i in (0, 1)],
                 "word+0.5char": [hstack(w[i], k[i], 0.5) for i in (0, 1)]}
         counts = np.bincount(y[fit], minlength=2)

@@ -52,3 +52,18 @@ def save_model(path):
     model = Model()
     tf.saved_model.save(model, str(path), signatures={"serving_default": model.serve.get_concrete_function()})
     return str(path)
+
+
+def predicted_gold(table, keys):
+    """A predicted-sentiment gold table -> {(window start s or None, *keys): (n_reviews,
+    sum_sentiment_probability, n_rated_polar, n_agree_with_rating)}, checking each row's derived columns
+    (mean probability, agreement share) against its counts on the way."""
+    got = {}
+    for r in table.to_pylist():
+        w = r["window_start"]
+        k = (None if w is None else int(w.timestamp()),) + tuple(r[x] for x in keys)
+        got[k] = (r["n_reviews"], r["sum_sentiment_probability"], r["n_rated_polar"], r["n_agree_with_rating"])
+        assert r["mean_sentiment_probability"] == r["sum_sentiment_probability"] / r["n_reviews"]
+        assert r["agreement_share"] == (None if not r["n_rated_polar"]
+                                        else r["n_agree_with_rating"] / r["n_rated_polar"])
+    return got

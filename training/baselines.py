@@ -306,8 +306,13 @@ class _TextBaseline:
         self.classifier_, self.l2_ = best, best.l2
         return self
 
+    def fit_features(self, summary, review):
+        """Fit only the features (vocabulary, idf) on these texts, no classifier; ``transform`` then works."""
+        self._fit_features(*tokenize(summary, review))
+        return self
+
     def transform(self, summary, review):
-        """Feature rows (``Csr``) of the texts, with what ``fit`` learnt."""
+        """Feature rows (``Csr``) of the texts, with what ``fit`` (or ``fit_features``) learnt."""
         return self._features(*tokenize(summary, review))
 
     def predict_proba(self, summary, review):
@@ -385,8 +390,12 @@ class TfidfBigramBaseline(_TextBaseline):
         counts = np.bincount(y, minlength=2)
         return (y.size / (2.0 * counts))[y]
 
+    def _terms(self, tokens, doc):
+        """Tokens (with their document ids) -> the terms counted (with theirs): unigrams and bigrams."""
+        return _with_bigrams(tokens, doc)
+
     def _fit_features(self, tokens, doc, n_docs):
-        terms, term_doc = _with_bigrams(tokens, doc)
+        terms, term_doc = self._terms(tokens, doc)
         encoded = terms.dictionary_encode()
         dictionary = encoded.dictionary
         codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
@@ -404,7 +413,7 @@ class TfidfBigramBaseline(_TextBaseline):
         self.idf_ = np.log((1.0 + n_docs) / (1.0 + self.document_frequency_)) + 1.0
 
     def _features(self, tokens, doc, n_docs):
-        terms, term_doc = _with_bigrams(tokens, doc)
+        terms, term_doc = self._terms(tokens, doc)
         ids = pc.index_in(terms, value_set=self.vocabulary_)
         known = ids.is_valid().to_numpy(zero_copy_only=False)
         ids = ids.drop_null().to_numpy().astype(np.int64)

@@ -6,13 +6,11 @@ mini-batch steps the whole training split is one batch and the weights go toward
 with the baselines' solver (``training.baselines.LogisticRegression``: numpy, float64, L-BFGS). The
 tf.Transform output (each group's term ids and weights) becomes one sparse matrix whose columns are the
 groups' vocabularies side by side, so the solution maps one to one onto the Keras term tables and bias.
-(A float32 TensorFlow loss summed over the whole split was tried first: its line search stalled far from
-the minimum.) Early stopping is on the validation split: every ``check_every`` iterations the validation
+Early stopping is on the validation split: every ``check_every`` iterations the validation
 ROC AUC is computed, the best weights are kept, and the fit stops after ``patience`` checks without a
 better one.
 """
 import numpy as np
-import tensorflow as tf
 
 from training.baselines import Csr, LogisticRegression
 from training.evaluate import roc_auc
@@ -37,15 +35,18 @@ def to_csr(features, sizes):
     return Csr(indptr, c[order], v[order], offset)
 
 
-def fit(classifier, train, validation, class_weight, *, l2, max_iter=500, check_every=10, patience=3, progress=print):
-    """Fit ``classifier`` (``training.model``'s binary linear model) in place. ``train``/``validation``:
-    (features, labels), each one batch. Returns {"iterations", "checks": [(iteration, validation AUC)],
-    "best_iteration", "best_validation"}."""
+def fit(classifier, train, validation, class_weight, *, max_iter=500, check_every=10, patience=3, progress=print):
+    """Fit ``classifier`` (``training.model``'s binary linear model) in place, with the L2 penalty its term
+    layers carry. ``train``/``validation``: (features, labels), each one batch. Returns {"iterations",
+    "checks": [(iteration, validation AUC)], "best_iteration", "best_validation", "check_every"}."""
     from training.model import SparseTermLayer
     layers = [layer for layer in classifier.layers if isinstance(layer, SparseTermLayer)]
     logit = classifier.get_layer("logit")
     if any(layer.dim != 1 for layer in layers) or logit.kernel.trainable or logit.kernel.shape[-1] != 1:
         raise ValueError("lbfgs fits the binary linear model only; use --optimizer adam for --dim > 1 or --classes 3")
+    if len({layer.l2 for layer in layers}) != 1:
+        raise ValueError("lbfgs needs one L2 penalty for every term layer")
+    l2 = 2.0 * layers[0].l2                       # Keras's l2 * |w|^2 is the objective's (2 l2) / 2 * |w|^2
     sizes = {layer.group: layer.vocab_size for layer in layers}
     x, y = to_csr(train[0], sizes), train[1].numpy()
     val_x, val_y = to_csr(validation[0], sizes), validation[1].numpy()
@@ -76,4 +77,4 @@ def fit(classifier, train, validation, class_weight, *, l2, max_iter=500, check_
         at += layer.vocab_size
     logit.bias.assign(np.array([best[-1]], dtype=np.float32))
     return {"iterations": int(model.n_iter_), "checks": state["checks"], "best_iteration": state["best_iteration"],
-            "best_validation": float(state["best"])}
+            "best_validation": float(state["best"]), "check_every": check_every}

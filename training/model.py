@@ -23,7 +23,8 @@ import tensorflow as tf
 
 from training.features import ids_name, weights_name
 
-OPTIMIZERS = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}
+# mini-batch optimizers: (class, default learning rate); the binary linear model is fitted by training.lbfgs
+OPTIMIZERS = {"adam": (keras.optimizers.Adam, 0.003), "sgd": (keras.optimizers.SGD, 8.0)}
 
 
 class SparseTermLayer(keras.layers.Layer):
@@ -59,10 +60,14 @@ def bag(table, ids, weights):
     return tf.pad(out, [[0, rows - tf.shape(out, out_type=tf.int64)[0]], [0, 0]])
 
 
-def build_classifier(vocab_sizes, dim=1, l2=1.5e-4, learning_rate=8.0, classes=2, optimizer="sgd"):
+def build_classifier(vocab_sizes, dim=1, l2=0.0, learning_rate=None, classes=2, optimizer="adam"):
     """``vocab_sizes``: {group: vocabulary size including out-of-vocabulary buckets}. Binary (one sigmoid
     output, the default) or ``classes``-way softmax (negative / neutral / positive). ``dim`` 1: linear;
-    > 1: embedding bag of that width and a dense layer."""
+    > 1: embedding bag of that width and a dense layer. ``l2`` is Keras's (``l2 * sum(w^2)``, half the
+    training objective's convention); ``optimizer``/``learning_rate`` from OPTIMIZERS (default rate when
+    None)."""
+    optimizer_class, default_rate = OPTIMIZERS[optimizer]
+    learning_rate = learning_rate or default_rate
     linear = dim == 1
     width = (classes if classes > 2 else 1) if linear else dim
     inputs = {}
@@ -84,10 +89,10 @@ def build_classifier(vocab_sizes, dim=1, l2=1.5e-4, learning_rate=8.0, classes=2
     out = keras.layers.Activation("softmax" if classes > 2 else "sigmoid", name="probability")(x)
     model = keras.Model(inputs, out)
     if classes > 2:
-        model.compile(optimizer=OPTIMIZERS[optimizer](learning_rate), loss="sparse_categorical_crossentropy",
+        model.compile(optimizer=optimizer_class(learning_rate), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
     else:
-        model.compile(optimizer=OPTIMIZERS[optimizer](learning_rate), loss="binary_crossentropy",
+        model.compile(optimizer=optimizer_class(learning_rate), loss="binary_crossentropy",
                       metrics=[keras.metrics.AUC(name="auc")])
     return model
 

@@ -29,7 +29,7 @@ try:
 except ImportError:  # pragma: no cover
     evaluate = None
 from training.features import GROUPS, LABEL, OOV_BUCKETS, ids_name, preprocessing_fn, weights_name
-from training.model import build_classifier, export
+from training.model import OPTIMIZERS, build_classifier, export
 
 LOG = logging.getLogger("training")
 RAW_FEATURE_SPEC = {"summary": tf.io.FixedLenFeature([], tf.string),
@@ -97,9 +97,6 @@ def _predict(classifier, records, split, tft_output, batch_size):
             np.concatenate(scores) if scores else np.zeros(0))
 
 
-DEFAULT_LEARNING_RATES = {"sgd": 8.0, "adam": 0.003, "lbfgs": None}
-
-
 def _fit_keras(classifier, records, tft_output, train_y, classes, monitor, epochs, batch_size, patience, seed,
                progress):
     """Mini-batch training (--optimizer adam / sgd) with early stopping on the validation split."""
@@ -125,9 +122,9 @@ def train(silver, output, *, split="category", holdout=None, category_source="so
     cross-validation over the non-test categories of the real data (bench/model_selection.py)."""
     if optimizer == "auto":  # L-BFGS where the loss is convex: the binary linear model
         optimizer = "lbfgs" if classes == 2 and dim == 1 else "adam"
-    if optimizer not in DEFAULT_LEARNING_RATES:
-        raise ValueError(f"optimizer must be auto or one of {sorted(DEFAULT_LEARNING_RATES)}")
-    learning_rate = learning_rate or DEFAULT_LEARNING_RATES[optimizer]
+    if optimizer != "lbfgs" and optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be auto, lbfgs or one of {sorted(OPTIMIZERS)}")
+    learning_rate = None if optimizer == "lbfgs" else learning_rate or OPTIMIZERS[optimizer][1]
     t_start = time.monotonic()
     tf.keras.utils.set_random_seed(seed)
     os.makedirs(output, exist_ok=True)
@@ -153,16 +150,16 @@ def train(silver, output, *, split="category", holdout=None, category_source="so
 
     train_y = ex.take("train").label
     # lbfgs fits the weights itself (training.lbfgs); the compiled optimizer then goes unused
-    classifier = build_classifier(vocab, dim=dim, l2=l2 / 2, learning_rate=learning_rate or 0.003, classes=classes,
+    classifier = build_classifier(vocab, dim=dim, l2=l2 / 2, learning_rate=learning_rate, classes=classes,
                                   optimizer="adam" if optimizer == "lbfgs" else optimizer)
     monitor = "val_auc" if classes == 2 else "val_loss"
     t0 = time.monotonic()
     if optimizer == "lbfgs":
         whole = lambda split: next(iter(dataset(records, split, tft_output, 1 << 30)))  # noqa: E731
         fitted = lbfgs.fit(classifier, whole("train"), whole("validation"), class_weights(train_y, classes),
-                           l2=l2, max_iter=max_iterations, patience=patience, progress=progress)
+                           max_iter=max_iterations, patience=patience, progress=progress)
         fit_summary = {"iterations_run": fitted["iterations"], "best_iteration": fitted["best_iteration"],
-                       "best_validation": fitted["best_validation"]}
+                       "best_validation": fitted["best_validation"], "check_every": fitted["check_every"]}
     else:
         fit_summary = _fit_keras(classifier, records, tft_output, train_y, classes, monitor, epochs, batch_size,
                                  patience, seed, progress)
@@ -279,7 +276,8 @@ def _multiclass_table(r):
 
 def _fit_words(m):
     if m["optimizer"] == "lbfgs":
-        return f"checked every 10 iterations; best at iteration {m['best_iteration']} of {m['iterations_run']}"
+        return (f"checked every {m['check_every']} iterations; best at iteration {m['best_iteration']} of "
+                f"{m['iterations_run']}")
     return f"after {m['epochs_run']} epochs"
 
 
@@ -302,7 +300,7 @@ def write_model_card(report, output):
         f"{m['kind']}; vocabularies (terms seen at least twice in training): "
         + ", ".join(f"{n:,} {g} terms" for g, n in m["vocabulary"].items())
         + f"; balanced class weights {m['class_weights']}; "
-        + (f"full-batch L-BFGS (the loss is convex), " if m["optimizer"] == "lbfgs" else
+        + ("full-batch L-BFGS (the loss is convex), " if m["optimizer"] == "lbfgs" else
            f"{m['optimizer'].upper()} (learning rate {m['learning_rate']}, batch {m['batch_size']}), ")
         + f"L2 {m['l2']} (mean loss + l2/2 |w|^2), early stopping on "
         f"{m['early_stopping_on']} ({_fit_words(m)}). The default features and L2 were chosen on the "

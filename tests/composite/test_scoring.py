@@ -79,15 +79,6 @@ def reference_gold(keys_of):
     return out
 
 
-def gold_as_reference(table, keys_of):
-    got = {}
-    for r in table.to_pylist():
-        w = r["window_start"]
-        got[(None if w is None else int(w.timestamp()),) + tuple(r[c] for c in keys_of)] = (
-            r["n_reviews"], r["sum_sentiment_probability"], r["n_rated_polar"], r["n_agree_with_rating"])
-    return got
-
-
 # ---------------------------------------------------------------------------------------------------
 # batch
 
@@ -145,7 +136,7 @@ def test_batch_predicted_gold_families(scored_run, name):
     output, _ = scored_run
     family = gold.FAMILY_BY_NAME[name]
     table = gold_table(output, name)
-    assert gold_as_reference(table, family.keys) == reference_gold(family.keys)
+    assert tiny.predicted_gold(table, family.keys) == reference_gold(family.keys)
     for r in table.to_pylist():
         assert r["mean_sentiment_probability"] == r["sum_sentiment_probability"] / r["n_reviews"]
         assert r["agreement_share"] == (r["n_agree_with_rating"] / r["n_rated_polar"] if r["n_rated_polar"]

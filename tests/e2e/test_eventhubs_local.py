@@ -19,6 +19,7 @@ from azure.eventhub import (EventData, EventHubConsumerClient, EventHubProducerC
                             LoadBalancingStrategy)
 
 from runners.eventhubs_local import LocalEventHubs, partition_for_key
+from tests._waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -35,14 +36,12 @@ CLIENT_KW = dict(retry_total=1, retry_backoff_factor=0.1)
 def _no_leftover_threads():
     before = {t.ident for t in threading.enumerate()}
     yield
-    deadline = time.monotonic() + 5
-    while True:
-        extra = [t for t in threading.enumerate()
-                 if t.ident not in before and t.is_alive() and t.name.startswith("eventhubs-local")]
-        if not extra or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert not extra, f"endpoint threads left running: {extra}"
+
+    def extra():
+        return [t for t in threading.enumerate()
+                if t.ident not in before and t.is_alive() and t.name.startswith("eventhubs-local")]
+
+    assert wait_until(lambda: not extra(), 5), f"endpoint threads left running: {extra()}"
 
 
 @pytest.fixture

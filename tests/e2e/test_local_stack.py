@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from runners import local_stack
 from runners.local_stack import (AZURITE_ACCOUNT, AZURITE_ACCOUNT_KEY, Azurite, azfs_url, download_tree,
                                  ensure_container, free_port, upload_tree)
+from tests._waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -231,10 +231,7 @@ def test_cli_start_status_env_upload_stop_idempotent(tmp_path):
         r = _cli("azurite", "stop", *common)
         assert r.returncode == 0, r.stderr
         assert "stopped" in r.stdout
-        deadline = time.monotonic() + 5
-        while local_stack._pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not local_stack._pid_alive(pid)
+        assert _wait_dead(pid)
         assert not state.exists()
 
         r = _cli("azurite", "stop", *common)
@@ -289,10 +286,7 @@ def _eh_cli(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
 
 
 def _wait_dead(pid: int, seconds: float = 5) -> bool:
-    deadline = time.monotonic() + seconds
-    while local_stack._pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return not local_stack._pid_alive(pid)
+    return wait_until(lambda: not local_stack._pid_alive(pid), seconds)
 
 
 def test_eventhubs_connection_string_is_the_endpoints_own(tmp_path):

@@ -25,7 +25,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import pytest
 from runners.eventhubs_local import LocalEventHubs
 from runners.generate import generate
 from runners.publish import iter_events, publish
+from tests._waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -160,11 +160,10 @@ def scenario(tmp_path_factory):
         log1 = logs / "run1.log"
         with open(log1, "wb") as log:
             proc = _job(out, "run1", "7d", env, log)
-            deadline = time.monotonic() + RUN_TIMEOUT_S
-            while len(_staged(out, "run1")) < KILL_AFTER_STAGED_FILES:
-                assert proc.poll() is None, f"run 1 ended before it could be killed:\n{log1.read_text()[-4000:]}"
-                assert time.monotonic() < deadline, f"run 1 staged nothing:\n{log1.read_text()[-4000:]}"
-                time.sleep(0.05)
+            staged = wait_until(lambda: proc.poll() is not None
+                                or len(_staged(out, "run1")) >= KILL_AFTER_STAGED_FILES, RUN_TIMEOUT_S)
+            assert proc.poll() is None, f"run 1 ended before it could be killed:\n{log1.read_text()[-4000:]}"
+            assert staged, f"run 1 staged nothing:\n{log1.read_text()[-4000:]}"
             assert not (ckpt_dir / "_commit.json").exists(), "too late: run 1 already began its commit"
             os.kill(proc.pid, signal.SIGKILL)
             s["rc1"] = proc.wait(30)

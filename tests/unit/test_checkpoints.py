@@ -85,6 +85,14 @@ def _crash_after_moves(monkeypatch, n):
     return done
 
 
+def _commit_killed_after(store, moves, monkeypatch, n):
+    """``store.commit`` of run-1 (partition 0 at 10) dies after ``n`` moves; the patch is undone after."""
+    _crash_after_moves(monkeypatch, n)
+    with pytest.raises(OSError):
+        store.commit("run-1", moves, {"0": (10, 1_000_000)}, HOUR)
+    monkeypatch.undo()
+
+
 def _now():
     return datetime.datetime.now(datetime.timezone.utc)
 
@@ -238,10 +246,7 @@ def test_recover_replaces_a_half_copied_destination(out, monkeypatch):
     The staged src is the truth: it replaces the dst."""
     root, moves, expected = out
     store = _store(root)
-    _crash_after_moves(monkeypatch, 1)
-    with pytest.raises(OSError):
-        store.commit("run-1", moves, {"0": (10, 1_000_000)}, HOUR)
-    monkeypatch.undo()
+    _commit_killed_after(store, moves, monkeypatch, 1)
     Path(moves[1][1]).parent.mkdir(parents=True, exist_ok=True)
     Path(moves[1][1]).write_bytes(b"half a co")
 
@@ -255,10 +260,7 @@ def test_recover_replaces_a_half_copied_destination(out, monkeypatch):
 def test_recover_raises_when_a_file_is_neither_staged_nor_moved(out, monkeypatch):
     root, moves, _ = out
     store = _store(root)
-    _crash_after_moves(monkeypatch, 1)
-    with pytest.raises(OSError):
-        store.commit("run-1", moves, {"0": (10, 1_000_000)}, HOUR)
-    monkeypatch.undo()
+    _commit_killed_after(store, moves, monkeypatch, 1)
     os.remove(moves[2][0])                               # lost: neither at src nor at dst
     intent_bytes = Path(store.intent_path).read_bytes()
 
@@ -278,10 +280,7 @@ def test_recover_discards_an_intent_torn_by_a_kill_while_it_was_written(out, mon
     store = _store(root)
     store.commit("run-0", [], {"0": (3, 500_000)}, HOUR)
     old = store.load()
-    _crash_after_moves(monkeypatch, 0)
-    with pytest.raises(OSError):
-        store.commit("run-1", moves, {"0": (10, 1_000_000)}, HOUR)
-    monkeypatch.undo()
+    _commit_killed_after(store, moves, monkeypatch, 0)
     whole = Path(store.intent_path).read_bytes()
     Path(store.intent_path).write_bytes(whole[: len(whole) // 2])   # what the kill left
 

@@ -15,8 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from tests import _tables
 from transforms import gold, labels
-from transforms.schemas import SILVER_PRODUCT_SCHEMA, SILVER_REVIEW_SCHEMA
+from transforms.schemas import SILVER_PRODUCT_SCHEMA
 from transforms.windows import TS, WindowSpec, with_windows
 
 DAY = 86400
@@ -28,17 +29,9 @@ UTC = dt.timezone.utc
 # builders
 
 def silver_table(rows):
-    """Dicts -> a table in SILVER_REVIEW_SCHEMA; time columns derived from unix_review_time."""
-    full = []
-    for i, r in enumerate(rows):
-        when = dt.datetime.fromtimestamp(r["unix_review_time"], tz=UTC)
-        row = {"reviewer_id": "R", "asin": "A", "overall": 5.0, "verified": True, "vote": 0,
-               "review_time": when, "review_date": when.date(), "year": when.year, "month": when.month,
-               "review_text": "x", "review_text_from_summary": False, "review_length_words": 1,
-               "image_count": 0, "source": "s.json", "source_position": i + 1}
-        row.update(r)
-        full.append(row)
-    return pa.Table.from_pylist(full, schema=SILVER_REVIEW_SCHEMA)
+    """Dicts -> a table in SILVER_REVIEW_SCHEMA (tests._tables.silver_table with this module's defaults)."""
+    return _tables.silver_table(rows, reviewer_id="R", verified=True, vote=0, review_text="x",
+                                review_text_from_summary=False, image_count=0, source="s.json")
 
 
 # product attributes per asin (the silver join gives every review of an asin the same ones)

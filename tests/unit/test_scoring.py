@@ -17,6 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipeline.options import OptionsError, validated
 from tests import _sentiment_model as tiny
+from tests._tables import silver_table
 from transforms import gold
 from transforms.schemas import CLEAN_REVIEW_SCHEMA, PREDICTION_FIELDS, SILVER_REVIEW_SCHEMA
 from transforms.windows import WindowSpec
@@ -26,17 +27,7 @@ T0 = 1388534400  # 2014-01-01 00:00:00 UTC
 UTC = dt.timezone.utc
 
 
-def silver(rows):
-    """Dicts -> a table in SILVER_REVIEW_SCHEMA (defaults for what a test does not set)."""
-    full = []
-    for i, r in enumerate(rows):
-        when = dt.datetime.fromtimestamp(r.get("unix_review_time", T0), tz=UTC)
-        row = {"reviewer_id": f"R{i}", "asin": "A", "overall": 5.0, "unix_review_time": T0,
-               "review_time": when, "review_date": when.date(), "year": when.year, "month": when.month,
-               "review_length_words": 1, "source": "s", "source_position": i + 1}
-        row.update(r)
-        full.append(row)
-    return pa.Table.from_pylist(full, schema=SILVER_REVIEW_SCHEMA)
+silver = silver_table
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -79,18 +70,6 @@ def reference(keys):
     return out
 
 
-def as_reference(table, keys):
-    got = {}
-    for r in table.to_pylist():
-        w = r["window_start"]
-        k = (None if w is None else int(w.timestamp()),) + tuple(r[x] for x in keys)
-        got[k] = (r["n_reviews"], r["sum_sentiment_probability"], r["n_rated_polar"], r["n_agree_with_rating"])
-        assert r["mean_sentiment_probability"] == r["sum_sentiment_probability"] / r["n_reviews"]
-        assert r["agreement_share"] == (None if not r["n_rated_polar"]
-                                        else r["n_agree_with_rating"] / r["n_rated_polar"])
-    return got
-
-
 def test_predicted_families_are_computed_only_when_scored():
     assert gold.review_families(False) == gold.FAMILIES
     assert {f.name for f in gold.review_families(True)} - {f.name for f in gold.FAMILIES} == {
@@ -124,7 +103,7 @@ def test_predicted_family_matches_reference_and_merges(name):
               for a, b in ((0, 2), (2, 3))]
     merged = gold.merge(halves)
     assert sorted(merged.to_pylist(), key=repr) == sorted(whole.to_pylist(), key=repr)
-    assert as_reference(gold.finalize(family, merged), family.keys[:-1] + ("predicted_sentiment",)) == \
+    assert tiny.predicted_gold(gold.finalize(family, merged), family.keys[:-1] + ("predicted_sentiment",)) == \
         reference(family.keys)
 
 

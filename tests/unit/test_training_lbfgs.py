@@ -56,7 +56,7 @@ def test_keras_weights_equal_the_numpy_logistic_regression():
     model = build_classifier(SIZES, l2=l2 / 2)
     features, y = _batch(ROWS), tf.constant(LABELS)
     weights = {0: 7 / (2 * 4), 1: 7 / (2 * 3)}
-    out = lbfgs.fit(model, (features, y), (features, y), weights, l2=l2, check_every=1000, progress=lambda m: None)
+    out = lbfgs.fit(model, (features, y), (features, y), weights, check_every=1000, progress=lambda m: None)
     want = LogisticRegression(l2, 500).fit(lbfgs.to_csr(features, SIZES), LABELS,
                                            np.array([weights[int(c)] for c in LABELS]))
     got = np.concatenate([model.get_layer("word_terms").table.numpy().ravel(),
@@ -72,7 +72,7 @@ def test_early_stopping_keeps_the_best_checked_weights():
     model = build_classifier(SIZES, l2=1e-8)
     features, y = _batch(ROWS), tf.constant(LABELS)
     seen = []
-    out = lbfgs.fit(model, (features, y), (features, y), {0: 1.0, 1: 1.0}, l2=2e-8, check_every=1, patience=2,
+    out = lbfgs.fit(model, (features, y), (features, y), {0: 1.0, 1: 1.0}, check_every=1, patience=2,
                     progress=seen.append)
     assert out["checks"] and len(seen) == len(out["checks"])
     assert out["best_validation"] >= max(auc for _, auc in out["checks"])
@@ -82,5 +82,4 @@ def test_early_stopping_keeps_the_best_checked_weights():
 def test_lbfgs_refuses_the_embedding_bag():
     model = build_classifier(SIZES, dim=4)
     with pytest.raises(ValueError, match="binary linear model only"):
-        lbfgs.fit(model, (_batch(ROWS), tf.constant(LABELS)), (_batch(ROWS), tf.constant(LABELS)), {0: 1, 1: 1},
-                  l2=1e-3)
+        lbfgs.fit(model, (_batch(ROWS), tf.constant(LABELS)), (_batch(ROWS), tf.constant(LABELS)), {0: 1, 1: 1})
