@@ -17,7 +17,7 @@ Batch leg:
 
 Model leg:
 1. trains a small sentiment model on the batch leg's silver (python -m training: tf.Transform + Keras,
-   categories from main_cat, split by review-key hash, 5 epochs; the real-data evaluation is
+   categories from main_cat, split by review-key hash, full-batch L-BFGS; the real-data evaluation is
    `make train-real`);
 2. runs the batch job again from the same azfs:// input with --sentiment_model;
 3. prints the predicted-sentiment gold totals and where the report and model card are.
@@ -129,9 +129,9 @@ def model_leg(a):
     import subprocess
     silver = os.path.join(a.output, "silver", "reviews")
     print(f"[model 1/3] training a sentiment model on {silver} (tf.Transform + Keras; generated reviews, "
-          "categories from main_cat, split by review-key hash, 5 epochs) ...", flush=True)
+          "categories from main_cat, split by review-key hash, full-batch L-BFGS) ...", flush=True)
     cmd = [sys.executable, "-m", "training", f"--silver={silver}", "--category=main_cat", "--split=hash",
-           f"--output={a.model_output}", "--epochs=5", "--bootstrap=200"]
+           f"--output={a.model_output}", "--bootstrap=200"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         print(f"[model 1/3] training failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")

@@ -26,7 +26,7 @@ def generated_model(tmp_path_factory):
          f"--products={root}/data/metadata/*.jsonl", f"--output={root}/batch", "--run_id=t"])
     out = root / "model"
     proc = subprocess.run([sys.executable, "-m", "training", f"--silver={root}/batch/silver/reviews",
-                           "--category=main_cat", "--split=hash", f"--output={out}", "--epochs=5",
+                           "--category=main_cat", "--split=hash", f"--output={out}",
                            "--bootstrap=100"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc.stdout
