@@ -67,14 +67,114 @@ def hstack(a, b, scale_b=1.0):
     return Csr(indptr, cols[order], vals[order], a.n_cols + b.n_cols)
 
 
+# the procedure study: candidate (feature set, fit) pairs run the way training.train runs them
+FEATURES = {  # name -> (class, tf-idf options): "sub" = (1 + log tf) and 200k terms (the baseline's),
+    "word/sub": (TfidfBigramBaseline, {}),                         # "raw" = tf as is and the 100k most
+    "char/sub": (CharTfidf, {}),                                   # frequent terms (tft.tfidf, TOP_K)
+    "word/raw": (TfidfBigramBaseline, {"sublinear_tf": False, "max_features": 100_000}),
+    "char/raw": (CharTfidf, {"sublinear_tf": False, "max_features": 100_000}),
+}
+CANDIDATES = {  # name -> (feature groups with their scale, L2, fit: "converged" | early stopping on "auc"/"loss")
+    "baseline: word/sub L2 1e-6, converged": ((("word/sub", 1.0),), 1e-6, "converged"),
+    "model as of 30a1fa9: word+0.5char raw, 3e-6, early stop": ((("word/raw", 1.0), ("char/raw", 0.5)), 3e-6, "auc"),
+    "word+0.5char raw, 3e-6, converged": ((("word/raw", 1.0), ("char/raw", 0.5)), 3e-6, "converged"),
+    "word+0.5char sub, 3e-6, early stop": ((("word/sub", 1.0), ("char/sub", 0.5)), 3e-6, "auc"),
+    "word+0.5char sub, 3e-6, converged": ((("word/sub", 1.0), ("char/sub", 0.5)), 3e-6, "converged"),
+    "word+0.5char sub, 3e-6, early stop on val loss": ((("word/sub", 1.0), ("char/sub", 0.5)), 3e-6, "loss"),
+    **{f"nb(word/sub)+0.5 nb(char/sub), {l2:g}, converged": ((("word/sub/nb", 1.0), ("char/sub/nb", 0.5)), l2,
+                                                             "converged") for l2 in (1e-5, 3e-6, 1e-6)},
+    **{f"nb(word/sub), {l2:g}, converged": ((("word/sub/nb", 1.0),), l2, "converged") for l2 in (1e-5, 3e-6, 1e-6)},
+}
+
+
+def nb_scaled(rows, r):
+    """Rows with each term's weight times its naive-Bayes log-count ratio ``r``, back to unit length."""
+    values = rows.values * r[rows.indices]
+    norms = np.sqrt(np.bincount(np.repeat(np.arange(rows.n_rows), rows.row_lengths), weights=values ** 2,
+                                minlength=rows.n_rows))
+    norms[norms == 0] = 1.0
+    return Csr(rows.indptr, rows.indices, values / np.repeat(norms, rows.row_lengths), rows.n_cols)
+
+
+def nb_ratio(rows, y, alpha=1.0):
+    """Wang & Manning's log-count ratio over document frequencies: log((p / |p|_1) / (q / |q|_1)), p and q the
+    positive and negative reviews' document counts per term plus ``alpha``."""
+    present = Csr(rows.indptr, rows.indices, (rows.values > 0).astype(np.float64), rows.n_cols)
+    p, q = present.tdot((y == 1).astype(np.float64)) + alpha, present.tdot((y == 0).astype(np.float64)) + alpha
+    return np.log((p / p.sum()) / (q / q.sum()))
+
+
+def procedure_study(table, test_categories, min_negatives, out):
+    """Leave-one-category-out over the non-test categories, each fold split exactly as ``training.data``
+    splits with that category held out (so the validation categories, used for early stopping, are
+    chosen as in a real run), each candidate fitted on the fold's training split only."""
+    from training import lbfgs
+    cats_all = data_mod.category_of(table)
+    dev_table = table.filter(pa.array(~np.isin(cats_all, list(test_categories))))
+    results, iterations = collections.defaultdict(dict), collections.defaultdict(dict)
+    started = time.monotonic()
+    for cat in sorted(set(data_mod.category_of(dev_table))):
+        ex = data_mod.examples(dev_table, holdout=[cat])
+        tr, va, te = ex.take("train"), ex.take("validation"), ex.take("test")
+        if (te.label == 0).sum() < min_negatives:
+            print(f"{cat}: skipped ({(te.label == 0).sum()} negatives)", flush=True)
+            continue
+        feats = {}
+        for name, (cls, kw) in FEATURES.items():
+            f = cls(**kw).fit_features(tr.summary, tr.review_text)
+            feats[name] = [f.transform(e.summary, e.review_text) for e in (tr, va, te)]
+        for name in ("word/sub", "char/sub"):
+            r = nb_ratio(feats[name][0], tr.label)
+            feats[name + "/nb"] = [nb_scaled(x, r) for x in feats[name]]
+        counts = np.bincount(tr.label, minlength=2)
+        weight = (tr.label.size / (2.0 * counts))[tr.label]
+        for cand, (groups, l2, fit) in CANDIDATES.items():
+            xs = [feats[groups[0][0]][i] for i in range(3)]
+            for g, scale in groups[1:]:
+                xs = [hstack(xs[i], feats[g][i], scale) for i in range(3)]
+            theta, summary = lbfgs.fit_rows(xs[0], tr.label, weight, xs[1], va.label, l2, max_iter=500,
+                                            early_stopping=fit != "converged",
+                                            monitor="auc" if fit == "converged" else fit, progress=lambda _: None)
+            results[cand][cat] = roc_auc(te.label, xs[2].dot(theta[:-1]) + theta[-1])
+            iterations[cand][cat] = (summary["best_iteration"], summary["iterations"])
+        print(f"{cat} ({len(te):,} reviews, {(te.label == 0).sum()} negative; validation "
+              f"{', '.join(sorted(set(va.category)))}) [{time.monotonic() - started:.0f} s]", flush=True)
+        for cand in CANDIDATES:
+            print(f"  {cand:58s} {results[cand][cat]:.4f}  best iteration {iterations[cand][cat][0]} of "
+                  f"{iterations[cand][cat][1]}", flush=True)
+    base = next(iter(CANDIDATES))
+    print("\nmean ROC AUC over the held-out categories, and against the baseline (mean difference, "
+          "categories better / worse):")
+    summary = {}
+    for cand in CANDIDATES:
+        d = np.array([results[cand][c] - results[base][c] for c in results[base]])
+        summary[cand] = {"mean_auc": round(float(np.mean(list(results[cand].values()))), 5),
+                         "mean_difference": round(float(d.mean()), 5), "better": int((d > 0).sum()),
+                         "worse": int((d < 0).sum())}
+        print(f"  {cand:58s} {summary[cand]['mean_auc']:.4f}  {d.mean():+.4f}  {(d > 0).sum()}/{(d < 0).sum()}")
+    with open(out, "w", encoding="utf-8") as fh:
+        json.dump({"summary": summary, "per_category": {k: {c: round(a, 5) for c, a in v.items()}
+                                                        for k, v in results.items()},
+                   "iterations": iterations}, fh, indent=1)
+    print(f"written {out}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--silver", required=True, help="silver review Parquet of a batch run over the real data")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "model_selection.json"))
     p.add_argument("--min_negatives", type=int, default=20)
+    p.add_argument("--study", choices=("grid", "procedure"), default="grid",
+                   help="grid: feature sets x L2 grid, converged fits; procedure: the candidates in CANDIDATES "
+                        "fitted as training.train fits them (validation categories, early stopping)")
     args = p.parse_args(argv)
-    ex = data_mod.examples(data_mod.read_silver(args.silver))
+    table = data_mod.read_silver(args.silver)
+    ex = data_mod.examples(table)
+    if args.study == "procedure":
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
+        return procedure_study(table, sorted(set(ex.take("test").category)), args.min_negatives,
+                               args.out.replace(".json", "_procedure.json"))
     dev = ex.split != "test"                                       # the test categories are never read
     s, r, y, c = ex.summary[dev], ex.review_text[dev], ex.label[dev], ex.category[dev]
     results = collections.defaultdict(dict)

@@ -11,8 +11,12 @@ exported model, so serving applies exactly what training saw.
     chars  = the 3-, 4- and 5-character n-grams of each token wrapped in "<" and ">" ("<pan>" -> "<pa",
              "pan", "an>", "<pan", "pan>", "<pan>"): they carry what a word means into categories where the
              word itself is rare ("disappointing" and "disappointed" share "<disappoint")
-    word_ids, word_weights = tf-idf over a vocabulary of the TOP_K most frequent words (min frequency 2)
+    word_ids, word_weights = sublinear tf-idf, (1 + ln count) * idf, over a vocabulary of the TOP_K
+                             words in most training reviews (at least MIN_DF of them); other terms dropped
     char_ids, char_weights = the same over character n-grams (their own vocabulary)
+
+The word group is exactly the tf-idf 1-2-gram baseline's features (``training.baselines.TfidfBigramBaseline``;
+a test checks that the two agree), so the model differs from that baseline by the character group only.
 
 Each group's weights are scaled to unit L2 length per review (long reviews weigh as much as short ones),
 the character group's then to CHAR_WEIGHT: words lead, character n-grams fill in. The groups, the weight
@@ -26,9 +30,8 @@ from transforms.text import ENTITY_PATTERN, TAG_PATTERN, URL_PATTERN
 
 RAW_TEXT_FEATURES = ("summary", "review_text")
 LABEL = "label"
-TOP_K = 100_000
-FREQUENCY_THRESHOLD = 2
-OOV_BUCKETS = 1
+TOP_K = 200_000                    # per group, the terms in most training reviews (the tf-idf baseline's cap)
+MIN_DF = 2                         # ... that are in at least this many training reviews
 GROUPS = ("word", "char")          # the feature groups, each with its own vocabulary (named after the group)
 CHAR_NGRAMS = (3, 4, 5)
 CHAR_WEIGHT = 0.5                  # the character group's rows have this length, the words' 1
@@ -88,15 +91,41 @@ def preprocessing_fn(inputs, norm="l2"):
     toks = tokens(_dense(inputs["summary"]), _dense(inputs["review_text"]))
     out = {}
     for group, terms in (("word", word_terms(toks)), ("char", char_terms(toks))):
-        ids = tft.compute_and_apply_vocabulary(terms.to_sparse(), top_k=TOP_K, frequency_threshold=FREQUENCY_THRESHOLD,
-                                               num_oov_buckets=OOV_BUCKETS, vocab_filename=group)
-        out[ids_name(group)], weights = tft.tfidf(ids, TOP_K + OOV_BUCKETS)
+        vocabulary = tft.vocabulary(distinct_per_row(terms), top_k=TOP_K, frequency_threshold=MIN_DF,
+                                    vocab_filename=group)
+        ids = tft.apply_vocabulary(terms.to_sparse(), vocabulary, default_value=-1)
+        out[ids_name(group)], weights = sublinear_tfidf(ids, TOP_K, name=f"{group}_tfidf")
         if norm == "l2":
             weights = l2_normalize_rows(weights)
         out[weights_name(group)] = weights * CHAR_WEIGHT if group == "char" else weights
     if LABEL in inputs:
         out[LABEL] = inputs[LABEL]
     return out
+
+
+def distinct_per_row(terms):
+    """RaggedTensor [batch, terms] -> 1-D tensor of each review's distinct terms (the vocabulary analyzer
+    then counts documents, not occurrences)."""
+    keyed = tf.strings.join([tf.strings.as_string(terms.value_rowids()), terms.flat_values], separator="\x1f")
+    return tf.strings.regex_replace(tf.unique(keyed).y, "^[0-9]+\x1f", "")
+
+
+def sublinear_tfidf(ids, vocab_size, name=None):
+    """SparseTensor [batch, terms] of vocabulary ids (-1: not in the vocabulary, dropped) -> (ids, weights),
+    SparseTensors [batch, distinct terms] with weight = (1 + ln count) * idf per distinct term of a review,
+    idf = 1 + ln((1 + N) / (1 + df)) over the analysed (training) reviews."""
+    ids = tf.sparse.retain(ids, ids.values >= 0)
+    idf = tft.experimental.idf(ids, vocab_size, name=name)          # per occurrence, analysed on training
+    key = ids.indices[:, 0] * vocab_size + ids.values
+    distinct, at, count = tf.unique_with_counts(key)
+    weight = (1.0 + tf.math.log(tf.cast(count, tf.float32))) * \
+        tf.math.unsorted_segment_max(tf.cast(idf.values, tf.float32), at, tf.size(distinct))
+    row = distinct // vocab_size
+    slot = tf.cast(tft.segment_indices(row), tf.int64)               # rows come in order: 0, 1, ... per row
+    indices = tf.stack([row, slot], axis=1)
+    shape = tf.stack([ids.dense_shape[0], tf.reduce_max(tf.concat([slot, tf.constant([-1], tf.int64)], 0)) + 1])
+    return (tf.SparseTensor(indices, distinct % vocab_size, tf.cast(shape, tf.int64)),
+            tf.SparseTensor(indices, weight, tf.cast(shape, tf.int64)))
 
 
 def l2_normalize_rows(weights):

@@ -3,11 +3,10 @@ documented tf-idf on a handful of rows (analyzers over the given data only).
 
 Expected values are computed here from the documented rules: text = summary + " " + review_text,
 normalised; two groups of terms: words = tokens + bigrams, chars = the 3-, 4- and 5-character n-grams of
-each "<token>"; per group, the vocabulary keeps terms seen at least twice (frequency threshold 2, counted
-over the analysed data); tf = count of the term in the review / number of the group's terms in the review;
-idf = 1 + ln((1 + N) / (1 + df)) (tf.Transform's smoothed idf); each review's weights are then scaled to
-unit L2 length, and the character group's multiplied by CHAR_WEIGHT; terms outside the vocabulary map to
-the out-of-vocabulary bucket.
+each "<token>"; per group, the vocabulary keeps terms in at least MIN_DF (2) of the analysed reviews;
+weight = (1 + ln count of the term in the review) * idf, idf = 1 + ln((1 + N) / (1 + df)); terms outside
+the vocabulary are dropped; each review's weights are then scaled to unit L2 length, and the character
+group's multiplied by CHAR_WEIGHT. The word group must equal the tf-idf baseline's features.
 """
 import json
 import math
@@ -20,7 +19,7 @@ import pytest
 tf = pytest.importorskip("tensorflow", reason="the training extra (tensorflow, tensorflow-transform) is not installed")
 tft = pytest.importorskip("tensorflow_transform")
 
-from training.features import (CHAR_WEIGHT, GROUPS, LABEL, OOV_BUCKETS, char_terms, ids_name,  # noqa: E402
+from training.features import (CHAR_WEIGHT, GROUPS, LABEL, MIN_DF, char_terms, ids_name,  # noqa: E402
                                normalize_text, preprocessing_fn, weights_name)
 from transforms.text import normalize_for_model  # noqa: E402
 
@@ -44,7 +43,8 @@ def test_tf_normalisation_equals_the_arrow_one(text):
     assert " ".join(got.split()) == " ".join(want.split())
 
 
-ROWS = [("Great pan", "great pan, love it"), ("Awful", "broke fast"), ("great lid", "love it")]
+ROWS = [("Great pan", "great pan, love it"), ("Awful", "broke fast"), ("great lid", "love it"),
+        ("<b>Awful</b> lid", "it broke; awful &amp; sad"), ("", "Love the pan. 5 stars, love it!")]
 
 
 def _char_ngrams(tokens):
@@ -64,31 +64,33 @@ def _expected(rows, group):
         tokens = normalize_for_model(pa.array([f"{s} {r}"]))[0].as_py().split()
         docs.append(tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])] if group == "word"
                     else _char_ngrams(tokens))
-    freq = Counter(t for d in docs for t in d)
-    vocab = {t for t, c in freq.items() if c >= 2}
     n = len(docs)
-    df = Counter(t for d in docs for t in set(t if t in vocab else "<oov>" for t in d))
+    df = Counter(t for d in docs for t in set(d))
+    vocab = {t for t, c in df.items() if c >= MIN_DF}
     out = []
     for d in docs:
-        mapped = [t if t in vocab else "<oov>" for t in d]
-        counts = Counter(mapped)
-        w = {t: (c / len(d)) * (1 + math.log((1 + n) / (1 + df[t]))) for t, c in counts.items()}
+        counts = Counter(t for t in d if t in vocab)          # terms outside the vocabulary are dropped
+        w = {t: (1 + math.log(c)) * (1 + math.log((1 + n) / (1 + df[t]))) for t, c in counts.items()}
         norm = math.sqrt(sum(v * v for v in w.values()))  # each review's weights scaled to unit length
         scale = CHAR_WEIGHT if group == "char" else 1.0
         out.append({t: scale * v / norm for t, v in w.items()})
     return vocab, out
 
 
-def test_preprocessing_fn_gives_the_documented_tfidf(tmp_path):
+@pytest.fixture(scope="module")
+def transformed(tmp_path_factory):
+    """ROWS through preprocessing_fn (analyzers over ROWS): ({group: vocabulary list}, [{group: {term:
+    weight}}] per row, in ROWS order)."""
     import apache_beam as beam
     import tensorflow_transform.beam as tft_beam
     from apache_beam.options.pipeline_options import PipelineOptions
     from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
+    tmp_path = tmp_path_factory.mktemp("tft")
     spec = {"summary": tf.io.FixedLenFeature([], tf.string), "review_text": tf.io.FixedLenFeature([], tf.string),
             LABEL: tf.io.FixedLenFeature([], tf.int64)}
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
-    rows = [{"summary": s.encode(), "review_text": r.encode(), LABEL: i % 2} for i, (s, r) in enumerate(ROWS)]
+    rows = [{"summary": s.encode(), "review_text": r.encode(), LABEL: i} for i, (s, r) in enumerate(ROWS)]
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p, \
             tft_beam.Context(temp_dir=str(tmp_path / "tmp")):
         data = p | beam.Create(rows)
@@ -98,19 +100,37 @@ def test_preprocessing_fn_gives_the_documented_tfidf(tmp_path):
              | beam.Map(lambda r: json.dumps({k: np.asarray(v).tolist() for k, v in r.items()}))
              | beam.io.WriteToText(str(tmp_path / "rows"), shard_name_template=""))
     with open(tmp_path / "rows", encoding="utf-8") as fh:
-        results = [json.loads(line) for line in fh]
+        results = sorted((json.loads(line) for line in fh), key=lambda r: r[LABEL])  # LABEL = the row number
     out = tft.TFTransformOutput(str(tmp_path / "tft"))
-    assert len(results) == len(ROWS)
+    vocabularies = {g: [t.decode() if isinstance(t, bytes) else t for t in out.vocabulary_by_name(g)] for g in GROUPS}
+    docs = [{g: {vocabularies[g][int(i)]: float(w) for i, w in zip(r[ids_name(g)], r[weights_name(g)])}
+             for g in GROUPS} for r in results]
+    return vocabularies, docs
+
+
+def test_preprocessing_fn_gives_the_documented_tfidf(transformed):
+    vocabularies, docs = transformed
+    assert len(docs) == len(ROWS)
     for group in GROUPS:
-        vocab_list = [t.decode() if isinstance(t, bytes) else t for t in out.vocabulary_by_name(group)]
         want_vocab, want = _expected(ROWS, group)
-        assert set(vocab_list) == want_vocab
-        names = {i: t for i, t in enumerate(vocab_list)}
-        names.update({len(vocab_list) + k: "<oov>" for k in range(OOV_BUCKETS)})
-        got_docs = sorted(({names[int(i)]: float(w) for i, w in zip(r[ids_name(group)], r[weights_name(group)])}
-                           for r in results), key=lambda d: sorted(d))
-        want_docs = sorted(want, key=lambda d: sorted(d))
-        for g, w in zip(got_docs, want_docs):
-            assert g.keys() == w.keys()
+        assert set(vocabularies[group]) == want_vocab
+        assert "great pan" not in want_vocab                  # twice in one review is one document
+        for row, (got, w) in enumerate(zip((d[group] for d in docs), want)):
+            assert got.keys() == w.keys(), (group, row)
             for t in w:
-                assert g[t] == pytest.approx(w[t], rel=1e-5), (group, t)
+                assert got[t] == pytest.approx(w[t], rel=1e-5), (group, row, t)
+    assert set(docs[1]["word"]) == {"awful", "broke"}         # "fast" and both bigrams are in one review only
+
+
+def test_word_group_equals_the_tfidf_baseline_features(transformed):
+    from training.baselines import TfidfBigramBaseline
+    vocabularies, docs = transformed
+    s, r = [s for s, _ in ROWS], [r for _, r in ROWS]
+    base = TfidfBigramBaseline().fit_features(s, r)
+    assert base.vocabulary_.to_pylist() == sorted(vocabularies["word"])
+    rows, terms = base.transform(s, r), base.vocabulary_.to_pylist()
+    for i, got in enumerate(d["word"] for d in docs):
+        lo, hi = rows.indptr[i], rows.indptr[i + 1]
+        want = {terms[j]: v for j, v in zip(rows.indices[lo:hi], rows.values[lo:hi])}
+        assert got.keys() == want.keys()
+        assert [got[t] for t in want] == pytest.approx(list(want.values()), rel=1e-5)
