@@ -197,17 +197,21 @@ def train(silver, output, *, split="category", holdout=None, category_source="so
     if baselines and classes == 2:  # the baselines are binary
         from training.baselines import SeedsBaseline, TfidfBigramBaseline
         tr, va, te = ex.take("train"), ex.take("validation"), ex.take("test")
+        served = serve(model_dir, te)  # the exported model on the raw test texts, in the baselines' row order
+        reports["model"]["versus"] = {}
         for name, cls in (("seeds_hashing_tfidf_lr", SeedsBaseline), ("tfidf_1_2gram_lr", TfidfBigramBaseline)):
             t0 = time.monotonic()
             base = cls().fit(tr.summary, tr.review_text, tr.label)
             th = evaluate.choose_threshold(va.label, base.predict_proba(va.summary, va.review_text), metric="macro_f1")
-            reports[name] = evaluate.report(te.label, base.predict_proba(te.summary, te.review_text), th,
-                                            n_boot=n_boot, seed=seed)
+            scores = base.predict_proba(te.summary, te.review_text)
+            reports[name] = evaluate.report(te.label, scores, th, n_boot=n_boot, seed=seed)
+            d, (lo, hi) = evaluate.paired_auc_difference(te.label, served, scores, n=n_boot, seed=seed)
+            reports["model"]["versus"][name] = {"roc_auc_difference": d, "ci": [lo, hi]}
             reports[name]["threshold"] = float(th)
             reports[name]["l2"] = base.l2_
             baseline_s[name] = round(time.monotonic() - t0, 2)
             progress(f"baseline {name}: L2 {base.l2_:g}, test AUC {reports[name]['roc_auc']:.4f} "
-                     f"({baseline_s[name]:.1f} s)")
+                     f"({baseline_s[name]:.1f} s); model minus it: {d:+.4f} [{lo:+.4f}, {hi:+.4f}] (paired bootstrap)")
 
     report = {
         "data": {"silver": silver, "examples": counts, "split": split, "category_source": category_source,
@@ -232,6 +236,15 @@ def train(silver, output, *, split="category", holdout=None, category_source="so
     }
     write_report(report, output)
     return report
+
+
+def serve(model_dir, ex, batch=4096):
+    """P(positive) of the exported SavedModel for the raw texts of ``ex``, in its row order."""
+    fn = tf.saved_model.load(model_dir).signatures["serving_default"]
+    out = [fn(summary=tf.constant(list(ex.summary[i:i + batch])),
+              review_text=tf.constant(list(ex.review_text[i:i + batch])))["probability"].numpy()
+           for i in range(0, len(ex), batch)]
+    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
 
 def scoring_throughput(model_dir, ex, batch=4096, repeats=3):
@@ -263,10 +276,21 @@ def write_report(report, output):
                 "Label = the most probable class."), "",
              (evaluate.markdown_table(report["results"]) if report["model"]["classes"] == 2
               else _multiclass_table(report["results"]["model"])), "",
+             *_versus_lines(report["results"]["model"]),
              f"Timing: {report['timing']}"]
     with open(os.path.join(output, "report.md"), "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
     write_model_card(report, output)
+
+
+def _versus_lines(r):
+    if not r.get("versus"):
+        return []
+    lines = ["Model ROC AUC minus each baseline's on the same test reviews (95 % paired bootstrap interval; "
+             "the exported model's scores):", ""]
+    lines += [f"* {name}: {v['roc_auc_difference']:+.4f} [{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}]"
+              for name, v in r["versus"].items()]
+    return lines + [""]
 
 
 def _multiclass_table(r):

@@ -35,12 +35,20 @@ def generated_model(tmp_path_factory):
 def test_progress_per_epoch_and_report_files(generated_model):
     out, stdout = generated_model
     assert "fitted (lbfgs): iterations_run" in stdout and "best_validation" in stdout
+    assert "L-BFGS iteration 10: loss" in stdout                      # validation AUC reported as it goes
     report = json.loads((out / "report.json").read_text())
     assert set(report["results"]) == {"model", "seeds_hashing_tfidf_lr", "tfidf_1_2gram_lr"}
     model = report["results"]["model"]
     assert model["label_counts"] and 0.0 <= model["roc_auc"] <= 1.0
     assert model["ci"]["roc_auc"][0] <= model["roc_auc"] <= model["ci"]["roc_auc"][1]
+    assert report["model"]["early_stopping_on"] is None              # auto: lbfgs fits to the minimum
+    for name in ("seeds_hashing_tfidf_lr", "tfidf_1_2gram_lr"):    # exported model's scores, paired rows
+        versus = model["versus"][name]
+        assert versus["roc_auc_difference"] == pytest.approx(model["roc_auc"] - report["results"][name]["roc_auc"],
+                                                             abs=1e-4)
+        assert versus["ci"][0] <= versus["roc_auc_difference"] <= versus["ci"][1]
     assert (out / "report.md").read_text().count("|") > 20
+    assert "paired bootstrap" in (out / "report.md").read_text()
     assert "Limits" in (out / "model_card.md").read_text()
 
 
@@ -87,8 +95,9 @@ def test_real_data_model_beats_the_seeds_baseline(real_report):
     assert r["model"]["macro_f1"] > r["seeds_hashing_tfidf_lr"]["ci"]["macro_f1"][1]
 
 
-@pytest.mark.xfail(strict=True, reason="target not met: on the unseen test categories the tf-idf 1-2-gram "
-                                       "logistic regression scores a higher AUC (0.966) than the model (0.961)")
+@pytest.mark.xfail(strict=True, reason="target not met: on the unseen test categories the model's AUC (0.968) "
+                                       "is not above the tf-idf 1-2-gram baseline's interval [0.964, 0.969], and its "
+                                       "macro-F1 (0.829) is below the baseline's (0.832)")
 def test_real_data_model_beats_the_tfidf_baseline_and_targets(real_report):
     r = real_report["results"]
     assert r["model"]["roc_auc"] >= 0.95 and r["model"]["macro_f1"] >= 0.80

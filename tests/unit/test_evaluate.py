@@ -234,3 +234,16 @@ def test_report_multiclass_hand_example():
     assert r["label_counts"] == {"negative": 2, "neutral": 2, "positive": 2}
     lo, hi = r["ci"]["accuracy"]
     assert lo <= r["accuracy"] <= hi
+
+
+def test_paired_auc_difference_is_the_difference_with_a_paired_interval():
+    from training.evaluate import paired_auc_difference, roc_auc
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 400)
+    good = y + rng.normal(0, 0.5, 400)             # informative
+    noisy = good + rng.normal(0, 2.0, 400)         # the same plus noise: worse on every resample
+    d, (lo, hi) = paired_auc_difference(y, good, noisy, n=300, seed=1)
+    assert d == pytest.approx(roc_auc(y, good) - roc_auc(y, noisy))
+    assert 0 < lo <= d <= hi
+    same, (slo, shi) = paired_auc_difference(y, good, good * 2 + 1, n=100)   # same order: no difference at all
+    assert same == 0 and slo == 0 and shi == 0

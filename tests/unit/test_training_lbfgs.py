@@ -83,3 +83,24 @@ def test_lbfgs_refuses_the_embedding_bag():
     model = build_classifier(SIZES, dim=4)
     with pytest.raises(ValueError, match="binary linear model only"):
         lbfgs.fit(model, (_batch(ROWS), tf.constant(LABELS)), (_batch(ROWS), tf.constant(LABELS)), {0: 1, 1: 1})
+
+
+def test_without_early_stopping_the_fit_ends_at_the_minimum_even_when_validation_does_not_improve():
+    l2 = 1e-2
+    features, y = _batch(ROWS), tf.constant(LABELS)
+    inverted = (features, tf.constant(1 - LABELS))      # validation AUC 0 at every check: never improves
+    weights = {0: 1.0, 1: 1.0}
+    want = LogisticRegression(l2, 500).fit(lbfgs.to_csr(features, SIZES), LABELS)
+
+    def tables(model):
+        return np.concatenate([model.get_layer(f"{g}_terms").table.numpy().ravel() for g in SIZES])
+
+    stopped, converged = build_classifier(SIZES, l2=l2 / 2), build_classifier(SIZES, l2=l2 / 2)
+    out_stopped = lbfgs.fit(stopped, (features, y), inverted, weights, check_every=1, patience=2,
+                            progress=lambda m: None)
+    out_converged = lbfgs.fit(converged, (features, y), inverted, weights, check_every=1, patience=2,
+                              progress=lambda m: None, early_stopping=False)
+    assert out_stopped["iterations"] < out_converged["iterations"] == want.n_iter_
+    np.testing.assert_allclose(tables(converged), want.coef_, atol=1e-5)
+    assert len(out_converged["checks"]) == want.n_iter_         # still checked and reported every iteration
+    assert np.abs(tables(stopped) - want.coef_).max() > 1e-2
