@@ -13,7 +13,14 @@ each with logistic regression (training.baselines, balanced class weights) over 
 categories are never read. Prints the per-category table and the mean over categories, and writes them
 to bench/results/model_selection.json.
 
-    python bench/model_selection.py --silver out/real/silver/reviews
+``--study procedure`` instead runs each candidate of CANDIDATES the way training.train runs it: each fold
+is split exactly as training.data splits the non-test categories with that category held out (so the
+validation categories, used for early stopping, are chosen as in a real run), features are fitted on the
+fold's training split only, and the fit is L-BFGS to the minimum or with early stopping on validation
+AUC / log loss (training.lbfgs.fit_rows). Prints each candidate's held-out AUC per category, the mean and
+the difference from the tf-idf baseline fitted the same way; writes model_selection_procedure.json.
+
+    python bench/model_selection.py --silver out/real/silver/reviews [--study procedure]
 """
 import argparse
 import collections

@@ -44,7 +44,8 @@ def build_parser():
                         "file per category; default) or its product's main_cat")
     p.add_argument("--epochs", type=int, default=30, help="adam/sgd: most epochs; early stopping on validation AUC. Default 30")
     p.add_argument("--patience", type=int, default=3, help="early stopping: epochs (adam/sgd) or checks every 10 iterations "
-                                                                "(lbfgs) without a better validation score. Default 3")
+                                                                "(lbfgs with --early_stopping=on) without a better "
+                                                                "validation score. Default 3")
     p.add_argument("--batch_size", type=int, default=256, help="Default 256")
     p.add_argument("--optimizer", choices=("auto", "lbfgs", "adam", "sgd"), default="auto",
                    help="lbfgs: the whole training split as one batch, L-BFGS towards the minimum of the convex loss "
