@@ -272,6 +272,18 @@ class _Receiver:
             pass
 
 
+def idle_watermark_s(clock, last_event_s, idle_s, now_s, max_out_of_orderness_s):
+    """The watermark (epoch seconds) of a partition that has had no events for ``idle_s`` seconds: its clock
+    follows the wall clock. Enqueued-time clock: ``now_s`` minus the out-of-orderness; review-time clock: the
+    latest review time seen plus the whole seconds of idle time, minus the out-of-orderness (None before
+    any review time was seen)."""
+    if clock == ENQUEUED_TIME:
+        return int(now_s) - max_out_of_orderness_s
+    if last_event_s is None:
+        return None
+    return last_event_s + int(idle_s) - max_out_of_orderness_s
+
+
 @dataclasses.dataclass(frozen=True)
 class ReaderConfig:
     clock: str                        # transforms.events.REVIEW_TIME | ENQUEUED_TIME
@@ -392,10 +404,9 @@ class ReadPartitionsFn(beam.DoFn):
             self._raise_watermark(estimator, seen[0] - cfg.max_out_of_orderness_s)
 
     def _advance_idle(self, seen, idle_s, estimator):
-        if self.config.clock == ENQUEUED_TIME:
-            self._raise_watermark(estimator, int(time.time()) - self.config.max_out_of_orderness_s)
-        elif seen[0] is not None:
-            self._raise_watermark(estimator, seen[0] + int(idle_s) - self.config.max_out_of_orderness_s)
+        mark = idle_watermark_s(self.config.clock, seen[0], idle_s, time.time(), self.config.max_out_of_orderness_s)
+        if mark is not None:
+            self._raise_watermark(estimator, mark)
 
     @staticmethod
     def _raise_watermark(estimator, seconds):

@@ -34,6 +34,20 @@ def machine_busy_s():
     return (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / CLK_TCK  # user nice system irq softirq steal
 
 
+def add_run_options(ap, *, work, what, quiet_wait, written):
+    """The options every timed-run script shares: --work (``what`` goes there), --quiet-wait, --timeout and
+    --results (``written`` goes there)."""
+    ap.add_argument("--work", default=str(ROOT / "bench" / "work" / work),
+                    help=f"{what} (default bench/work/{work})")
+    ap.add_argument("--quiet-wait", type=float, default=quiet_wait,
+                    help="before each run, wait up to this many seconds for the machine to be idle (other "
+                         "processes' CPU < 0.25 core for 2 s); what they still use is reported "
+                         f"(default {quiet_wait:g}, 0: no wait)")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds allowed for one run (default 900)")
+    ap.add_argument("--results", default=str(ROOT / "bench" / "results"),
+                    help=f"where {written} and README.md go (default bench/results)")
+
+
 def wait_quiet(max_wait_s, threshold_cores=0.25):
     """Wait (at most max_wait_s) until the machine has been nearly idle for 2 s: other processes on this
     machine (e.g. a test suite) would steal cores from the side being timed. -> seconds waited."""

@@ -75,15 +75,18 @@ def hstack(a, b, scale_b=1.0):
 
 
 # the procedure study: candidate (feature set, fit) pairs run the way training.train runs them
-FEATURES = {  # name -> (class, tf-idf options): "sub" = (1 + log tf) and 200k terms (the baseline's),
-    "word/sub": (TfidfBigramBaseline, {}),                         # "raw" = tf as is and the 100k most
-    "char/sub": (CharTfidf, {}),                                   # frequent terms (tft.tfidf, TOP_K)
+# name -> (class, tf-idf options). "sub": (1 + ln tf) x idf over up to 200k terms (the baseline's rule,
+# training.features now); "raw": tf as is over up to 100k terms, near the features of fdedcb6 (those came
+# from tft.tfidf, counted occurrences rather than documents and had an out-of-vocabulary bucket)
+FEATURES = {
+    "word/sub": (TfidfBigramBaseline, {}),
+    "char/sub": (CharTfidf, {}),
     "word/raw": (TfidfBigramBaseline, {"sublinear_tf": False, "max_features": 100_000}),
     "char/raw": (CharTfidf, {"sublinear_tf": False, "max_features": 100_000}),
 }
 CANDIDATES = {  # name -> (feature groups with their scale, L2, fit: "converged" | early stopping on "auc"/"loss")
     "baseline: word/sub L2 1e-6, converged": ((("word/sub", 1.0),), 1e-6, "converged"),
-    "model as of 30a1fa9: word+0.5char raw, 3e-6, early stop": ((("word/raw", 1.0), ("char/raw", 0.5)), 3e-6, "auc"),
+    "model as of fdedcb6: word+0.5char raw, 3e-6, early stop": ((("word/raw", 1.0), ("char/raw", 0.5)), 3e-6, "auc"),
     "word+0.5char raw, 3e-6, converged": ((("word/raw", 1.0), ("char/raw", 0.5)), 3e-6, "converged"),
     "word+0.5char sub, 3e-6, early stop": ((("word/sub", 1.0), ("char/sub", 0.5)), 3e-6, "auc"),
     "word+0.5char sub, 3e-6, converged": ((("word/sub", 1.0), ("char/sub", 0.5)), 3e-6, "converged"),
@@ -96,11 +99,7 @@ CANDIDATES = {  # name -> (feature groups with their scale, L2, fit: "converged"
 
 def nb_scaled(rows, r):
     """Rows with each term's weight times its naive-Bayes log-count ratio ``r``, back to unit length."""
-    values = rows.values * r[rows.indices]
-    norms = np.sqrt(np.bincount(np.repeat(np.arange(rows.n_rows), rows.row_lengths), weights=values ** 2,
-                                minlength=rows.n_rows))
-    norms[norms == 0] = 1.0
-    return Csr(rows.indptr, rows.indices, values / np.repeat(norms, rows.row_lengths), rows.n_cols)
+    return Csr(rows.indptr, rows.indices, rows.values * r[rows.indices], rows.n_cols).unit_rows()
 
 
 def nb_ratio(rows, y, alpha=1.0):

@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project's packages (runners)
-from benchlib import (fmt, git_state, loadavg, med, run_child, tail, wait_quiet,  # noqa: E402
+from benchlib import (add_run_options, fmt, git_state, loadavg, med, run_child, tail, wait_quiet,  # noqa: E402
                       write_section)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -359,14 +359,8 @@ def main(argv=None):
                     help=f"job configurations, comma-separated, of {', '.join(CONFIGS)} (default all)")
     ap.add_argument("--startup-events", type=int, default=400,
                     help="one run of each side on this many events, for the fixed start-up cost (0: skip; default 400)")
-    ap.add_argument("--work", default=str(ROOT / "bench" / "work" / "stream"),
-                    help="inputs, hub logs, outputs and run logs (default bench/work/stream)")
-    ap.add_argument("--quiet-wait", type=float, default=60,
-                    help="before each run, wait up to this many seconds for the machine to be idle (other "
-                         "processes' CPU < 0.25 core for 2 s); what they still use is reported (default 60, 0: no wait)")
-    ap.add_argument("--timeout", type=float, default=900, help="seconds allowed for one run (default 900)")
-    ap.add_argument("--results", default=str(ROOT / "bench" / "results"),
-                    help="where stream-*.json and README.md go (default bench/results)")
+    add_run_options(ap, work="stream", what="inputs, hub logs, outputs and run logs", quiet_wait=60,
+                             written="stream-*.json")
     ap.add_argument("--keep-outputs", action="store_true", help="keep every job's output (default: deleted once counted)")
     ap.add_argument("--raw-consumer", type=int, metavar="N", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)

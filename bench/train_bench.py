@@ -48,7 +48,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchlib import (fmt, git_state, loadavg, med, run_child, tail, wait_quiet,  # noqa: E402
+from benchlib import (add_run_options, fmt, git_state, loadavg, med, run_child, tail, wait_quiet,  # noqa: E402
                       write_section)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -370,14 +370,8 @@ def main(argv=None):
     ap.add_argument("--pairs", type=int, default=3, help="batch job pairs without/with the model (default 3)")
     ap.add_argument("--score-repeats", type=int, default=3,
                     help="timed score_table passes over the whole silver per thread mode, after one warm-up (default 3)")
-    ap.add_argument("--work", default=str(ROOT / "bench" / "work" / "train"),
-                    help="the silver, the trained models, outputs and run logs (default bench/work/train)")
-    ap.add_argument("--quiet-wait", type=float, default=30,
-                    help="before each run, wait up to this many seconds for the machine to be idle (other "
-                         "processes' CPU < 0.25 core for 2 s); what they still use is reported (default 30, 0: no wait)")
-    ap.add_argument("--timeout", type=float, default=900, help="seconds allowed for one run (default 900)")
-    ap.add_argument("--results", default=str(ROOT / "bench" / "results"),
-                    help="where training.json and README.md go (default bench/results)")
+    add_run_options(ap, work="train", what="the silver, the trained models, outputs and run logs",
+                             quiet_wait=30, written="training.json")
     ap.add_argument("--score-worker", nargs=4, metavar=("MODE", "MODEL", "SILVER", "REPEATS"), help=argparse.SUPPRESS)
     ap.add_argument("--import-floor", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)

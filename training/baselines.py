@@ -88,6 +88,14 @@ class Csr:
         return np.bincount(self.indices, weights=self.values * np.repeat(r, self.row_lengths),
                            minlength=self.n_cols)
 
+    def unit_rows(self):
+        """The same rows scaled to unit L2 length (all-zero rows stay all-zero)."""
+        lengths = self.row_lengths
+        norms = np.sqrt(np.bincount(np.repeat(np.arange(self.n_rows), lengths), weights=self.values ** 2,
+                                    minlength=self.n_rows))
+        norms[norms == 0] = 1.0
+        return Csr(self.indptr, self.indices, self.values / np.repeat(norms, lengths), self.n_cols)
+
     def toarray(self):
         dense = np.zeros((self.n_rows, self.n_cols))
         dense[np.repeat(np.arange(self.n_rows), self.row_lengths), self.indices] = self.values
@@ -419,12 +427,8 @@ class TfidfBigramBaseline(_TextBaseline):
         ids = ids.drop_null().to_numpy().astype(np.int64)
         counts = Csr.from_counts(term_doc[known], ids, n_docs, len(self.vocabulary_))
         tf = 1.0 + np.log(counts.values) if self.sublinear_tf else counts.values
-        values = tf * self.idf_[counts.indices]
-        lengths = counts.row_lengths
-        norms = np.sqrt(np.bincount(np.repeat(np.arange(n_docs), lengths), weights=values ** 2,
-                                    minlength=n_docs))
-        norms[norms == 0] = 1.0                       # documents with no known term stay all-zero
-        return Csr(counts.indptr, counts.indices, values / np.repeat(norms, lengths), counts.n_cols)
+        # documents with no known term stay all-zero
+        return Csr(counts.indptr, counts.indices, tf * self.idf_[counts.indices], counts.n_cols).unit_rows()
 
     def vocabulary_id(self, term):
         """Index of ``term`` in the vocabulary, or None."""

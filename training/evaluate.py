@@ -185,6 +185,17 @@ def choose_threshold(y_true, scores, metric="macro_f1"):
 
 # ------------------------------------------------------------------------------------------ bootstrap
 
+def _resamples(rows, n, seed):
+    """``n`` bootstrap resamples of ``rows`` rows as multiplicity matrices, in chunks of at most
+    ``_BOOTSTRAP_CELLS`` cells: yields (index of the chunk's first resample, counts [chunk, rows])."""
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _BOOTSTRAP_CELLS // rows)
+    for lo in range(0, n, chunk):
+        b = min(chunk, n - lo)
+        draws = rng.integers(0, rows, size=(b, rows)) + (np.arange(b) * rows)[:, None]
+        yield lo, np.bincount(draws.ravel(), minlength=b * rows).reshape(b, rows).astype(np.float64)
+
+
 def _bootstrap_values(y, s, threshold, metrics, n, seed):
     """{metric: array of n resample values}. Rows are taken in (stable) score order and a resample is
     a vector of multiplicities; sums over runs of equal scores give each resample's positives and rows
@@ -192,14 +203,9 @@ def _bootstrap_values(y, s, threshold, metrics, n, seed):
     order, starts = _score_groups(s)
     y = y[order].astype(np.float64)
     cut = int(np.searchsorted(s[order][starts], threshold, side="left"))   # first run predicted 1
-    rows = y.size
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _BOOTSTRAP_CELLS // rows)
     out = {m: np.empty(n) for m in metrics}
-    for lo in range(0, n, chunk):
-        b = min(chunk, n - lo)
-        draws = rng.integers(0, rows, size=(b, rows)) + (np.arange(b) * rows)[:, None]
-        counts = np.bincount(draws.ravel(), minlength=b * rows).reshape(b, rows).astype(np.float64)
+    for lo, counts in _resamples(y.size, n, seed):
+        b = counts.shape[0]
         pos = np.add.reduceat(counts * y, starts, axis=1)
         neg = np.add.reduceat(counts, starts, axis=1) - pos
         if "roc_auc" in out:
@@ -243,13 +249,9 @@ def paired_auc_difference(y_true, scores_a, scores_b, n=1000, seed=0, alpha=0.05
     if y.size == 0 or n < 1:
         return math.nan, (math.nan, math.nan)
     groups = [_score_groups(s) for s in (a, b)]
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _BOOTSTRAP_CELLS // y.size)
     diffs = np.empty(n)
-    for lo in range(0, n, chunk):
-        k = min(chunk, n - lo)
-        draws = rng.integers(0, y.size, size=(k, y.size)) + (np.arange(k) * y.size)[:, None]
-        counts = np.bincount(draws.ravel(), minlength=k * y.size).reshape(k, y.size).astype(np.float64)
+    for lo, counts in _resamples(y.size, n, seed):
+        k = counts.shape[0]
         aucs = []
         for order, starts in groups:
             c = counts[:, order]

@@ -3,9 +3,10 @@
     silver reviews --(training.data)--> examples + deterministic split
       --(tf.Transform on Beam: analyzers over the TRAINING split only)--> TFRecords + transform output
       --(Keras, class weights, early stopping on validation)--> classifier
-      --> threshold chosen on validation --> evaluation on the test split (unseen categories by default),
-          next to two baselines fitted on the same training split in the same run
-      --> SavedModel (transform graph embedded) + report.json + report.md + model_card.md
+      --> threshold chosen on validation --> SavedModel (transform graph embedded)
+      --> the SavedModel evaluated on the raw texts of the test split (unseen categories by default), next
+          to two baselines fitted on the same training split in the same run, and paired with each
+      --> report.json + report.md + model_card.md
 """
 import functools
 import json
@@ -175,29 +176,33 @@ def train(silver, output, *, split="category", holdout=None, category_source="so
     progress(f"fitted ({optimizer}): " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                                    for k, v in fit_summary.items()) + f" ({train_s:.1f} s)")
 
-    test_y, test_p = _predict(classifier, records, "test", tft_output, 1024)
     if classes == 2:
         val_y, val_p = _predict(classifier, records, "validation", tft_output, 1024)
         threshold = evaluate.choose_threshold(val_y, val_p, metric="macro_f1")
-        reports = {"model": evaluate.report(test_y, test_p, threshold, n_boot=n_boot, seed=seed)}
-        reports["model"]["threshold"] = float(threshold)
     else:
         threshold = 0.5  # unused: the label is the most probable class
-        reports = {"model": evaluate.report_multiclass(test_y, test_p, n_boot=n_boot, seed=seed)}
 
     model_dir = os.path.join(output, "saved_model")
     shutil.rmtree(model_dir, ignore_errors=True)
     export(classifier, tft_output, threshold, model_dir)
-    throughput = scoring_throughput(model_dir, ex.take("test"))
+    signature = tf.saved_model.load(model_dir).signatures["serving_default"]
+    te = ex.take("test")
+    throughput = scoring_throughput(signature, te)
     progress(f"exported {model_dir}" + (f" (threshold {threshold:.3f} chosen on validation)" if classes == 2 else
                                         " (label = most probable of 3 classes)")
              + f"; scoring {throughput:,.0f} reviews/s")
+    if classes == 2:  # what ships is evaluated: the exported model on the raw test texts, in ``te`` order
+        served = serve(signature, te)
+        reports = {"model": evaluate.report(te.label, served, threshold, n_boot=n_boot, seed=seed)}
+        reports["model"]["threshold"] = float(threshold)
+    else:
+        test_y, test_p = _predict(classifier, records, "test", tft_output, 1024)
+        reports = {"model": evaluate.report_multiclass(test_y, test_p, n_boot=n_boot, seed=seed)}
 
     baseline_s = {}
     if baselines and classes == 2:  # the baselines are binary
         from training.baselines import SeedsBaseline, TfidfBigramBaseline
-        tr, va, te = ex.take("train"), ex.take("validation"), ex.take("test")
-        served = serve(model_dir, te)  # the exported model on the raw test texts, in the baselines' row order
+        tr, va = ex.take("train"), ex.take("validation")
         reports["model"]["versus"] = {}
         for name, cls in (("seeds_hashing_tfidf_lr", SeedsBaseline), ("tfidf_1_2gram_lr", TfidfBigramBaseline)):
             t0 = time.monotonic()
@@ -238,18 +243,18 @@ def train(silver, output, *, split="category", holdout=None, category_source="so
     return report
 
 
-def serve(model_dir, ex, batch=4096):
-    """P(positive) of the exported SavedModel for the raw texts of ``ex``, in its row order."""
-    fn = tf.saved_model.load(model_dir).signatures["serving_default"]
+def serve(fn, ex, batch=4096):
+    """P(positive) from the exported model's ``serving_default`` signature for the raw texts of ``ex``, in
+    its row order."""
     out = [fn(summary=tf.constant(list(ex.summary[i:i + batch])),
               review_text=tf.constant(list(ex.review_text[i:i + batch])))["probability"].numpy()
            for i in range(0, len(ex), batch)]
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
 
-def scoring_throughput(model_dir, ex, batch=4096, repeats=3):
-    """Reviews/s of the exported signature on raw text (the test split, in batches)."""
-    fn = tf.saved_model.load(model_dir).signatures["serving_default"]
+def scoring_throughput(fn, ex, batch=4096, repeats=3):
+    """Reviews/s of the exported ``serving_default`` signature on raw text (the first ``batch`` reviews of
+    ``ex``)."""
     s, r = tf.constant(list(ex.summary[:batch])), tf.constant(list(ex.review_text[:batch]))
     fn(summary=s, review_text=r)  # warm-up (tracing)
     t0 = time.perf_counter()
@@ -286,8 +291,8 @@ def write_report(report, output):
 def _versus_lines(r):
     if not r.get("versus"):
         return []
-    lines = ["Model ROC AUC minus each baseline's on the same test reviews (95 % paired bootstrap interval; "
-             "the exported model's scores):", ""]
+    lines = ["Model ROC AUC minus each baseline's on the same test reviews (95 % paired bootstrap interval):",
+             ""]
     lines += [f"* {name}: {v['roc_auc_difference']:+.4f} [{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}]"
               for name, v in r["versus"].items()]
     return lines + [""]

@@ -106,14 +106,14 @@ def _receive(eh: LocalEventHubs, expected: int, starting_position="-1", *, consu
     worker = threading.Thread(target=client.receive_batch, kwargs=kwargs, name="eh-test-receiver", daemon=True)
     worker.start()
     try:
-        end = time.monotonic() + deadline_s
-        while time.monotonic() < end and not enough.is_set():
-            if on_started is not None:
-                with lock:
-                    snapshot = list(got)
-                if on_started(snapshot):
-                    break
-            enough.wait(0.2)
+        def done():
+            if enough.is_set() or on_started is None:
+                return enough.is_set()
+            with lock:
+                snapshot = list(got)
+            return on_started(snapshot)
+
+        wait_until(done, deadline_s, interval_s=0.2)
         if enough.is_set():
             time.sleep(DUPLICATE_GRACE_S)                  # anything extra would be a duplicate
     finally:

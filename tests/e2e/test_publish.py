@@ -21,6 +21,7 @@ from azure.eventhub import EventHubConsumerClient
 from runners.eventhubs_local import LocalEventHubs, partition_for_key
 from runners.publish import (PublishError, TokenBucket, iter_events, main, parse_rate, publish,
                              redact, shuffle_blocks)
+from tests._waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -83,9 +84,7 @@ def _receive(eh: LocalEventHubs, expected: dict[str, int], *, every_partition: b
     try:
         for r in readers:
             r.thread.start()
-        deadline = time.monotonic() + RECEIVE_DEADLINE_S
-        for r in readers:
-            r.enough.wait(max(0.0, deadline - time.monotonic()))
+        wait_until(lambda: all(r.enough.is_set() for r in readers), RECEIVE_DEADLINE_S, interval_s=0.1)
         time.sleep(EXTRA_GRACE_S)
     finally:
         stoppers = [threading.Thread(target=r.stop) for r in readers]    # closing takes ~0.4 s each
@@ -189,7 +188,6 @@ def test_round_robin_exact_bytes_partitions_and_counts(hubs, sample_files):
     stats = publish(hubs.connection_string, sample_files, partitions=2, batch_size=2, progress=False)
     assert (stats.sent, stats.blank_skipped, stats.rejected, stats.keyed) == (7, 2, 0, 0)
     assert stats.per_partition == {"0": 4, "1": 3}
-    assert isinstance(stats.seconds, float) and isinstance(stats.events_per_s, float)  # reported, not judged
 
     received = _receive(hubs, {"0": 4, "1": 3}, every_partition=True)
     assert _by_partition(received) == {"0": EXPECTED_BODIES[0::2], "1": EXPECTED_BODIES[1::2]}
@@ -262,7 +260,7 @@ def test_cli_key_routing_oversized_summary_json(hubs, tmp_path, monkeypatch, cap
     # {"asin": 17} is keyed too (a number): 5 + 1 keyed, 3 round robin (0, 1, 0)
     assert {k: result[k] for k in ("sent", "blank_skipped", "rejected", "keyed", "per_partition")} == \
         {"sent": 9, "blank_skipped": 0, "rejected": 1, "keyed": 6, "per_partition": {"0": 2, "1": 1}}
-    assert isinstance(result["seconds"], float) and isinstance(result["events_per_s"], float)
+    assert {"seconds", "events_per_s"} <= result.keys()                  # reported in the summary, not judged
 
     # where the endpoint puts a key (CRC-32 of the key modulo 4), plus the round robin over 0 and 1
     key_of = {k: json.loads(k)["asin"] for k in keyed} | {unkeyed[3]: "17"}

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_pipeline.eventhub import parse_start_position
+from beam_pipeline.eventhub import idle_watermark_s, parse_start_position
 from beam_pipeline.options import OptionsError, validated
 from transforms import gold, keys, reasons
 from transforms.clean import clean_reviews
@@ -262,3 +262,13 @@ def test_layout_write_in_place_renames_a_complete_file(tmp_path, monkeypatch):
     staged = io.Layout(str(tmp_path / "bounded"), "r2", ())
     (tmp_path / "bounded" / "_staging" / "r2" / "t").mkdir(parents=True)
     assert staged.write(writer, b"abc", "t/part.bin") == str(tmp_path / "bounded" / "_staging" / "r2" / "t" / "part.bin")
+
+
+def test_idle_partition_watermark_follows_the_wall_clock_by_the_rule():
+    """Review-time clock: last review time + whole idle seconds - out-of-orderness (nothing before a review
+    time was seen); enqueued-time clock: now - out-of-orderness."""
+    from transforms.events import ENQUEUED_TIME, REVIEW_TIME
+    assert idle_watermark_s(REVIEW_TIME, 1_000, 2.9, 5_000_000.5, 100) == 902
+    assert idle_watermark_s(REVIEW_TIME, None, 2.9, 5_000_000.5, 100) is None
+    assert idle_watermark_s(ENQUEUED_TIME, 1_000, 2.9, 5_000_000.5, 5) == 4_999_995
+    assert idle_watermark_s(ENQUEUED_TIME, None, 0.0, 5_000_000.5, 5) == 4_999_995
