@@ -20,7 +20,7 @@ from training.features import ids_name, weights_name
 
 def to_csr(features, sizes):
     """{group_ids, group_weights: SparseTensor [n, k]} -> Csr [n, sum(sizes)] (groups side by side, in
-    ``sizes`` order: {group: vocabulary size with out-of-vocabulary buckets})."""
+    ``sizes`` order: {group: vocabulary size})."""
     n = int(next(iter(features.values())).dense_shape[0])
     rows, cols, vals, offset = [], [], [], 0
     for group, size in sizes.items():

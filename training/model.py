@@ -61,7 +61,7 @@ def bag(table, ids, weights):
 
 
 def build_classifier(vocab_sizes, dim=1, l2=0.0, learning_rate=None, classes=2, optimizer="adam"):
-    """``vocab_sizes``: {group: vocabulary size including out-of-vocabulary buckets}. Binary (one sigmoid
+    """``vocab_sizes``: {group: vocabulary size (the features drop terms outside it)}. Binary (one sigmoid
     output, the default) or ``classes``-way softmax (negative / neutral / positive). ``dim`` 1: linear;
     > 1: embedding bag of that width and a dense layer. ``l2`` is Keras's (``l2 * sum(w^2)``, half the
     training objective's convention); ``optimizer``/``learning_rate`` from OPTIMIZERS (default rate when

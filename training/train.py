@@ -338,7 +338,7 @@ def write_model_card(report, output):
         f"{_test_set(d)}. Analyzers (vocabulary, document frequencies) were computed on the training split "
         "only.", "",
         "## Model",
-        f"{m['kind']}; vocabularies (terms seen at least twice in training): "
+        f"{m['kind']}; vocabularies (terms in at least 2 training reviews): "
         + ", ".join(f"{n:,} {g} terms" for g, n in m["vocabulary"].items())
         + f"; balanced class weights {m['class_weights']}; "
         + ("full-batch L-BFGS (the loss is convex), " if m["optimizer"] == "lbfgs" else
