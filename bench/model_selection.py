@@ -19,6 +19,9 @@ validation categories, used for early stopping, are chosen as in a real run), fe
 fold's training split only, and the fit is L-BFGS to the minimum or with early stopping on validation
 AUC / log loss (training.lbfgs.fit_rows). Prints each candidate's held-out AUC per category, the mean and
 the difference from the tf-idf baseline fitted the same way; writes model_selection_procedure.json.
+Candidates include the negation-scope terms (``neg``: training.baselines.NegationTfidf), the summary's own
+tokens + bigrams (``summary``), and, for comparison only, an ensemble with a naive-Bayes-scaled twin that
+training.train does not build.
 
     python bench/model_selection.py --silver out/real/silver/reviews [--study procedure]
 """
@@ -35,7 +38,7 @@ import pyarrow as pa
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from training import data as data_mod  # noqa: E402
-from training.baselines import Csr, LogisticRegression, TfidfBigramBaseline  # noqa: E402
+from training.baselines import Csr, LogisticRegression, NegationTfidf, TfidfBigramBaseline  # noqa: E402
 from training.evaluate import roc_auc  # noqa: E402
 from training.features import CHAR_NGRAMS  # noqa: E402
 
@@ -54,6 +57,16 @@ class CharTfidf(TfidfBigramBaseline):
                 grams.extend(w[j:j + n] for j in range(len(w) - n + 1))
                 rows.extend([d] * max(0, len(w) - n + 1))
         return pa.array(grams, pa.string()), np.array(rows, dtype=np.int64)
+
+
+class SummaryTfidf(TfidfBigramBaseline):
+    """The tf-idf baseline's features of the summary alone (the numpy twin of the model's summary group)."""
+
+    def fit_features(self, summary, review):
+        return super().fit_features(summary, [""] * len(summary))
+
+    def transform(self, summary, review):
+        return super().transform(summary, [""] * len(summary))
 
 
 def features(cls, fit_s, fit_r, held_s, held_r):
@@ -83,6 +96,8 @@ FEATURES = {
     "char/sub": (CharTfidf, {}),
     "word/raw": (TfidfBigramBaseline, {"sublinear_tf": False, "max_features": 100_000}),
     "char/raw": (CharTfidf, {"sublinear_tf": False, "max_features": 100_000}),
+    "neg/sub": (NegationTfidf, {}),            # word/sub + the negation-scope terms
+    "summary/sub": (SummaryTfidf, {}),
 }
 CANDIDATES = {  # name -> (feature groups with their scale, L2, fit: "converged" | early stopping on "auc"/"loss")
     "baseline: word/sub L2 1e-6, converged": ((("word/sub", 1.0),), 1e-6, "converged"),
@@ -90,6 +105,15 @@ CANDIDATES = {  # name -> (feature groups with their scale, L2, fit: "converged"
     "word+0.5char raw, 3e-6, converged": ((("word/raw", 1.0), ("char/raw", 0.5)), 3e-6, "converged"),
     "word+0.5char sub, 3e-6, early stop": ((("word/sub", 1.0), ("char/sub", 0.5)), 3e-6, "auc"),
     "word+0.5char sub, 3e-6, converged": ((("word/sub", 1.0), ("char/sub", 0.5)), 3e-6, "converged"),
+    "neg+0.5char sub, 3e-6, converged": ((("neg/sub", 1.0), ("char/sub", 0.5)), 3e-6, "converged"),
+    "word+0.5char+0.3summary sub, 3e-6, converged": ((("word/sub", 1.0), ("char/sub", 0.5), ("summary/sub", 0.3)),
+                                                    3e-6, "converged"),
+    "neg+0.5char+0.3summary sub, 3e-6, converged": ((("neg/sub", 1.0), ("char/sub", 0.5), ("summary/sub", 0.3)),
+                                                   3e-6, "converged"),
+    "... + NB-scaled twin at 1e-5, logits summed (not built)": ((("neg/sub", 1.0), ("char/sub", 0.5),
+                                                                ("summary/sub", 0.3)), 3e-6, "converged+nb"),
+    "neg+0.5char+0.5summary sub, 3e-6, converged": ((("neg/sub", 1.0), ("char/sub", 0.5), ("summary/sub", 0.5)),
+                                                   3e-6, "converged"),
     "word+0.5char sub, 3e-6, early stop on val loss": ((("word/sub", 1.0), ("char/sub", 0.5)), 3e-6, "loss"),
     **{f"nb(word/sub)+0.5 nb(char/sub), {l2:g}, converged": ((("word/sub/nb", 1.0), ("char/sub/nb", 0.5)), l2,
                                                              "converged") for l2 in (1e-5, 3e-6, 1e-6)},
@@ -129,7 +153,7 @@ def procedure_study(table, test_categories, min_negatives, out):
         for name, (cls, kw) in FEATURES.items():
             f = cls(**kw).fit_features(tr.summary, tr.review_text)
             feats[name] = [f.transform(e.summary, e.review_text) for e in (tr, va, te)]
-        for name in ("word/sub", "char/sub"):
+        for name in ("word/sub", "char/sub", "neg/sub", "summary/sub"):
             r = nb_ratio(feats[name][0], tr.label)
             feats[name + "/nb"] = [nb_scaled(x, r) for x in feats[name]]
         counts = np.bincount(tr.label, minlength=2)
@@ -139,14 +163,21 @@ def procedure_study(table, test_categories, min_negatives, out):
             for g, scale in groups[1:]:
                 xs = [hstack(xs[i], feats[g][i], scale) for i in range(3)]
             theta, summary = lbfgs.fit_rows(xs[0], tr.label, weight, xs[1], va.label, l2, max_iter=500,
-                                            early_stopping=fit != "converged",
-                                            monitor="auc" if fit == "converged" else fit, progress=lambda _: None)
-            results[cand][cat] = roc_auc(te.label, xs[2].dot(theta[:-1]) + theta[-1])
+                                            early_stopping=not fit.startswith("converged"),
+                                            monitor="auc" if fit.startswith("converged") else fit,
+                                            progress=lambda _: None)
+            score = xs[2].dot(theta[:-1]) + theta[-1]
+            if fit == "converged+nb":  # an ensemble: plus the logit of the same groups naive-Bayes scaled
+                nb = [feats[groups[0][0] + "/nb"][i] for i in (0, 2)]
+                for g, scale in groups[1:]:
+                    nb = [hstack(nb[i], feats[g + "/nb"][j], scale) for i, j in ((0, 0), (1, 2))]
+                score = score + LogisticRegression(1e-5, 500).fit(nb[0], tr.label, weight).decision_function(nb[1])
+            results[cand][cat] = roc_auc(te.label, score)
             iterations[cand][cat] = (summary["best_iteration"], summary["iterations"])
         print(f"{cat} ({len(te):,} reviews, {(te.label == 0).sum()} negative; validation "
               f"{', '.join(sorted(set(va.category)))}) [{time.monotonic() - started:.0f} s]", flush=True)
         for cand in CANDIDATES:
-            print(f"  {cand:58s} {results[cand][cat]:.4f}  best iteration {iterations[cand][cat][0]} of "
+            print(f"  {cand:62s} {results[cand][cat]:.4f}  best iteration {iterations[cand][cat][0]} of "
                   f"{iterations[cand][cat][1]}", flush=True)
     base = next(iter(CANDIDATES))
     print("\nmean ROC AUC over the held-out categories, and against the baseline (mean difference, "
@@ -157,7 +188,7 @@ def procedure_study(table, test_categories, min_negatives, out):
         summary[cand] = {"mean_auc": round(float(np.mean(list(results[cand].values()))), 5),
                          "mean_difference": round(float(d.mean()), 5), "better": int((d > 0).sum()),
                          "worse": int((d < 0).sum())}
-        print(f"  {cand:58s} {summary[cand]['mean_auc']:.4f}  {d.mean():+.4f}  {(d > 0).sum()}/{(d < 0).sum()}")
+        print(f"  {cand:62s} {summary[cand]['mean_auc']:.4f}  {d.mean():+.4f}  {(d > 0).sum()}/{(d < 0).sum()}")
     with open(out, "w", encoding="utf-8") as fh:
         json.dump({"summary": summary, "per_category": {k: {c: round(a, 5) for c, a in v.items()}
                                                         for k, v in results.items()},

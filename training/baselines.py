@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 
 from training.evaluate import roc_auc
 from transforms.keys import hash_strings
-from transforms.text import normalize_for_model
+from transforms.text import NEGATION_PREFIX, NEGATION_SCOPE, NEGATORS, normalize_for_model
 
 # Spark ML StopWordsRemover's default English list (StopWordsRemover.loadDefaultStopWords("english")),
 # the one the seeds' pipeline removed. It holds "no", "not", "nor" and contraction stems ("don", "t"),
@@ -271,6 +271,19 @@ def _with_bigrams(tokens, rows):
     return pa.concat_arrays([tokens, bigrams]), np.concatenate([rows, rows[:-1][same_doc]])
 
 
+
+def negation_terms(tokens, rows):
+    """The Arrow twin of ``training.features.negation_terms``: NEGATION_PREFIX + each token that follows a
+    negator of NEGATORS within NEGATION_SCOPE tokens of the same document and is not one itself, with
+    its document id."""
+    negator = pc.is_in(tokens, value_set=pa.array(NEGATORS, pa.string())).to_numpy(zero_copy_only=False)
+    scoped = np.zeros(len(tokens), dtype=bool)
+    for k in range(1, NEGATION_SCOPE + 1):
+        scoped[k:] |= negator[:-k] & (rows[:-k] == rows[k:])
+    marked = scoped & ~negator
+    terms = pc.binary_join_element_wise(pa.scalar(NEGATION_PREFIX), tokens.filter(pa.array(marked)), "")
+    return terms, rows[marked]
+
 # -------------------------------------------------------------------------------------- baselines
 
 class _TextBaseline:
@@ -442,3 +455,16 @@ class TfidfBigramBaseline(_TextBaseline):
         terms = self.vocabulary_.to_pylist()
         return ([(terms[i], float(w[i])) for i in order[:k]],
                 [(terms[i], float(w[i])) for i in order[::-1][:k]])
+
+
+class NegationTfidf(TfidfBigramBaseline):
+    """The model's word group in numpy (``training.features.word_terms``): the tf-idf baseline's terms
+    (tokens + bigrams) plus the negation-scope terms, under the same vocabulary and tf-idf rule. Not one of
+    the report's baselines: the cross-validation study and a test of the TF features use it."""
+
+    name = "TF-IDF 1-2-gram + negation scope"
+
+    def _terms(self, tokens, doc):
+        words, word_doc = _with_bigrams(tokens, doc)
+        negated, negated_doc = negation_terms(tokens, doc)
+        return pa.concat_arrays([words, negated]), np.concatenate([word_doc, negated_doc])

@@ -6,35 +6,42 @@ URLs, then lower case, then punctuation and digits, single spaces; a test keeps 
 frequencies of tf-idf) run over the training split only, and the graph it yields is embedded in the
 exported model, so serving applies exactly what training saw.
 
-    text   = summary + " " + review_text, normalised
-    words  = tokens + bigrams ("great pan" next to "great" and "pan")
-    chars  = the 3-, 4- and 5-character n-grams of each token wrapped in "<" and ">" ("<pan>" -> "<pa",
-             "pan", "an>", "<pan", "pan>", "<pan>"): they carry what a word means into categories where the
-             word itself is rare ("disappointing" and "disappointed" share "<disappoint")
-    word_ids, word_weights = sublinear tf-idf, (1 + ln count) * idf, over a vocabulary of the TOP_K
-                             words in most training reviews (at least MIN_DF of them); other terms dropped
-    char_ids, char_weights = the same over character n-grams (their own vocabulary)
+    text    = summary + " " + review_text, normalised, split into tokens
+    word    = tokens + bigrams ("great pan" next to "great" and "pan") + negation scope: each of the 3
+              tokens after a negator ("not", "don't", "never", ... transforms.text.NEGATORS) also counts
+              as "NEG_" + token ("not very good" -> "NEG_very", "NEG_good")
+    char    = the 3-, 4- and 5-character n-grams of each token wrapped in "<" and ">" ("<pan>" -> "<pa",
+              "pan", "an>", "<pan", "pan>", "<pan>"): they carry what a word means into categories where the
+              word itself is rare ("disappointing" and "disappointed" share "<disappoint")
+    summary = the summary's own tokens + bigrams, apart from the text's: a headline word ("Great",
+              "Disappointed") weighs as a headline, not as one more word of the review
+    {group}_ids, {group}_weights = sublinear tf-idf, (1 + ln count) * idf, over the group's vocabulary of
+              the TOP_K terms in most training reviews (at least MIN_DF of them); other terms dropped
 
-The word group is exactly the tf-idf 1-2-gram baseline's features (``training.baselines.TfidfBigramBaseline``;
-a test checks that the two agree), so the model differs from that baseline by the character group only.
+Without the negation terms the word group is exactly the tf-idf 1-2-gram baseline's features
+(``training.baselines.TfidfBigramBaseline``); with them it is ``training.baselines.NegationTfidf``, and the
+summary group is the baseline's features of the summary alone (tests check both, term by term).
 
 Each group's weights are scaled to unit L2 length per review (long reviews weigh as much as short ones),
-the character group's then to CHAR_WEIGHT: words lead, character n-grams fill in. The groups, the weight
-0.5 and the model's L2 were chosen by leave-one-category-out cross-validation over the non-test categories
-of the real data (``bench/model_selection.py``).
+then to the group's GROUP_WEIGHTS: words lead, character n-grams and the summary fill in. The groups,
+their weights and the model's L2 were chosen by leave-one-category-out cross-validation over the
+non-test categories of the real data (``bench/model_selection.py``).
 """
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from transforms.text import ENTITY_PATTERN, TAG_PATTERN, URL_PATTERN
+from transforms.text import (ENTITY_PATTERN, NEGATION_PREFIX, NEGATION_SCOPE, NEGATORS, TAG_PATTERN,
+                             URL_PATTERN)
 
 RAW_TEXT_FEATURES = ("summary", "review_text")
 LABEL = "label"
 TOP_K = 200_000                    # per group, the terms in most training reviews (the tf-idf baseline's cap)
 MIN_DF = 2                         # ... that are in at least this many training reviews
-GROUPS = ("word", "char")          # the feature groups, each with its own vocabulary (named after the group)
 CHAR_NGRAMS = (3, 4, 5)
-CHAR_WEIGHT = 0.5                  # the character group's rows have this length, the words' 1
+# the feature groups, each with its own vocabulary (named after the group), and the L2 length of a review's
+# weights in each
+GROUP_WEIGHTS = {"word": 1.0, "char": 0.5, "summary": 0.3}
+GROUPS = tuple(GROUP_WEIGHTS)
 
 
 def ids_name(group):
@@ -66,14 +73,36 @@ def normalize_text(text):
     return tf.strings.strip(text)
 
 
-def tokens(summary, review_text):
-    """-> RaggedTensor [batch, tokens] of the normalised ``summary + " " + review_text``."""
-    return tf.strings.split(normalize_text(tf.strings.join([summary, review_text], separator=" ")))
+def tokens(summary, review_text=None):
+    """-> RaggedTensor [batch, tokens] of the normalised ``summary + " " + review_text`` (the summary's
+    alone without ``review_text``)."""
+    text = summary if review_text is None else tf.strings.join([summary, review_text], separator=" ")
+    return tf.strings.split(normalize_text(text))
+
+
+def ngram_terms(tokens):
+    """Tokens -> RaggedTensor of the tokens followed by their bigrams, per review."""
+    return tf.concat([tokens, tf.strings.ngrams(tokens, 2, separator=" ")], axis=1)
+
+
+def negation_terms(tokens):
+    """Tokens -> RaggedTensor of NEGATION_PREFIX + each token within NEGATION_SCOPE tokens after a negator
+    (NEGATORS) of its review and not a negator itself, per review."""
+    flat, rows = tokens.flat_values, tokens.value_rowids()
+    negator = tf.reduce_any(tf.equal(flat[:, None], tf.constant(NEGATORS)[None, :]), axis=1)
+    scoped = tf.zeros_like(negator)
+    for k in range(1, NEGATION_SCOPE + 1):   # the token k places back is a negator of the same review
+        before = tf.concat([tf.zeros([k], tf.bool), negator[:-k]], 0)[:tf.size(negator)]
+        same = tf.concat([tf.zeros([k], tf.bool), tf.equal(rows[:-k], rows[k:])], 0)[:tf.size(negator)]
+        scoped = scoped | (before & same)
+    marked = scoped & ~negator
+    return tf.RaggedTensor.from_value_rowids(tf.strings.join([NEGATION_PREFIX, tf.boolean_mask(flat, marked)]),
+                                             tf.boolean_mask(rows, marked), nrows=tokens.nrows())
 
 
 def word_terms(tokens):
-    """Tokens -> RaggedTensor of the tokens followed by their bigrams, per review."""
-    return tf.concat([tokens, tf.strings.ngrams(tokens, 2, separator=" ")], axis=1)
+    """Tokens -> RaggedTensor of the tokens, their bigrams and their negation terms, per review."""
+    return tf.concat([ngram_terms(tokens), negation_terms(tokens)], axis=1)
 
 
 def char_terms(tokens):
@@ -85,19 +114,22 @@ def char_terms(tokens):
 
 
 def preprocessing_fn(inputs, norm="l2"):
-    """tf.Transform: raw ``summary``/``review_text`` (+ ``label``) -> per group (words, character
-    n-grams) tf-idf ids and weights; with ``norm="l2"`` each group's weights in a review are scaled to unit
-    length."""
-    toks = tokens(_dense(inputs["summary"]), _dense(inputs["review_text"]))
+    """tf.Transform: raw ``summary``/``review_text`` (+ ``label``) -> per group (GROUPS) tf-idf ids and
+    weights; with ``norm="l2"`` each group's weights in a review are scaled to unit length, then to the
+    group's GROUP_WEIGHTS."""
+    summary = _dense(inputs["summary"])
+    toks = tokens(summary, _dense(inputs["review_text"]))
     out = {}
-    for group, terms in (("word", word_terms(toks)), ("char", char_terms(toks))):
+    groups = {"word": word_terms(toks), "char": char_terms(toks), "summary": ngram_terms(tokens(summary))}
+    for group in GROUPS:
+        terms = groups[group]
         vocabulary = tft.vocabulary(distinct_per_row(terms), top_k=TOP_K, frequency_threshold=MIN_DF,
                                     vocab_filename=group)
         ids = tft.apply_vocabulary(terms.to_sparse(), vocabulary, default_value=-1)
         out[ids_name(group)], weights = sublinear_tfidf(ids, TOP_K, name=f"{group}_tfidf")
         if norm == "l2":
             weights = l2_normalize_rows(weights)
-        out[weights_name(group)] = weights * CHAR_WEIGHT if group == "char" else weights
+        out[weights_name(group)] = weights * GROUP_WEIGHTS[group]
     if LABEL in inputs:
         out[LABEL] = inputs[LABEL]
     return out

@@ -1,7 +1,7 @@
 """The Keras text classifier on tf-idf features, and the serving module that is exported.
 
 The classifier is a logistic regression over the tf-idf weights of the vocabulary terms of each feature
-group (words and character n-grams: a sparse linear layer per group, one weight per term, summed, plus a
+group (words, character n-grams, summary words: a sparse linear layer per group, one weight per term, summed, plus a
 bias), optionally an embedding bag (``dim`` > 1: the tf-idf-weighted sum of term vectors, then a dense
 layer). Start simple: the linear model is the default.
 

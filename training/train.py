@@ -226,7 +226,8 @@ def train(silver, output, *, split="category", holdout=None, category_source="so
                  "label_rule": ("rating >= 4 positive (1), <= 2 negative (0), 3 excluded (transforms/labels.py)"
                                 if classes == 2 else "rating <= 2 negative (0), 3 neutral (1), >= 4 positive (2) "
                                 "(transforms/labels.py)")},
-        "model": {"kind": ("logistic regression on tf-idf of words + bigrams and character 3-5-grams" if dim == 1
+        "model": {"kind": ("logistic regression on tf-idf of words + bigrams + negation scope, character 3-5-grams "
+                           "and the summary's own words + bigrams" if dim == 1
                            else f"embedding bag dim {dim}"),
                   "vocabulary": vocab,
                   **fit_summary, "optimizer": optimizer, "classes": classes,
@@ -356,8 +357,8 @@ def write_model_card(report, output):
         "## Limits",
         "* Labels come from star ratings, not from reading the text: a 5-star review complaining about "
         "shipping is \"positive\". 3-star reviews are left out of training and have no label.",
-        "* A bag of words, bigrams and character n-grams: no word order beyond pairs, sarcasm and negation at a "
-        "distance are missed.",
+        "* A bag of words, bigrams and character n-grams: no word order beyond pairs and the 3 words after a "
+        "negator; sarcasm and negation at a distance are missed.",
         "* English reviews of the categories above; other languages and domains are out of scope, and the "
         "threshold was chosen on the validation split's data, so class balance shifts in new "
         "categories move precision and recall.",

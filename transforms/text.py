@@ -137,6 +137,17 @@ def word_count(col):
     return pa.chunked_array(out, type=pa.int32()) if isinstance(col, pa.ChunkedArray) else out[0]
 
 
+# negation scope, a model text rule (training.features, and its Arrow twin in training.baselines): each of
+# the NEGATION_SCOPE tokens after a negator (that is not itself a negator) also counts as NEGATION_PREFIX +
+# token ("not very good" -> "NEG_very", "NEG_good"). Tokens are normalised (lower case) text, so the prefix
+# cannot collide with a word.
+NEGATORS = ("not", "no", "never", "nor", "nothing", "without", "hardly", "don't", "didn't", "doesn't", "isn't",
+            "wasn't", "aren't", "weren't", "can't", "won't", "wouldn't", "couldn't", "shouldn't", "haven't",
+            "hasn't", "dont", "didnt", "doesnt", "isnt", "wasnt", "cant", "wont")
+NEGATION_SCOPE = 3
+NEGATION_PREFIX = "NEG_"
+
+
 def normalize_for_model(col):
     """Model text: tags -> entities -> URLs -> lower case -> punctuation and digits -> single spaces."""
     col = clean_html(col)

@@ -2,11 +2,14 @@
 documented tf-idf on a handful of rows (analyzers over the given data only).
 
 Expected values are computed here from the documented rules: text = summary + " " + review_text,
-normalised; two groups of terms: words = tokens + bigrams, chars = the 3-, 4- and 5-character n-grams of
-each "<token>"; per group, the vocabulary keeps terms in at least MIN_DF (2) of the analysed reviews;
-weight = (1 + ln count of the term in the review) * idf, idf = 1 + ln((1 + N) / (1 + df)); terms outside
-the vocabulary are dropped; each review's weights are then scaled to unit L2 length, and the character
-group's multiplied by CHAR_WEIGHT. The word group must equal the tf-idf baseline's features.
+normalised; three groups of terms: words = tokens + bigrams + "NEG_" + each of the 3 tokens after a negator
+(not a negator itself), chars = the 3-, 4- and 5-character n-grams of each "<token>", summary = the
+normalised summary's own tokens + bigrams; per group, the vocabulary keeps terms in at least MIN_DF (2) of
+the analysed reviews; weight = (1 + ln count of the term in the review) * idf, idf = 1 + ln((1 + N) /
+(1 + df)); terms outside the vocabulary are dropped; each review's weights are then scaled to unit L2
+length, then multiplied by the group's GROUP_WEIGHTS. The word group must equal the numpy twin
+(NegationTfidf: the tf-idf baseline's terms + negation terms) and the summary group the tf-idf baseline's
+features of the summaries.
 """
 import json
 import math
@@ -19,9 +22,9 @@ import pytest
 tf = pytest.importorskip("tensorflow", reason="the training extra (tensorflow, tensorflow-transform) is not installed")
 tft = pytest.importorskip("tensorflow_transform")
 
-from training.features import (CHAR_WEIGHT, GROUPS, LABEL, MIN_DF, char_terms, ids_name,  # noqa: E402
-                               normalize_text, preprocessing_fn, weights_name)
-from transforms.text import normalize_for_model  # noqa: E402
+from training.features import (GROUP_WEIGHTS, GROUPS, LABEL, MIN_DF, char_terms, ids_name,  # noqa: E402
+                               negation_terms, normalize_text, preprocessing_fn, weights_name)
+from transforms.text import NEGATORS, normalize_for_model  # noqa: E402
 
 TEXTS = [
     "Great <b>pan</b> &amp; lid!!",
@@ -44,7 +47,38 @@ def test_tf_normalisation_equals_the_arrow_one(text):
 
 
 ROWS = [("Great pan", "great pan, love it"), ("Awful", "broke fast"), ("great lid", "love it"),
-        ("<b>Awful</b> lid", "it broke; awful &amp; sad"), ("", "Love the pan. 5 stars, love it!")]
+        ("<b>Awful</b> lid", "it broke; awful &amp; sad"), ("", "Love the pan. 5 stars, love it!"),
+        ("Not great", "did not love it"), ("No lid", "not great, never again")]
+
+
+def _negated(tokens):
+    """The negation rule, token by token: after a negator, the next 3 tokens that are not negators (a new
+    negator starts the count again)."""
+    out, left = [], 0
+    for t in tokens:
+        if t in NEGATORS:
+            left = 3
+        elif left:
+            out.append("NEG_" + t)
+            left -= 1
+    return out
+
+
+NEGATION_CASES = [["not", "very", "good", "at", "all"], ["no", "not", "great", "never", "again", "ok", "fine", "x"],
+                  ["good"], [], ["never"], ["it", "isn't", "bad"], ["don't", "buy", "nothing", "works", "here", "sadly", "no"]]
+
+
+def test_negation_terms_follow_the_rule_in_tf_and_in_arrow():
+    from training.baselines import negation_terms as arrow_negation_terms
+    want = [_negated(case) for case in NEGATION_CASES]
+    assert want[0] == ["NEG_very", "NEG_good", "NEG_at"]       # the scope is 3 tokens, "all" is outside it
+    assert want[1] == ["NEG_great", "NEG_again", "NEG_ok", "NEG_fine"]
+    got = negation_terms(tf.ragged.constant(NEGATION_CASES, dtype=tf.string)).to_list()
+    assert [[t.decode() for t in row] for row in got] == want  # scopes never cross into the next review
+    flat = pa.array([t for case in NEGATION_CASES for t in case], pa.string())
+    rows = np.repeat(np.arange(len(NEGATION_CASES)), [len(c) for c in NEGATION_CASES])
+    terms, term_rows = arrow_negation_terms(flat, rows)
+    assert [[t for t, r in zip(terms.to_pylist(), term_rows) if r == i] for i in range(len(NEGATION_CASES))] == want
 
 
 def _char_ngrams(tokens):
@@ -61,9 +95,9 @@ def test_char_terms_are_the_3_to_5_character_ngrams_of_each_wrapped_token():
 def _expected(rows, group):
     docs = []
     for s, r in rows:
-        tokens = normalize_for_model(pa.array([f"{s} {r}"]))[0].as_py().split()
-        docs.append(tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])] if group == "word"
-                    else _char_ngrams(tokens))
+        tokens = normalize_for_model(pa.array([s if group == "summary" else f"{s} {r}"]))[0].as_py().split()
+        ngrams = tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
+        docs.append({"word": ngrams + _negated(tokens), "char": _char_ngrams(tokens), "summary": ngrams}[group])
     n = len(docs)
     df = Counter(t for d in docs for t in set(d))
     vocab = {t for t, c in df.items() if c >= MIN_DF}
@@ -72,8 +106,7 @@ def _expected(rows, group):
         counts = Counter(t for t in d if t in vocab)          # terms outside the vocabulary are dropped
         w = {t: (1 + math.log(c)) * (1 + math.log((1 + n) / (1 + df[t]))) for t, c in counts.items()}
         norm = math.sqrt(sum(v * v for v in w.values()))  # each review's weights scaled to unit length
-        scale = CHAR_WEIGHT if group == "char" else 1.0
-        out.append({t: scale * v / norm for t, v in w.items()})
+        out.append({t: GROUP_WEIGHTS[group] * v / norm for t, v in w.items()})
     return vocab, out
 
 
@@ -120,16 +153,25 @@ def test_preprocessing_fn_gives_the_documented_tfidf(transformed):
             for t in w:
                 assert got[t] == pytest.approx(w[t], rel=1e-5), (group, row, t)
     assert set(docs[1]["word"]) == {"awful", "broke"}         # "fast" and both bigrams are in one review only
+    assert [t for t in vocabularies["word"] if t.startswith("NEG_")] == ["NEG_great"]  # the others: one review
+    assert set(docs[6]["word"]) >= {"NEG_great", "not great"} and "NEG_lid" not in docs[6]["word"]
+    assert sorted(vocabularies["summary"]) == ["awful", "great", "lid"]
+    assert set(docs[6]["summary"]) == {"lid"} and docs[4]["summary"] == {}
 
 
-def test_word_group_equals_the_tfidf_baseline_features(transformed):
-    from training.baselines import TfidfBigramBaseline
+@pytest.mark.parametrize("group", ["word", "summary"])
+def test_word_and_summary_groups_equal_their_numpy_twins(transformed, group):
+    """word: the tf-idf baseline's terms + the negation terms (NegationTfidf); summary: the tf-idf
+    baseline's features of the summaries alone."""
+    from training.baselines import NegationTfidf, TfidfBigramBaseline
     vocabularies, docs = transformed
     s, r = [s for s, _ in ROWS], [r for _, r in ROWS]
-    base = TfidfBigramBaseline().fit_features(s, r)
-    assert base.vocabulary_.to_pylist() == sorted(vocabularies["word"])
+    if group == "summary":
+        r = [""] * len(ROWS)
+    base = (NegationTfidf if group == "word" else TfidfBigramBaseline)().fit_features(s, r)
+    assert base.vocabulary_.to_pylist() == sorted(vocabularies[group])
     rows, terms = base.transform(s, r), base.vocabulary_.to_pylist()
-    for i, got in enumerate(d["word"] for d in docs):
+    for i, got in enumerate({t: v / GROUP_WEIGHTS[group] for t, v in d[group].items()} for d in docs):
         lo, hi = rows.indptr[i], rows.indptr[i + 1]
         want = {terms[j]: v for j, v in zip(rows.indices[lo:hi], rows.values[lo:hi])}
         assert got.keys() == want.keys()
