@@ -80,6 +80,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import faulthandler
 import json
 import logging
 import os
@@ -1047,6 +1048,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                               fsync=not args.no_fsync)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if hasattr(signal, "SIGUSR1"):  # kill -USR1 <pid>: every thread's stack on stderr, to see where it hangs
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     endpoint.start()
     print(endpoint.connection_string, flush=True)
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -366,10 +367,12 @@ def test_cli_help_and_serve(tmp_path):
         with EventHubProducerClient.from_connection_string(line, **CLIENT_KW) as producer:
             assert producer.get_partition_ids() == ["0", "1"]
     finally:
-        proc.send_signal(2)  # SIGINT, as Ctrl-C
+        proc.send_signal(signal.SIGINT)  # as Ctrl-C
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:  # hung: dump its threads' stacks into stderr, then kill it
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(1)
             proc.kill()
             proc.wait(5)
     assert proc.returncode == 0, proc.stderr.read()
