@@ -360,7 +360,10 @@ def test_cli_help_and_serve(tmp_path):
         assert option in help_out.stdout
     proc = subprocess.Popen([sys.executable, "-m", "runners.eventhubs_local", "serve", "--data-dir",
                              str(tmp_path / "cli"), "--port", "0", "--hub", "cli-hub", "--partitions", "2"],
-                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # as from a terminal: a suite started in the background by a shell without job
+                            # control inherits SIGINT ignored, and Python then installs no Ctrl-C handler
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline().strip()
         assert line.startswith("Endpoint=sb://127.0.0.1:") and line.endswith("EntityPath=cli-hub"), line
