@@ -18,6 +18,10 @@ examples
   # from an existing batch run's silver, categories from product main_cat, split by review-key hash
   python -m training --silver=out/batch/silver/reviews --category=main_cat --split=hash --output=out/model
 
+features (training/features.py, chosen by cross-validation on non-test categories; bench/model_selection.py):
+per review, sublinear tf-idf of words + bigrams + negation-scope terms (length 1), character 3-5-grams (0.5)
+and the summary's own words + bigrams (0.3), each group with its own training-split vocabulary.
+
 outputs (under --output): saved_model/ (serving_default: summary, review_text -> probability, label),
 report.json, report.md, model_card.md; _work/ holds the TFRecords and the tf.Transform output.
 exit status: 0 done, 2 invalid options or data."""
