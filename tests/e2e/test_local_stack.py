@@ -14,7 +14,6 @@ import pytest
 from runners import local_stack
 from runners.local_stack import (AZURITE_ACCOUNT, AZURITE_ACCOUNT_KEY, Azurite, azfs_url, download_tree,
                                  ensure_container, free_port, upload_tree)
-from tests._waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -231,7 +230,7 @@ def test_cli_start_status_env_upload_stop_idempotent(tmp_path):
         r = _cli("azurite", "stop", *common)
         assert r.returncode == 0, r.stderr
         assert "stopped" in r.stdout
-        assert _wait_dead(pid)
+        assert not local_stack._pid_alive(pid)   # stop returns once the process is gone
         assert not state.exists()
 
         r = _cli("azurite", "stop", *common)
@@ -285,10 +284,6 @@ def _eh_cli(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def _wait_dead(pid: int, seconds: float = 5) -> bool:
-    return wait_until(lambda: not local_stack._pid_alive(pid), seconds)
-
-
 def test_eventhubs_connection_string_is_the_endpoints_own(tmp_path):
     from runners.eventhubs_local import LocalEventHubs
 
@@ -305,7 +300,7 @@ def test_eventhubs_endpoint_process_start_stop_and_failure(tmp_path):
         assert ep.running and local_stack.amqp_ready(ep.host, ep.port)
         assert ep.start() is ep and ep.pid == pid  # already running: no second process
         assert ep.connection_string.startswith(f"Endpoint=sb://127.0.0.1:{ep.port};")
-    assert not ep.running and _wait_dead(pid)
+    assert not ep.running and not local_stack._pid_alive(pid)  # stop() waits for the process
     ep.stop()  # idempotent
     assert (tmp_path / "eh" / local_stack.EVENTHUBS_LOG_NAME).exists()
     assert (tmp_path / "eh" / "reviews" / "hub.json").exists()
@@ -386,7 +381,7 @@ def test_cli_eventhubs_start_status_env_publish_stop_idempotent(tmp_path):
         r = _eh_cli("stop", *common)
         assert r.returncode == 0, r.stderr
         assert "stopped" in r.stdout
-        assert _wait_dead(pid)
+        assert not local_stack._pid_alive(pid)   # stop returns once the process is gone
         assert not state.exists()
         assert sorted(p.name for p in (data / "reviews").glob("partition-*.log")) == [
             f"partition-{i}.log" for i in range(4)]  # data kept: a restart serves the events again
