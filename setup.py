@@ -31,7 +31,7 @@ setup(
         "scoring": ["tensorflow==2.21.0"],
         # [gcp] lets the tests build the Dataflow graph offline (--dry_run) and lets you launch on Dataflow
         "dataflow": [f"apache-beam[gcp]=={BEAM_VERSION}"],
-        "dev": ["pytest>=8", "duckdb>=1.0", f"apache-beam[gcp]=={BEAM_VERSION}"],
-        "test": ["pytest>=8", "duckdb>=1.0", f"apache-beam[gcp]=={BEAM_VERSION}"],
+        "dev": ["pytest>=8", "hypothesis>=6", "duckdb>=1.0", f"apache-beam[gcp]=={BEAM_VERSION}"],
+        "test": ["pytest>=8", "hypothesis>=6", "duckdb>=1.0", f"apache-beam[gcp]=={BEAM_VERSION}"],
     },
 )

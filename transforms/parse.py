@@ -159,8 +159,11 @@ def _as_style(field, v):
 
 
 def _as_helpful(field, v):
-    if isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
-        return v
+    """[helpful, total] as integers; real 2014 files also write them as integral floats ([1.0, 2.0])."""
+    if isinstance(v, list) and len(v) == 2 and all(
+            (isinstance(x, int) and not isinstance(x, bool)) or (isinstance(x, float) and x.is_integer()
+                                                                 and abs(x) < 2 ** 53) for x in v):
+        return [int(x) for x in v]
     return None  # 2014 schema only; anything else carries no information
 
 

@@ -685,3 +685,12 @@ def test_struct_to_map_other_input_types():
     assert _maps(struct_to_map(m)) == [{"k": "v"}, None]
     s = pa.array(['{"Size:": "L"}', None, "{}"])
     assert _maps(struct_to_map(s)) == [{"Size:": "L"}, None, {}]
+
+
+def test_2014_helpful_written_as_integral_floats_keeps_its_votes():
+    # real 2014 files (Electronics, Toys_and_Games, ...) write helpful as [1.0, 1.0] on some rows
+    lines = [good("A", helpful=[3, 4]), good("F", helpful=[1.0, 2.0]), good("H", helpful=[0.5, 1.0])]
+    batch, dead, records = _parse(lines)
+    _check(batch, dead, records)
+    rows = _rows_by_position(batch)
+    assert [rows[i]["helpful"] for i in (1, 2, 3)] == [[3, 4], [1, 2], None]
