@@ -142,6 +142,9 @@ def clean_columns(t, source):
         "style": clean_style(t["style"]),
         "image_urls": urls,
         "image_count": n_images,
+        "variant_asin": t["variant_asin"],
+        "schema_version": t["schema_version"],
+        "_rescued_data": t["_rescued_data"],
         "source": pa.repeat(pa.scalar(source, pa.string()), t.num_rows),
         "source_position": t["source_position"],
     }

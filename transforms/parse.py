@@ -15,6 +15,33 @@ type changes (``"overall": "5.0"`` among numbers) fails the whole block. So pars
 3. Judged lines are either dead (a reason from ``transforms.reasons``), blank (not a record), or
    coerced to the canonical types (``coerce_review``) and appended as rows.
 
+Schemas. Each record follows the 2014, 2018 or 2023 review schema, decided per record by the fields it
+holds (``transforms.schema_versions``; the rule is there, once, with its vectorised twin). Arrow reads
+the 2014/2018 fields with fixed types and infers the 2023 ones (declared, they would cost every older
+line); inferred types the mapping does not take send their rows to be judged alone, and a rating given
+as a string makes the chunk be scanned for them once (as ``overall`` strings always are). Every row is
+then mapped onto the canonical (2014/2018-named) columns of ``RAW_REVIEW_SCHEMA``, so the cleaner has one
+set of columns whatever the source:
+
+    2023 field              canonical column
+    rating                  overall
+    title                   summary
+    text                    reviewText
+    user_id                 reviewerID
+    parent_asin             asin             (the product key; metadata is keyed by parent_asin too)
+    asin                    variant_asin     (null for 2014/2018 records)
+    timestamp (ms)          unixReviewTime   (seconds: floor division by 1000)
+    helpful_vote            vote
+    verified_purchase       verified
+    images                  image            (each entry's large_image_url, else medium, else small)
+    -                       reviewerName, helpful, style: null
+
+A record's fields of the *other* schema are not read: they are rescued, with any field no schema knows,
+into ``_rescued_data`` (JSON text of the record's own values, re-read from its line only for the rows
+that have such fields, so the common case costs one validity test per column). ``schema_version`` says
+which schema the row followed. A review time that no timestamp can hold (outside years 1..9999) is
+``wrong_type``, like any value the canonical type cannot take.
+
 The result is a ``ParsedBatch``: a table in ``PARSED_REVIEW_SCHEMA`` plus the chunk's raw lines as a
 zero-copy Arrow binary array, so later stages can quote the raw payload of a row they reject.
 """
@@ -28,22 +55,33 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from transforms import reasons
+from transforms import schema_versions as sv
 from transforms.dead_letters import DEFAULT_PAYLOAD_BYTES, dead_letter
-from transforms.schemas import RAW_REVIEW_SCHEMA
+from transforms.schemas import RAW_REVIEW_2023_SCHEMA, RAW_REVIEW_SCHEMA, SCHEMA_FIELDS
 
 DEFAULT_MAX_RECORD_BYTES = 1 << 20
 STYLE_TYPE = pa.map_(pa.string(), pa.string())
 PARSED_REVIEW_SCHEMA = pa.schema([
     *RAW_REVIEW_SCHEMA,
     ("style", STYLE_TYPE),
+    ("variant_asin", pa.string()),
+    *SCHEMA_FIELDS,
     ("source_position", pa.int64()),
     ("_row", pa.int32()),  # index of the row's line in ParsedBatch.lines
 ])
+# The 2023 fields are inferred, not declared: each declared field costs every line of every block (about
+# 3 % of the read for the nine 2023 fields on 2018 data), so _conform checks their inferred types instead.
 _PARSE_OPTIONS = pj.ParseOptions(explicit_schema=RAW_REVIEW_SCHEMA, unexpected_field_behavior="infer")
 _ROW_IN_ERROR = re.compile(r"in row (\d+)")
 _OPEN, _CLOSE, _NEWLINE, _CR = 0x7B, 0x7D, 0x0A, 0x0D
 # "overall" given as a JSON string; the only per-field check paid on every line
 _SUSPECT_NEEDLES = (b'"overall": "', b'"overall":"')
+# the 2023 "rating" as a string: looked for only once Arrow has met one in the chunk (a scan costs about
+# 0.35 us per line, paid on every line; a chunk without 2023 records would pay it for nothing)
+_RATING_NEEDLES = (b'"rating": "', b'"rating":"')
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+# review times a timestamp (and Python's datetime) can hold: 0001-01-01 .. 9999-12-31 23:59:59 UTC
+MIN_REVIEW_TIME_S, MAX_REVIEW_TIME_S = -62135596800, 253402300799
 
 
 class Chunk(NamedTuple):
@@ -122,16 +160,69 @@ def _as_bool(field, v):
 
 
 def _as_int(field, v):
-    if v is None or (isinstance(v, int) and not isinstance(v, bool)):
-        return v
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    if isinstance(v, str):
+    """-> an int64 value or None (integral floats and digit strings too); anything else is wrong_type."""
+    if v is None:
+        return None
+    out = None
+    if isinstance(v, int) and not isinstance(v, bool):
+        out = v
+    elif isinstance(v, float) and v.is_integer():
+        out = int(v)
+    elif isinstance(v, str):
         try:
-            return int(v.strip(), 10)
+            out = int(v.strip(), 10)
         except ValueError:
             pass
-    raise _WrongType(field, v)
+    if out is None or not _INT64_MIN <= out <= _INT64_MAX:
+        raise _WrongType(field, v)
+    return out
+
+
+def _seconds(field, v):
+    """A review time in seconds that a timestamp can hold, or wrong_type."""
+    if v is not None and not MIN_REVIEW_TIME_S <= v <= MAX_REVIEW_TIME_S:
+        raise _WrongType(field, v)
+    return v
+
+
+def _as_review_time(field, v):
+    return _seconds(field, _as_int(field, v))
+
+
+def _as_review_time_ms(field, v):
+    """2023 ``timestamp`` (milliseconds) -> seconds, floor division."""
+    ms = _as_int(field, v)
+    return None if ms is None else _seconds(field, ms // 1000)
+
+
+def _as_vote_count(field, v):
+    """2023 ``helpful_vote`` -> the vote text the 2018 rule parses (integral floats as integers)."""
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2 ** 63:
+        v = int(v)
+    return _as_str(field, v)
+
+
+def _as_image_urls(field, v):
+    """2023 ``images`` (objects with large/medium/small_image_url) -> one URL per entry: the first of
+    large, medium, small that is not null; a plain string entry is its own URL; other entries skipped."""
+    if v is None:
+        return None
+    if isinstance(v, str):
+        return [v]
+    if not isinstance(v, list):
+        raise _WrongType(field, v)
+    out = []
+    for entry in v:
+        if isinstance(entry, str):
+            out.append(entry)
+        elif isinstance(entry, dict):
+            url = next((entry[k] for k in _IMAGE_SIZES if entry.get(k) is not None), None)
+            if isinstance(url, str):
+                out.append(url)
+    return out
+
+
+_IMAGE_SIZES = ("large_image_url", "medium_image_url", "small_image_url")
 
 
 def _as_str_list(field, v):
@@ -161,38 +252,81 @@ def _as_style(field, v):
 def _as_helpful(field, v):
     """[helpful, total] as integers; real 2014 files also write them as integral floats ([1.0, 2.0])."""
     if isinstance(v, list) and len(v) == 2 and all(
-            (isinstance(x, int) and not isinstance(x, bool)) or (isinstance(x, float) and x.is_integer()
-                                                                 and abs(x) < 2 ** 53) for x in v):
+            (isinstance(x, int) and not isinstance(x, bool) and _INT64_MIN <= x <= _INT64_MAX)
+            or (isinstance(x, float) and x.is_integer() and abs(x) < 2 ** 53) for x in v):
         return [int(x) for x in v]
     return None  # 2014 schema only; anything else carries no information
 
 
+# canonical column -> (field read, coercion), per schema; every column not listed is null
 _COERCE = {
-    "verified": _as_bool, "reviewerID": _as_str, "asin": _as_str, "reviewerName": _as_str,
-    "reviewText": _as_str, "summary": _as_str, "unixReviewTime": _as_int, "vote": _as_str,
-    "image": _as_str_list, "helpful": _as_helpful, "style": _as_style,
+    "verified": ("verified", _as_bool), "reviewerID": ("reviewerID", _as_str), "asin": ("asin", _as_str),
+    "reviewerName": ("reviewerName", _as_str), "reviewText": ("reviewText", _as_str),
+    "summary": ("summary", _as_str), "unixReviewTime": ("unixReviewTime", _as_review_time),
+    "vote": ("vote", _as_str), "image": ("image", _as_str_list), "helpful": ("helpful", _as_helpful),
+    "style": ("style", _as_style),
 }
+_COERCE_2023 = {
+    "verified": ("verified_purchase", _as_bool), "reviewerID": ("user_id", _as_str),
+    "asin": ("parent_asin", _as_str), "variant_asin": ("asin", _as_str), "reviewText": ("text", _as_str),
+    "summary": ("title", _as_str), "unixReviewTime": ("timestamp", _as_review_time_ms),
+    "vote": ("helpful_vote", _as_vote_count), "image": ("images", _as_image_urls),
+}
+_RATING = {sv.V2014: "overall", sv.V2018: "overall", sv.V2023: "rating"}
+_RECORD_FIELDS = tuple(f.name for f in PARSED_REVIEW_SCHEMA if f.name not in ("source_position", "_row"))
+_LONG_NUMBER = re.compile(rb"[0-9]{20}")
 
 
-def coerce_review(obj):
+def _rating(field, v):
+    """-> (rating as float or None, None) or (None, dead Verdict)."""
+    if isinstance(v, str):
+        try:
+            v = float(v.strip())
+        except ValueError:
+            return None, Verdict(stage=reasons.CLEAN, reason=reasons.OVERALL_NOT_NUMERIC, detail=repr(v[:50]))
+        if v != v or v in (float("inf"), float("-inf")):
+            return None, Verdict(stage=reasons.CLEAN, reason=reasons.OVERALL_NOT_NUMERIC, detail="not finite")
+    elif isinstance(v, bool) or not (v is None or isinstance(v, (int, float))):
+        return None, Verdict(stage=reasons.PARSE, reason=reasons.WRONG_TYPE, detail=f"{field}: {type(v).__name__}")
+    try:
+        return (None if v is None else float(v)), None
+    except OverflowError:  # an integer beyond the float range
+        return None, Verdict(stage=reasons.PARSE, reason=reasons.WRONG_TYPE, detail=f"{field}: int out of range")
+
+
+def loads_exact(line):
+    """A JSON line -> its object with every value as written: orjson, or the standard library when the
+    line holds a run of 20+ digits (orjson reads integers beyond 64 bits as floats). Raises ValueError."""
+    if _LONG_NUMBER.search(line) is None:
+        return orjson.loads(line)
+    return sv.loads_exact(line)
+
+
+def coerce_review(obj, line=None):
     """One review object -> Verdict with the canonical record (the types of PARSED_REVIEW_SCHEMA), or a
     dead verdict: ``wrong_type`` for a field no rule can coerce, ``overall_not_numeric`` for a rating
-    string that is not a number (null and out-of-range ratings are the cleaner's business)."""
+    string that is not a number (null and out-of-range ratings are the cleaner's business). Only the
+    fields of the record's own schema are coerced; the rest are rescued, with their values re-read from
+    ``line`` (the raw JSON, when given) so that large integers stay exact."""
+    version = sv.review_version(sv.present_fields(obj))
+    coerce = _COERCE_2023 if version == sv.V2023 else _COERCE
+    record = dict.fromkeys(_RECORD_FIELDS)
     try:
-        record = {field: fn(field, obj.get(field)) for field, fn in _COERCE.items()}
+        for column, (field, fn) in coerce.items():
+            record[column] = fn(field, obj.get(field))
     except _WrongType as err:
         return Verdict(stage=reasons.PARSE, reason=reasons.WRONG_TYPE, detail=str(err))
-    overall = obj.get("overall")
-    if isinstance(overall, str):
+    record["overall"], dead = _rating(_RATING[version], obj.get(_RATING[version]))
+    if dead is not None:
+        return dead
+    record["schema_version"] = version
+    rescued = sv.rescued_fields(obj, sv.REVIEW_KNOWN[version])
+    if rescued and line is not None:
         try:
-            overall = float(overall.strip())
+            rescued = sv.rescued_fields(loads_exact(line), sv.REVIEW_KNOWN[version])
         except ValueError:
-            return Verdict(stage=reasons.CLEAN, reason=reasons.OVERALL_NOT_NUMERIC, detail=repr(overall[:50]))
-        if overall != overall or overall in (float("inf"), float("-inf")):
-            return Verdict(stage=reasons.CLEAN, reason=reasons.OVERALL_NOT_NUMERIC, detail="not finite")
-    elif isinstance(overall, bool) or not (overall is None or isinstance(overall, (int, float))):
-        return Verdict(stage=reasons.PARSE, reason=reasons.WRONG_TYPE, detail=f"overall: {type(overall).__name__}")
-    record["overall"] = None if overall is None else float(overall)
+            pass
+    record["_rescued_data"] = sv.dumps(rescued)
     return Verdict(record=record)
 
 
@@ -205,15 +339,16 @@ def review_time_of(line):
         return None
     if not isinstance(obj, dict):
         return None
+    field, fn = (_COERCE_2023 if sv.review_version(sv.present_fields(obj)) == sv.V2023 else _COERCE)["unixReviewTime"]
     try:
-        return _as_int("unixReviewTime", obj.get("unixReviewTime"))
+        return fn(field, obj.get(field))
     except _WrongType:
         return None
 
 
 def judge_review_line(line, max_record_bytes=DEFAULT_MAX_RECORD_BYTES):
     obj, verdict = classify_line(line, max_record_bytes)
-    return verdict if verdict is not None else coerce_review(obj)
+    return verdict if verdict is not None else coerce_review(obj, line.strip())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -250,42 +385,189 @@ def struct_to_map(col):
                                    keys, vals)
 
 
-def _conform(table, positions, rows):
-    """An Arrow-parsed table -> PARSED_REVIEW_SCHEMA (fixed columns, style as a map, lineage)."""
-    cols = [table[f.name] if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
-            for f in RAW_REVIEW_SCHEMA]
-    style = struct_to_map(table["style"]) if "style" in table.column_names else pa.nulls(table.num_rows, STYLE_TYPE)
-    return pa.Table.from_arrays(cols + [style, pa.array(positions, pa.int64()), pa.array(rows, pa.int32())],
-                                schema=PARSED_REVIEW_SCHEMA)
+def _valid(col, n):
+    """Non-null mask of a column as numpy bool."""
+    if col.null_count == 0:
+        return np.ones(n, dtype=bool)
+    return np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _floor_seconds(ms):
+    """int64 milliseconds -> int64 seconds, floor division (numpy; Arrow's divide truncates toward zero)."""
+    ms = ms.combine_chunks() if isinstance(ms, pa.ChunkedArray) else ms
+    secs = np.floor_divide(ms.fill_null(0).to_numpy(zero_copy_only=False), 1000)
+    return pa.array(secs, pa.int64(), mask=None if ms.null_count == 0 else ~_valid(ms, len(ms)))
+
+
+def image_urls_2023(images):
+    """list<struct<small/medium/large_image_url, ...>> -> list<string>: per entry the large URL, else the
+    medium, else the small one (null when an entry has none; the cleaner keeps only http URLs)."""
+    images = images.combine_chunks() if isinstance(images, pa.ChunkedArray) else images
+    offsets = images.offsets.to_numpy()
+    entries = images.values.slice(offsets[0], offsets[-1] - offsets[0])
+    m = len(entries)
+    sizes = {} if pa.types.is_null(entries.type) else {
+        entries.type.field(i).name: child for i, child in enumerate(entries.flatten())}
+    urls = pc.coalesce(*[sizes[k].cast(pa.string()) if k in sizes else pa.nulls(m, pa.string())
+                         for k in _IMAGE_SIZES])
+    mask = None if images.null_count == 0 else pa.array(~_valid(images, len(images)))
+    return pa.ListArray.from_arrays(pa.array(offsets - offsets[0], pa.int32()), urls, mask=mask)
+
+
+def _off_type(table, n):
+    """Rows to judge one by one because a 2023 field was inferred with a type the mapping does not take
+    (e.g. ``"timestamp": 1.5e12`` or ``"title": 5`` for the whole block): the non-null rows of each such
+    column. Empty when every 2023 column is absent, all null, or of its expected type."""
+    bad, names = [], set(table.column_names)
+    for f in RAW_REVIEW_2023_SCHEMA:
+        if f.name not in names:
+            continue
+        col = table[f.name]
+        t = col.type
+        if pa.types.is_null(t) or col.null_count == n or t == f.type or _castable_2023(f, t):
+            continue
+        bad.append(np.flatnonzero(_valid(col, n)))
+    return np.unique(np.concatenate(bad)) if bad else ()
+
+
+def _castable_2023(field, t):
+    if field.name == "rating":
+        return pa.types.is_integer(t)
+    if field.name == "images":
+        if not pa.types.is_list(t):
+            return False
+        entry = t.value_type
+        if pa.types.is_null(entry):
+            return True
+        return pa.types.is_struct(entry) and all(
+            pa.types.is_string(entry.field(i).type) or pa.types.is_null(entry.field(i).type)
+            for i in range(entry.num_fields) if entry.field(i).name in _IMAGE_SIZES)
+    return False
+
+
+def _column_2023(table, name, n):
+    """A 2023 column with its canonical type (checked by ``_off_type``); all null when absent."""
+    f = RAW_REVIEW_2023_SCHEMA.field(name)
+    if table.schema.get_field_index(name) < 0 or pa.types.is_null(table[name].type):
+        return pa.nulls(n, f.type)
+    col = table[name]
+    return col if col.type == f.type or name == "images" else pc.cast(col, f.type)
+
+
+def _columns_2023(table, n):
+    """The canonical columns of every row read as a 2023 record (``_COERCE_2023``, vectorised)."""
+    col = {name: _column_2023(table, name, n) for name in RAW_REVIEW_2023_SCHEMA.names}
+    return {
+        "overall": col["rating"], "verified": col["verified_purchase"], "reviewerID": col["user_id"],
+        "asin": col["parent_asin"], "variant_asin": table["asin"], "reviewerName": pa.nulls(n, pa.string()),
+        "reviewText": col["text"], "summary": col["title"], "unixReviewTime": _floor_seconds(col["timestamp"]),
+        "vote": pc.cast(col["helpful_vote"], pa.string()), "image": image_urls_2023(col["images"]),
+        "helpful": pa.nulls(n, RAW_REVIEW_SCHEMA.field("helpful").type), "style": pa.nulls(n, STYLE_TYPE),
+    }
+
+
+def _conform(table, positions, rows, raw_line):
+    """An Arrow-parsed table -> PARSED_REVIEW_SCHEMA (each row's schema version, its fields mapped onto the
+    canonical columns, style as a map, rescued fields, lineage). ``raw_line(i)`` is row i's JSON line,
+    read again only for rows that have fields to rescue. Returns instead the rows to judge one by one
+    when some cannot be mapped here: a 2023 field of another type, a review time out of range, a line
+    that does not read back (a NaN deep in an unknown field)."""
+    n = table.num_rows
+    off = _off_type(table, n)
+    if len(off):
+        return off
+    valid, unknown = {}, None
+    for name in table.column_names:
+        column = table[name]
+        if column.null_count == n:
+            continue
+        mask = _valid(column, n)
+        if name in sv.REVIEW_ALL_KNOWN:
+            valid[name] = mask
+        else:
+            unknown = mask if unknown is None else unknown | mask
+    codes, n_legacy, n_2023 = sv.review_version_codes(valid, n)
+    is_2023 = codes == 2
+
+    cols = {f.name: table[f.name] for f in RAW_REVIEW_SCHEMA}
+    cols["style"] = struct_to_map(table["style"]) if "style" in table.column_names else pa.nulls(n, STYLE_TYPE)
+    cols["variant_asin"] = pa.nulls(n, pa.string())
+    k = int(np.count_nonzero(is_2023))
+    if k:
+        mapped = _columns_2023(table, n)
+        which = None if k == n else pa.array(is_2023)
+        for name, values in mapped.items():
+            cols[name] = values if which is None else pc.if_else(which, values, cols[name])
+
+    times = cols["unixReviewTime"]
+    lo, hi = pc.min_max(times).values()
+    if lo.is_valid and (lo.as_py() < MIN_REVIEW_TIME_S or hi.as_py() > MAX_REVIEW_TIME_S):
+        out = pc.fill_null(pc.or_(pc.less(times, MIN_REVIEW_TIME_S), pc.greater(times, MAX_REVIEW_TIME_S)), False)
+        hit = np.flatnonzero(np.asarray(out))
+        if hit.size:  # judged alone: wrong_type
+            return hit
+
+    # fields of the other schema, or of none: rescued from the row's own line
+    rescue = np.where(is_2023, n_legacy > 0, n_2023 > 0)
+    if unknown is not None:
+        rescue |= unknown
+    rescued = pa.nulls(n, pa.string())
+    todo = np.flatnonzero(rescue)
+    if todo.size:
+        texts = [None] * n
+        for i in todo.tolist():
+            try:
+                obj = loads_exact(raw_line(i))
+            except ValueError:
+                return [i]
+            texts[i] = sv.rescue_review(obj, sv.REVIEW_VERSIONS[codes[i]])
+        rescued = pa.array(texts, pa.string())
+    cols["schema_version"] = sv.version_array(codes)
+    cols["_rescued_data"] = rescued
+    cols["source_position"] = pa.array(positions, pa.int64())
+    cols["_row"] = pa.array(rows, pa.int32())
+    return pa.Table.from_arrays([cols[f.name] for f in PARSED_REVIEW_SCHEMA], schema=PARSED_REVIEW_SCHEMA)
 
 
 def _records_table(records, positions, rows):
     """Coerced records (dicts) -> PARSED_REVIEW_SCHEMA."""
-    cols = [pa.array([r.get(f.name) for r in records], type=f.type) for f in RAW_REVIEW_SCHEMA]
-    style = pa.array([r.get("style") for r in records], type=STYLE_TYPE)
-    return pa.Table.from_arrays(cols + [style, pa.array(positions, pa.int64()), pa.array(rows, pa.int32())],
+    cols = [pa.array([r[f.name] for r in records], type=f.type) for f in PARSED_REVIEW_SCHEMA
+            if f.name not in ("source_position", "_row")]
+    return pa.Table.from_arrays(cols + [pa.array(positions, pa.int64()), pa.array(rows, pa.int32())],
                                 schema=PARSED_REVIEW_SCHEMA)
 
 
+class _Retry(NamedTuple):
+    """Why Arrow could not take a piece whole: ``rows`` (indices within the piece) to judge one by one,
+    the rest to parse again; no rows: split the piece. ``rating_text``: Arrow met a 2023 rating given
+    as a string (the chunk is then scanned for them once, as for ``overall``)."""
+    rows: tuple = ()
+    rating_text: bool = False
+
+
 def _try_arrow(lines, piece, first_line):
-    """Parse the lines ``piece`` with Arrow -> a conformed table, or the index within ``piece`` of the
-    row Arrow rejected, or None when the failure names no usable row (the caller splits the piece)."""
+    """Parse the lines ``piece`` with Arrow -> a conformed table, or a ``_Retry``."""
     try:
         t = _read_json(lines.join(piece))
     except pa.ArrowInvalid as err:
         m = _ROW_IN_ERROR.search(str(err))
-        return int(m.group(1)) if m and int(m.group(1)) < len(piece) else None
+        rows = (int(m.group(1)),) if m and int(m.group(1)) < len(piece) else ()
+        return _Retry(rows, "Column(/rating)" in str(err))
     if t.num_rows != len(piece):  # e.g. two objects on one line: rows no longer map to lines
-        return None
-    if "overall" in t.column_names and pa.types.is_floating(t["overall"].type):
-        odd = pc.fill_null(pc.or_(pc.is_nan(t["overall"]), pc.is_inf(t["overall"])), False)
-        hit = np.flatnonzero(np.asarray(odd))
-        if hit.size:  # NaN / Infinity are not JSON; Arrow accepts them, orjson does not
-            return int(hit[0])
+        return _Retry()
+    if "rating" in t.column_names and pa.types.is_string(t["rating"].type):
+        return _Retry(tuple(np.flatnonzero(_valid(t["rating"], t.num_rows)).tolist()), True)
+    for name in ("overall", "rating"):
+        if name in t.column_names and pa.types.is_floating(t[name].type) and t[name].null_count < t.num_rows:
+            odd = pc.fill_null(pc.or_(pc.is_nan(t[name]), pc.is_inf(t[name])), False)
+            hit = np.flatnonzero(np.asarray(odd))
+            if hit.size:  # NaN / Infinity are not JSON; Arrow accepts them, orjson does not
+                return _Retry((int(hit[0]),))
     try:
-        return _conform(t, first_line + piece, piece)
+        out = _conform(t, first_line + piece, piece, lambda i: lines.line(piece[i]))
     except (_WrongType, pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        return None  # e.g. a style that is a plain string in a block without any style object
+        return _Retry()  # e.g. a style that is a plain string in a block without any style object
+    return out if isinstance(out, pa.Table) else _Retry(tuple(int(i) for i in out))
 
 
 def _read_json(buf):
@@ -338,6 +620,18 @@ class _Lines:
                     todo += [(lo, mid), (mid, hi)]
         return bad
 
+    def needle_lines(self, needles):
+        """Bool mask of the lines that contain any of ``needles``."""
+        mask = np.zeros(self.n, dtype=bool)
+        for needle in needles:
+            hits, i = [], self.data.find(needle)
+            while i >= 0:
+                hits.append(i)
+                i = self.data.find(needle, i + 1)
+            if hits:
+                mask[np.searchsorted(self.ends, np.asarray(hits))] = True
+        return mask
+
     def suspects(self, max_record_bytes):
         lengths = self.ends - self.starts
         nonblank = lengths > 0
@@ -346,13 +640,7 @@ class _Lines:
         last = buf[np.maximum(self.ends - 1, 0)]
         suspect = nonblank & ((first != _OPEN) | (last != _CLOSE) | (lengths > max_record_bytes))
         suspect[self.invalid_utf8()] = True
-        for needle in _SUSPECT_NEEDLES:
-            hits, i = [], self.data.find(needle)
-            while i >= 0:
-                hits.append(i)
-                i = self.data.find(needle, i + 1)
-            if hits:
-                suspect[np.searchsorted(self.ends, np.asarray(hits))] = True
+        suspect |= self.needle_lines(_SUSPECT_NEEDLES)
         return nonblank, suspect
 
     def join(self, idx):
@@ -411,6 +699,7 @@ def parse_reviews(chunk, max_record_bytes=DEFAULT_MAX_RECORD_BYTES, max_payload_
 
     tables = []
     todo = [np.flatnonzero(nonblank & ~suspect)]  # pieces (line indices) still to parse with Arrow
+    rating_text = None  # lines holding a string "rating", once Arrow has met one
     while todo:
         piece = todo.pop()
         if len(piece) == 0:
@@ -419,8 +708,13 @@ def parse_reviews(chunk, max_record_bytes=DEFAULT_MAX_RECORD_BYTES, max_payload_
         if isinstance(table, pa.Table):
             tables.append(table)
             continue
-        bad = table  # the row Arrow named, or None when it named none (or a row it cannot have)
-        if bad is None:
+        if table.rating_text and rating_text is None:  # judge them all now, then go on without them
+            rating_text = lines.needle_lines(_RATING_NEEDLES) & nonblank & ~suspect
+            for i in np.flatnonzero(rating_text):
+                judge(int(i))
+            todo = [p[~rating_text[p]] for p in todo + [piece]]
+            continue
+        if not table.rows:  # Arrow named no row (or one it cannot have)
             if len(piece) <= 64:
                 for i in piece:
                     judge(int(i))
@@ -428,8 +722,16 @@ def parse_reviews(chunk, max_record_bytes=DEFAULT_MAX_RECORD_BYTES, max_payload_
                 half = len(piece) // 2
                 todo += [piece[:half], piece[half:]]
             continue
-        judge(int(piece[bad]))
-        todo += [piece[bad + 1:], piece[:bad]]
+        if len(table.rows) == 1:
+            (bad,) = table.rows
+            judge(int(piece[bad]))
+            todo += [piece[bad + 1:], piece[:bad]]
+            continue
+        alone = np.zeros(len(piece), dtype=bool)
+        alone[list(table.rows)] = True
+        for i in piece[alone]:
+            judge(int(i))
+        todo.append(piece[~alone])
     if coerced:
         rows = np.asarray(coerced_rows)
         tables.append(_records_table(coerced, chunk.first_line + rows, rows))
@@ -443,4 +745,5 @@ def raw_payloads(batch, rows):
 
 
 __all__ = ["Chunk", "ParsedBatch", "PARSED_REVIEW_SCHEMA", "parse_reviews", "classify_line", "coerce_review",
-           "judge_review_line", "review_time_of", "struct_to_map", "raw_payloads"]
+           "judge_review_line", "review_time_of", "struct_to_map", "raw_payloads", "image_urls_2023",
+           "loads_exact", "MIN_REVIEW_TIME_S", "MAX_REVIEW_TIME_S"]

@@ -1,15 +1,25 @@
-"""Clean one Amazon product-metadata record (2018 schema) into a silver product row.
+"""Clean one Amazon product-metadata record (2018 or 2023 schema) into a silver product row.
 
 Pure per-record functions: no Beam, no I/O. ``clean_product`` is the entry point; each field has one
 small helper below, and each rule lives in exactly one of them.
 
 Record level (``clean_product``)
     * not a dict -> rejected, ``reasons.NOT_AN_OBJECT``.
-    * ``asin`` missing, null, not a string or blank -> rejected, ``reasons.MISSING_ASIN``. It is the
-      only rejecting rule: any other field with an impossible type (``title`` a dict, ``category`` a
-      number) becomes null and the record is kept.
-    * ``asin`` is stripped of surrounding whitespace; ``source``/``source_position`` are copied from
+    * the schema (``schema_version``: "2018" or "2023") is read off the record's fields
+      (``transforms.schema_versions.product_version``).
+    * the product key missing, null, not a string or blank -> rejected, ``reasons.MISSING_ASIN`` (the
+      detail names the field). The key is ``asin`` (2018) or ``parent_asin`` (2023: reviews join on
+      their ``parent_asin``). It is the only rejecting rule: any other field with an impossible type
+      (``title`` a dict, ``category`` a number) becomes null and the record is kept.
+    * the key is stripped of surrounding whitespace; ``source``/``source_position`` are copied from
       the arguments.
+    * ``_rescued_data``: the fields no rule reads (``schema_versions.rescue_product``: non-empty values
+      only, as a JSON object string), else null.
+
+2023 fields, read by the same helpers as their 2018 counterparts:
+    ``parent_asin`` -> asin, ``store`` -> brand, ``main_category`` -> main_cat, ``categories`` ->
+    categories, ``title``, ``price``; ``images`` -> image_count (``count_image_objects``). There is no
+    rank or date field: those columns are null.
 
 Shared text rule (``clean_text``), used by title, brand, main_cat, categories and rank categories
     * not a string -> null; HTML tags removed (``strip_tags``: complete ``<tag ...>`` and an unclosed
@@ -39,7 +49,9 @@ Fields
       without a ``$`` amount, negative or non-finite numbers) -> all three null.
     * ``image_count`` (``count_images``): the number of strings starting with ``http`` in the first of
       ``image``, ``imageURLHighRes``, ``imageURL`` that holds at least one such URL; 0 when none does
-      (absent, empty, or only junk like ``"88"``).
+      (absent, empty, or only junk like ``"88"``). 2023 (``count_image_objects``): the entries of
+      ``images`` ({thumb, large, variant, hi_res}) with an ``http`` URL in ``large``, ``hi_res`` or
+      ``thumb`` (a plain URL string entry counts too); 0 when none has one.
     * ``rank``/``rank_category`` (``parse_rank``): a string or a list of strings shaped like
       ``">#2,230,717 in Books ("``, ``"2,230,717 in Books ("``,
       ``"#12 in Kindle Store (See Top 100 in Kindle Store)"`` or ``">#1,019 in Gift Cards > Kids"``:
@@ -59,6 +71,7 @@ import re
 from typing import Any
 
 from transforms import reasons
+from transforms import schema_versions as sv
 
 MAX_CATEGORY_CHARS = 80
 CATEGORY_SENTINEL = "</span>"
@@ -227,6 +240,19 @@ def count_images(*image_lists: object) -> int:
     return 0
 
 
+def _is_url(value: object) -> bool:
+    return isinstance(value, str) and value.startswith("http")
+
+
+def count_image_objects(images: object) -> int:
+    """2023 ``images``: entries with an http URL in ``large``, ``hi_res`` or ``thumb`` (or a URL string)."""
+    if not isinstance(images, list):
+        return 0
+    return sum(1 for image in images
+               if _is_url(image) or (isinstance(image, dict)
+                                     and any(_is_url(image.get(k)) for k in ("large", "hi_res", "thumb"))))
+
+
 def _parse_rank_entry(entry: object) -> tuple[int, str] | None:
     if not isinstance(entry, str):
         return None
@@ -279,34 +305,54 @@ def _describe(record: dict[str, Any], field: str) -> str:
     return f"{field}: {type(value).__name__}"
 
 
-def clean_product(record: object, source: str, position: int) -> tuple[dict | None, str | None, str | None]:
+def clean_product(record: object, source: str, position: int,
+                  line: bytes | None = None) -> tuple[dict | None, str | None, str | None]:
     """-> ``(row, None, None)`` for a good record, or ``(None, reason, detail)`` for a rejected one.
 
-    The row has exactly the columns of ``SILVER_PRODUCT_SCHEMA``, in that order.
+    The row has exactly the columns of ``SILVER_PRODUCT_SCHEMA``, in that order. ``line``, the record's
+    raw JSON when given, is read again for the rescued fields only, so that integers beyond 64 bits
+    (which orjson reads as floats) are rescued exactly.
     """
     if not isinstance(record, dict):
         return None, reasons.NOT_AN_OBJECT, type(record).__name__
-    asin = clean_asin(record.get("asin"))
+    version = sv.product_version(sv.present_fields(record))
+    newer = version == sv.V2023
+    key = "parent_asin" if newer else "asin"
+    asin = clean_asin(record.get(key))
     if asin is None:
-        return None, reasons.MISSING_ASIN, _describe(record, "asin")
-    categories = clean_categories(record.get("category"))
+        return None, reasons.MISSING_ASIN, _describe(record, key)
+    categories = clean_categories(record.get("categories" if newer else "category"))
     price, price_min, price_max = parse_price(record.get("price"))
-    rank, rank_category = parse_rank(record.get("rank"))
+    rank, rank_category = (None, None) if newer else parse_rank(record.get("rank"))
     row = {
         "asin": asin,
         "title": clean_title(record.get("title")),
-        "brand": clean_brand(record.get("brand")),
-        "main_cat": clean_main_cat(record.get("main_cat"), categories),
+        "brand": clean_brand(record.get("store" if newer else "brand")),
+        "main_cat": clean_main_cat(record.get("main_category" if newer else "main_cat"), categories),
         "categories": categories,
         "price": price,
         "price_min": price_min,
         "price_max": price_max,
-        "image_count": count_images(record.get("image"), record.get("imageURLHighRes"),
-                                    record.get("imageURL")),
+        "image_count": count_image_objects(record.get("images")) if newer else
+        count_images(record.get("image"), record.get("imageURLHighRes"), record.get("imageURL")),
         "rank": rank,
         "rank_category": rank_category,
-        "date_first_available": parse_date(record.get("date")),
+        "date_first_available": None if newer else parse_date(record.get("date")),
+        "schema_version": version,
+        "_rescued_data": _rescued(record, version, line),
         "source": source,
         "source_position": position,
     }
     return row, None, None
+
+
+def _rescued(record: dict, version: str, line: bytes | None) -> str | None:
+    text = sv.rescue_product(record, version)
+    if text is not None and line is not None:
+        try:
+            exact = sv.loads_exact(line)
+        except ValueError:
+            return text
+        if isinstance(exact, dict):
+            return sv.rescue_product(exact, version)
+    return text

@@ -1,8 +1,11 @@
 """Explicit Arrow schemas: what the parser expects, what silver holds, what a dead letter looks like.
 
-Column names in silver are snake_case; the raw names of the 2018 Amazon schema are kept only in
-``RAW_REVIEW_SCHEMA`` (the parser's explicit schema). ``year`` and ``month`` are the hive partition
-columns of silver reviews: they live in the directory names (``year=2016/month=3``), not in the files.
+Column names in silver are snake_case; the raw names of the 2014/2018 Amazon schemas are kept only in
+``RAW_REVIEW_SCHEMA`` (the parser's explicit schema and the canonical columns every parsed row is mapped
+onto) and those of the 2023 schema in ``RAW_REVIEW_2023_SCHEMA`` (read, then mapped: see
+``transforms.parse``; which schema a record follows: ``transforms.schema_versions``). ``year`` and
+``month`` are the hive partition columns of silver reviews: they live in the directory names
+(``year=2016/month=3``), not in the files.
 """
 import pyarrow as pa
 
@@ -22,6 +25,32 @@ RAW_REVIEW_SCHEMA = pa.schema([
     ("helpful", pa.list_(pa.int64())),  # 2014 schema: [helpful votes, total votes]
 ])
 RAW_REVIEW_FIELDS = tuple(RAW_REVIEW_SCHEMA.names) + ("style",)
+
+# The Amazon Reviews 2023 review fields and the types the parser maps them from (``asin`` is shared, above).
+# Arrow infers them (declaring them would cost every 2018 line); the parser checks the inferred types.
+IMAGE_2023_TYPE = pa.struct([
+    ("small_image_url", pa.string()),
+    ("medium_image_url", pa.string()),
+    ("large_image_url", pa.string()),
+    ("attachment_type", pa.string()),
+])
+RAW_REVIEW_2023_SCHEMA = pa.schema([
+    ("rating", pa.float64()),
+    ("title", pa.string()),
+    ("text", pa.string()),
+    ("images", pa.list_(IMAGE_2023_TYPE)),
+    ("parent_asin", pa.string()),
+    ("user_id", pa.string()),
+    ("timestamp", pa.int64()),            # milliseconds since the epoch
+    ("helpful_vote", pa.int64()),
+    ("verified_purchase", pa.bool_()),
+])
+
+# Where the record came from and what it held beyond its schema (reviews and products).
+SCHEMA_FIELDS = pa.schema([
+    ("schema_version", pa.string()),  # "2014", "2018" or "2023" (products: "2018" or "2023")
+    ("_rescued_data", pa.string()),   # JSON object of the fields the record's schema does not know; null: none
+])
 
 # Lineage carried from the source through cleaning (dropped from silver only where said).
 LINEAGE_SCHEMA = pa.schema([
@@ -45,7 +74,7 @@ PREDICTION_FIELDS = pa.schema([
 
 SILVER_REVIEW_SCHEMA = pa.schema([
     ("reviewer_id", pa.string()),
-    ("asin", pa.string()),
+    ("asin", pa.string()),            # the product key everywhere (joins, buckets, gold): 2023 parent_asin
     ("overall", pa.float64()),
     ("verified", pa.bool_()),
     ("vote", pa.int64()),
@@ -62,6 +91,8 @@ SILVER_REVIEW_SCHEMA = pa.schema([
     ("style", pa.map_(pa.string(), pa.string())),
     ("image_urls", pa.list_(pa.string())),
     ("image_count", pa.int32()),
+    ("variant_asin", pa.string()),    # 2023: the record's own asin (``asin`` is its parent_asin); else null
+    *SCHEMA_FIELDS,
     *LINEAGE_SCHEMA,
     *PRODUCT_FIELDS,
     *PREDICTION_FIELDS,
@@ -74,7 +105,7 @@ CLEAN_REVIEW_SCHEMA = pa.schema([f for f in SILVER_REVIEW_SCHEMA
                                  if f.name not in PRODUCT_FIELDS.names + PREDICTION_FIELDS.names])
 
 SILVER_PRODUCT_SCHEMA = pa.schema([
-    ("asin", pa.string()),
+    ("asin", pa.string()),            # 2023 metadata: parent_asin
     ("title", pa.string()),
     ("brand", pa.string()),
     ("main_cat", pa.string()),
@@ -86,6 +117,7 @@ SILVER_PRODUCT_SCHEMA = pa.schema([
     ("rank", pa.int64()),
     ("rank_category", pa.string()),
     ("date_first_available", pa.date32()),
+    *SCHEMA_FIELDS,
     *LINEAGE_SCHEMA,
 ])
 

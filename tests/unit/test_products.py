@@ -354,6 +354,8 @@ def test_clean_product_dirty_record():
         "rank": 19,
         "rank_category": "Gift Cards > Departments > Gift Cards",
         "date_first_available": datetime.date(2009, 5, 15),
+        "schema_version": "2018",
+        "_rescued_data": '{"description":["ignored"]}',  # no rule reads description
         "source": "metadata/part-0.jsonl.gz",
         "source_position": 7,
     }
@@ -363,7 +365,7 @@ def test_clean_product_asin_only():
     row, reason, _ = clean_product({"asin": "B001"}, "s", 1)
     assert reason is None
     assert row == {name: None for name in SILVER_PRODUCT_SCHEMA.names} | {
-        "asin": "B001", "image_count": 0, "source": "s", "source_position": 1}
+        "asin": "B001", "image_count": 0, "schema_version": "2018", "source": "s", "source_position": 1}
 
 
 def test_clean_product_main_cat_falls_back_to_cleaned_category():
