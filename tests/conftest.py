@@ -10,6 +10,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_AMAZON_DIR = REPO_ROOT.parent / "shared" / "data" / "amazon"
+SHARED_AMAZON_2023_DIR = REPO_ROOT.parent / "shared" / "data" / "amazon2023"
 
 
 # ------------------------------------------------------------------------------------------ hard exit
@@ -104,3 +105,12 @@ def shared_data_dir() -> Path:
         pytest.skip(f"needs ../shared/data/amazon (real reviews), absent on this machine "
                     f"(looked for {SHARED_AMAZON_DIR})")
     return SHARED_AMAZON_DIR
+
+
+@pytest.fixture(scope="session")
+def shared_data_2023_dir() -> Path:
+    """``<repo>/../shared/data/amazon2023`` (real Amazon Reviews 2023 records, not in the repository)."""
+    if not SHARED_AMAZON_2023_DIR.is_dir():
+        pytest.skip(f"needs ../shared/data/amazon2023 (real Amazon Reviews 2023 records), absent on this "
+                    f"machine (looked for {SHARED_AMAZON_2023_DIR})")
+    return SHARED_AMAZON_2023_DIR

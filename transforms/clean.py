@@ -1,15 +1,17 @@
 """Review cleaning rules, vectorised: a ParsedBatch -> silver-shaped rows + dead letters.
 
-One function per rule, each from Arrow arrays to Arrow arrays; ``clean_reviews`` applies them in order.
+One function per rule, each from Arrow arrays to Arrow arrays; ``clean_reviews`` applies the value rules
+to every parsed row, then the expectations of ``transforms.expectations`` to the clean rows.
 
-Rejection rules (first failing rule gives the reason; stage ``clean``):
+Rejection rules: the drop expectations (first failing one gives the reason; stage ``clean``):
     asin null or blank                      -> missing_asin
     reviewerID null or blank                -> missing_reviewer_id
     overall null or absent                  -> missing_overall
     overall outside 1..5 (0 included)       -> overall_out_of_range
     unixReviewTime null or absent           -> missing_review_time
 (``overall_not_numeric`` and ``wrong_type`` are decided where the raw value is still at hand, in
-``transforms.parse``.)
+``transforms.parse``.) The warn/fail expectations (review time range, empty text, asin shape) keep the
+row and are counted: ``clean_reviews(...).expectations``.
 
 Value rules:
     vote            "1,234" -> 1234; absent -> the 2014 schema's helpful[0] if present, else 0;
@@ -27,37 +29,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms import reasons
-from transforms.dead_letters import DEFAULT_PAYLOAD_BYTES, dead_letter
+from transforms.dead_letters import DEFAULT_PAYLOAD_BYTES
+from transforms.expectations import EXPECTATIONS, apply_expectations
 from transforms.parse import STYLE_TYPE, raw_payloads
 from transforms.schemas import CLEAN_REVIEW_SCHEMA
 from transforms.text import clean_html, unescape_html, word_count
 
-REJECTION_RULES = (
-    (reasons.MISSING_ASIN, lambda t: _blank(t["asin"])),
-    (reasons.MISSING_REVIEWER_ID, lambda t: _blank(t["reviewerID"])),
-    (reasons.MISSING_OVERALL, lambda t: pc.is_null(t["overall"])),
-    (reasons.OVERALL_OUT_OF_RANGE,
-     lambda t: pc.fill_null(pc.or_(pc.less(t["overall"], 1.0), pc.greater(t["overall"], 5.0)), False)),
-    (reasons.MISSING_REVIEW_TIME, lambda t: pc.is_null(t["unixReviewTime"])),
-)
-
-
-def _blank(col):
-    return pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0), True)
-
 
 def _np(mask):
     return np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def rejection_reasons(table):
-    """-> numpy int array: -1 for a good row, else the index into REJECTION_RULES of the first rule it fails."""
-    out = np.full(table.num_rows, -1, dtype=np.int8)
-    for k, (_, rule) in enumerate(REJECTION_RULES):
-        hit = _np(rule(table)) & (out < 0)
-        out[hit] = k
-    return out
 
 
 def parse_vote(vote, helpful=None):
@@ -120,7 +100,7 @@ def review_time_columns(unix_seconds):
 
 
 def clean_columns(t, source):
-    """The value rules over good rows only -> a table in CLEAN_REVIEW_SCHEMA."""
+    """The value rules over parsed rows -> a table in CLEAN_REVIEW_SCHEMA."""
     summary = clean_html(t["summary"])
     text = clean_html(t["reviewText"])
     from_summary = pc.and_(pc.is_null(text), pc.is_valid(summary))
@@ -151,17 +131,35 @@ def clean_columns(t, source):
     return pa.Table.from_pydict({f.name: cols[f.name] for f in CLEAN_REVIEW_SCHEMA}, schema=CLEAN_REVIEW_SCHEMA)
 
 
-def clean_reviews(batch, max_payload_bytes=DEFAULT_PAYLOAD_BYTES):
-    """ParsedBatch -> (clean table in CLEAN_REVIEW_SCHEMA, dead letters for the rejected rows)."""
+class CleanResult(tuple):
+    """What ``clean_reviews`` returns: the pair ``(table, dead letters)`` it always returned (it unpacks
+    and concatenates as that 2-tuple), with the expectation counts of the batch as ``.expectations``
+    (``{name: {"action": a, "failed_rows": n}}``, see ``transforms.expectations``)."""
+
+    def __new__(cls, table, dead, expectations=None):
+        self = super().__new__(cls, (table, dead))
+        self.expectations = {} if expectations is None else expectations
+        return self
+
+    def __reduce__(self):
+        return CleanResult, (self[0], self[1], self.expectations)
+
+    @property
+    def table(self):
+        return self[0]
+
+    @property
+    def dead(self):
+        return self[1]
+
+
+def clean_reviews(batch, max_payload_bytes=DEFAULT_PAYLOAD_BYTES, expectations=EXPECTATIONS, now_s=None):
+    """ParsedBatch -> CleanResult: (clean table in CLEAN_REVIEW_SCHEMA, dead letters for the rows a drop
+    expectation rejects), counts in ``.expectations``. ``expectations``: e.g.
+    ``transforms.expectations.configure({...})``; ``now_s``: the "now" of the review time range."""
     t = batch.table
-    rule = rejection_reasons(t)
-    bad = np.flatnonzero(rule >= 0)
-    dead = []
-    if bad.size:
-        rejected = t.take(pa.array(bad))
-        payloads = raw_payloads(batch, rejected["_row"])
-        for k, pos, raw in zip(rule[bad], rejected["source_position"].to_pylist(), payloads):
-            dead.append(dead_letter("review", reasons.CLEAN, REJECTION_RULES[k][0], batch.source, pos, raw,
-                                    max_payload_bytes=max_payload_bytes))
-        t = t.filter(pa.array(rule < 0))
-    return clean_columns(t, batch.source), dead
+    rows = t["_row"]
+    table, dead, counts = apply_expectations(
+        clean_columns(t, batch.source), expectations, lambda idx: raw_payloads(batch, rows.take(pa.array(idx))),
+        max_payload_bytes=max_payload_bytes, now_s=now_s)
+    return CleanResult(table, dead, counts)

@@ -9,7 +9,11 @@ integers beyond 64 bits, floats). Whatever comes in:
   docstring of ``transforms.schema_versions``), and its ``_rescued_data`` parses back to exactly the
   record's fields that its schema does not know (null values excepted);
 * the per-record parser path (a line judged alone) gives the same version, keys and rescued data as
-  Arrow's path.
+  Arrow's path;
+* the drop expectations' counts are exactly their dead letters.
+
+Hostile product records go through ``clean_product``: a row that fits the silver schema, or
+``missing_asin``; its rescued data is exactly the non-empty fields no rule knows.
 """
 import json
 
@@ -86,11 +90,15 @@ def expected_version(obj):
 def run(lines, prefix=b""):
     data = b"\n".join(prefix + ln if ln.strip() else ln for ln in lines) + b"\n"
     batch, parse_dead, records = parse_reviews(Chunk(data, "s", 1))
-    table, dead = clean_reviews(batch)
+    result = clean_reviews(batch)
+    table, dead = result
+    drops = {name: c["failed_rows"] for name, c in result.expectations.items() if c["action"] == "drop"}
+    assert sum(drops.values()) == len(dead)   # each expectation's count = its dead letters
+    assert all(drops[d["reason"]] for d in dead)
     return table, parse_dead + dead, records
 
 
-@settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chunk_lines())
 def test_hostile_records_reconcile_and_rescue_exactly(lines):
     nonblank = {i + 1 for i, ln in enumerate(lines) if ln.strip()}
@@ -128,3 +136,60 @@ def test_vectorised_version_rule_equals_the_per_record_rule(rows):
         expected = expected_version(dict.fromkeys(r, 1))
         assert sv.review_version(r) == expected
         assert sv.REVIEW_VERSIONS[code] == expected
+
+
+# ---------------------------------------------------------------------------------------------------
+# products
+
+PRODUCT_BASES = [
+    {"asin": "B001BKEWF2", "title": "Serendipity 3 $100.00 Gift Card", "brand": "Serendipity 3", "main_cat": "Grocery",
+     "category": ["Gift Cards"], "price": "$1,250.00", "imageURL": [], "imageURLHighRes": ["https://i/1.jpg"],
+     "rank": "1,786 in Gift Cards (", "date": "May 15, 2009", "description": [], "tech1": "", "also_view": ["B0"]},
+    {"main_category": "SUBSCRIPTION BOXES", "title": "Box", "average_rating": 4.1, "rating_number": 75,
+     "features": ["f"], "description": [], "price": None, "images": [{"thumb": "https://t", "large": "https://l",
+     "variant": "MAIN", "hi_res": None}], "videos": [], "store": "Loved Again", "categories": [], "details": {},
+     "parent_asin": "B08W5BSH6V", "bought_together": None},
+]
+PRODUCT_FIELDS = sorted(set(PRODUCT_BASES[0]) | set(PRODUCT_BASES[1]) | {"image", "feature", "also_buy",
+                                                                         "tech2", "fit", "similar_item"})
+PRODUCT_KNOWN = {"2018": {"asin", "title", "brand", "main_cat", "category", "price", "image", "imageURL",
+                          "imageURLHighRes", "rank", "date", "tech1", "tech2", "fit", "similar_item"},
+                 "2023": {"parent_asin", "title", "store", "main_category", "categories", "price", "images"}}
+
+
+@st.composite
+def hostile_product(draw):
+    base = dict(PRODUCT_BASES[draw(st.integers(0, 1))])
+    for name in draw(st.sets(st.sampled_from(sorted(base)), max_size=4)):
+        del base[name]
+    for name in draw(st.sets(st.sampled_from(PRODUCT_FIELDS), max_size=3)):
+        base[name] = draw(json_values)
+    base.update(draw(st.dictionaries(st.sampled_from(PRODUCT_FIELDS) | st.text(max_size=8), json_values, max_size=3)))
+    return base
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(hostile_product())
+def test_hostile_products_clean_or_reject_and_rescue_exactly(obj):
+    import pyarrow as pa
+
+    from transforms import reasons
+    from transforms.products import clean_product
+    from transforms.schemas import SILVER_PRODUCT_SCHEMA
+
+    line = json.dumps(obj).encode()
+    row, reason, detail = clean_product(json.loads(line), "s", 1, line)
+    present = {k for k, v in obj.items() if v is not None}
+    old = {"asin", "brand", "main_cat", "category", "image", "imageURL", "imageURLHighRes", "rank", "date",
+           "feature", "also_buy", "also_view", "tech1", "tech2", "fit", "similar_item"}
+    new = {"parent_asin", "store", "main_category", "categories", "images", "features", "average_rating",
+           "rating_number", "videos", "bought_together"}
+    version = "2023" if len(present & new) > len(present & old) else "2018"
+    key = obj.get("parent_asin" if version == "2023" else "asin")
+    if not (isinstance(key, str) and key.strip()):
+        assert (row, reason) == (None, reasons.MISSING_ASIN)
+        return
+    assert reason is None and row["asin"] == key.strip() and row["schema_version"] == version
+    assert pa.Table.from_pylist([row], schema=SILVER_PRODUCT_SCHEMA).num_rows == 1   # every value fits its type
+    want = {k: v for k, v in obj.items() if k not in PRODUCT_KNOWN[version] and v not in (None, "", [], {})}
+    assert (json.loads(row["_rescued_data"]) if row["_rescued_data"] is not None else {}) == want
