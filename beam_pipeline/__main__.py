@@ -26,12 +26,17 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     for noisy in ("apache_beam", "azure", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from beam_pipeline.commit import InputError
     from beam_pipeline.pipeline import run
+    from beam_pipeline.tables import TableError
     try:
         summary = run(args)
-    except OptionsError as err:
+    except (OptionsError, InputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TableError as err:  # a concurrent commit, a table that cannot be written: nothing became visible
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     ok = all(summary[k]["reconciled"] for k in ("reviews", "products"))
     if not ok:
         print("error: the counts do not reconcile (see the run summary)", file=sys.stderr)

@@ -36,8 +36,9 @@ class ReviewsOptions(PipelineOptions):
                        help="product metadata JSON-lines files (same forms as --reviews). Optional: without it "
                             "silver reviews carry null product columns")
         g.add_argument("--output", default=None,
-                       help="output root (local path or azfs://...): silver/, gold/, dead_letters/ and "
-                            "_run_summary.json go under it. A rerun into the same root replaces its tables")
+                       help="output root (local path or azfs://ACCOUNT/CONTAINER/PATH): the Delta tables silver/reviews, "
+                            "silver/products, gold/<family>, dead_letters and the event log _pipeline/events go "
+                            "under it. A batch rerun appends what is new (see --full_refresh)")
         g.add_argument("--window_size", default="1d",
                        help="event-time window of the gold metrics: seconds or 15m / 6h / 1d / 1w. Default 1d")
         g.add_argument("--window_period", default=None,
@@ -45,9 +46,19 @@ class ReviewsOptions(PipelineOptions):
                             "Default: fixed windows")
         g.add_argument("--top_reviewers", type=int, default=10,
                        help="how many reviewers the top_reviewers gold table keeps per window. Default 10")
-        g.add_argument("--shuffle_buckets", type=int, default=8,
-                       help="hash buckets of asin for the dedupe + product join shuffle; more buckets spread "
-                            "work across more workers, fewer make bigger Arrow batches. Default 8")
+        g.add_argument("--shuffle_buckets", type=int, default=0,
+                       help="hash buckets of asin for the dedupe + product join shuffle (and silver files per run: "
+                            "one or more per bucket); more buckets spread work across more workers, fewer make "
+                            "bigger batches and files. Default 0: from the input size, one per ~64 MiB of "
+                            "uncompressed JSON, 1 to 8")
+        g.add_argument("--target_file_mb", type=int, default=128,
+                       help="target size of a silver Parquet file; a bucket writes more than one file above it. "
+                            "Default 128")
+        g.add_argument("--full_refresh", action="store_true", default=False,
+                       help="batch: read every input file and replace every table (a new table version; earlier "
+                            "versions stay readable until vacuumed). Default: incremental, only files not "
+                            "ingested yet (new, or changed in size or modification time) are read, and rows "
+                            "already in silver are duplicates")
         g.add_argument("--chunk_mb", type=int, default=8,
                        help="bytes of a file parsed as one Arrow batch (whole lines), in MiB. Default 8 (three pooled steps hold two batches each, so this bounds the read stage's memory)")
         g.add_argument("--max_record_bytes", type=int, default=1 << 20,
@@ -62,8 +73,8 @@ class ReviewsOptions(PipelineOptions):
                             "predicted_sentiment, predicted_sentiment_by_brand, predicted_sentiment_by_main_cat, in "
                             "batch and streaming. Needs tensorflow on the workers. Default: no scoring")
         g.add_argument("--run_id", default=None,
-                       help="name of this run's staging area under OUTPUT/_staging/ (streaming: also part of every "
-                            "file name). Default: a timestamp")
+                       help="this run's id: the prefix of every file it writes and its rows in the event log "
+                            "(letters, digits and _ only). Default: a UTC timestamp")
         s = parser.add_argument_group("reviews job, streaming (--source=eventhub)")
         s.add_argument("--event_hub_connection_env", default="EVENTHUB_CONNECTION_STRING",
                        help="NAME of the environment variable holding the Event Hubs connection string (the string "
@@ -161,7 +172,10 @@ def validated(options):
                             f"({o.window_size})")
     except ValueError as err:
         problems.append(str(err))
-    for name, low in (("top_reviewers", 1), ("shuffle_buckets", 1), ("chunk_mb", 1), ("max_record_bytes", 1024),
+    if o.run_id is not None and not re.fullmatch(r"[A-Za-z0-9_]{1,64}", o.run_id):
+        problems.append(f"--run_id {o.run_id!r}: use 1-64 letters, digits or _ (it names files)")
+    for name, low in (("top_reviewers", 1), ("shuffle_buckets", 0), ("target_file_mb", 1), ("chunk_mb", 1),
+                      ("max_record_bytes", 1024),
                       ("dead_letter_payload_bytes", 0)):
         if getattr(o, name) < low:
             problems.append(f"--{name} must be at least {low}")
@@ -240,7 +254,9 @@ Examples
                      --products='data/metadata/*.jsonl.gz' --window_size=1d --allowed_lateness=1d
   Dataflow:      add --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp --setup_file=./setup.py
 Without --runner the job runs in-process on Beam's FnApiRunner. Exit status: 0 when the run reconciles,
-1 when its counts do not, 2 for invalid options."""
+1 when its counts do not, 2 for invalid options or inputs, 3 when the commit could not be made (another
+run committed first, storage unavailable): then nothing of the run is visible.
+Tables: python -m beam_pipeline.tables --help (show, history, optimize, vacuum, recover)."""
 
 
 def help_text():

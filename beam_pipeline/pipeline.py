@@ -29,23 +29,25 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
-from beam_pipeline import coders, io, scoring  # importing coders registers the Arrow coders
+from beam_pipeline import coders, io, scoring, tables  # importing coders registers the Arrow coders
 from beam_pipeline.checkpoints import CheckpointStore
 from beam_pipeline.threaded import THREADS, ThreadedDoFn
 from beam_pipeline.options import hub_settings, parse_duration, validated, with_local_defaults
 from transforms import gold, keys, reasons
 from transforms.clean import clean_reviews
 from transforms.dead_letters import counter_name, dead_letter
-from transforms.enrich import dedupe_products, dedupe_reviews, enrich_with_products
+from transforms.enrich import content_hashes, dedupe_products, dedupe_reviews, enrich_with_products
 from transforms.parse import classify_line, parse_reviews
 from transforms.products import clean_product
-from transforms.schemas import REVIEW_PARTITION_COLUMNS, SILVER_PRODUCT_SCHEMA
+from transforms.schemas import DEAD_LETTER_SCHEMA, SILVER_PRODUCT_SCHEMA, SILVER_REVIEW_SCHEMA
 from transforms.windows import WindowSpec
 
 LOG = logging.getLogger("reviews")
@@ -54,6 +56,7 @@ SILVER, PRODUCTS, GOLD = "silver", "products", "gold"
 SILVER_REVIEWS_DIR, SILVER_PRODUCTS_DIR, GOLD_DIR, DEAD_DIR = (
     "silver/reviews", "silver/products", "gold", "dead_letters")
 SUMMARY_FILE = "_run_summary.json"
+EXISTING = "_existing"  # marks a product row the table already held (incremental runs)
 DEAD_LETTER_SHARDS = 4
 
 
@@ -199,54 +202,65 @@ class DedupeProductsFn(beam.DoFn):
 
     def process(self, element):
         bucket, rows = element
-        products, dropped = dedupe_products(list(rows))
+        rows = list(rows)
+        existing = [{k: v for k, v in r.items() if k != EXISTING} for r in rows if r.get(EXISTING)]
+        new = [r for r in rows if not r.get(EXISTING)] if existing else rows
+        products, dropped = dedupe_products(new)
         self.rows.inc(products.num_rows)
         self.duplicates.inc(dropped)
+        if existing:  # products of earlier runs that this run did not bring again (joins only; not counted)
+            fresh = set(products["asin"].to_pylist())
+            kept = [r for r in existing if r["asin"] not in fresh]
+            if kept:
+                products = pa.concat_tables([products, pa.Table.from_pylist(kept, schema=SILVER_PRODUCT_SCHEMA)])
         for name, partial in gold.partials(gold.product_facts(products), self.window, "products").items():
             yield pvalue.TaggedOutput(GOLD, (name, partial))
         yield bucket, products
 
 
 class DedupeAndEnrichFn(ThreadedDoFn):
-    """(bucket, [encoded clean review tables]) + products of that bucket (side input) -> the bucket's silver rows
-    written straight into their year/month partitions (one file per bucket and partition; main output:
-    the staged paths) and gold partials per family.
+    """(bucket, [encoded clean review tables]) + products of that bucket (side input) + content hashes of
+    the reviews the silver table already holds (side input, incremental runs) -> the bucket's silver
+    rows written as Parquet files into the silver table's folder (main output: their add descriptions,
+    committed at the end of the run) and gold partials per family.
 
-    Writing here, rather than after a second shuffle by partition, moves the silver data through the
-    runner once instead of twice: the runner's data plane, not Arrow, is the job's largest cost."""
+    Writing here, rather than after a second shuffle, moves the silver data through the runner once
+    instead of twice: the runner's data plane, not Arrow, is the job's largest cost."""
 
-    in_flight = 1  # a bucket's working set is large (peak RSS at 1M: 2.2 GB with 2 in flight, 1.9 GB with 1);
-    # the second core is used by the partition writes, which run on their own pool
+    in_flight = 1  # a bucket's working set is large (peak RSS at 1M: 2.2 GB with 2 in flight, 1.9 GB with 1)
 
-    def __init__(self, window, layout, n_buckets, scorer=None):
-        self.window, self.layout, self.n_buckets, self.scorer = window, layout, n_buckets, scorer
+    def __init__(self, window, loc, run_id, target_rows, scorer=None):
+        self.window, self.loc, self.run_id, self.target_rows, self.scorer = window, loc, run_id, target_rows, scorer
         self.families = gold.review_families(scorer is not None)
         self.silver = Metrics.counter("reviews", "silver_rows")
         self.scored = Metrics.counter("reviews", "scored_rows")
         self.duplicates = Metrics.counter("reviews", "duplicates_dropped")
+        self.known_duplicates = Metrics.counter("reviews", "duplicates_of_earlier_runs")
         self.matched = Metrics.counter("reviews", "products_matched")
         self.unmatched = Metrics.counter("reviews", "products_unmatched")
 
     def setup(self):
         super().setup()
-        self._writers = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="WriteSilver")
         if self.scorer is not None:
             self.scorer.load()  # once per process (cached by path): a missing or broken model fails here
 
-    def teardown(self):
-        self._writers.shutdown(wait=True)
-        super().teardown()
-
-    def process(self, element, products_by_bucket):
+    def process(self, element, products_by_bucket, known_by_bucket):
         bucket, tables = element
-        yield from super().process((bucket, list(tables), products_by_bucket.get(bucket)))
+        yield from super().process((bucket, list(tables), products_by_bucket.get(bucket),
+                                    known_by_bucket.get(bucket)))
 
     def work(self, element):
-        bucket, payloads, products = element
+        bucket, payloads, products, known = element
         # decoded tables live only inside dedupe_reviews: a bucket is the largest working set of the job
         reviews, duplicates = dedupe_reviews([p.table() for p in payloads])
         if reviews is None:
             return None
+        earlier = 0
+        if known is not None and len(known):  # the content key holds across runs too
+            fresh = ~np.isin(content_hashes(reviews), known)
+            earlier = reviews.num_rows - int(fresh.sum())
+            if earlier:
+                reviews = reviews.filter(pa.array(fresh))
         silver, matched, unmatched = enrich_with_products(
             reviews, products if products is not None else SILVER_PRODUCT_SCHEMA.empty_table())
         del reviews
@@ -254,34 +268,24 @@ class DedupeAndEnrichFn(ThreadedDoFn):
             silver = self.scorer.score(silver)
         partials = gold.partials(gold.review_facts(silver, self.scorer is not None), self.window, "reviews",
                                  self.families)
-        rows = silver.num_rows
-        ym = (silver["year"].to_numpy() * 100 + silver["month"].to_numpy()).astype("int64")
-        parts = keys.split_by_bucket(silver, ym)
-        del silver
-        written, writes = [], []
-        for key, part in parts:
-            rel = (f"{SILVER_REVIEWS_DIR}/year={key // 100}/month={key % 100}/"
-                   f"part-{bucket:05d}-of-{self.n_buckets:05d}.parquet")
-            writes.append(self._writers.submit(io.write_parquet, part.drop_columns(list(REVIEW_PARTITION_COLUMNS)),
-                                               self.layout.staged(rel)))
-            written.append(rel)
-        for w in writes:
-            w.result()
-        return rows, duplicates, matched, unmatched, partials, written
+        adds = tables.write_files(self.loc, tables.SILVER_REVIEWS, silver, self.run_id, self.target_rows,
+                                  tag=f"b{bucket:03d}-")
+        return silver.num_rows, duplicates, earlier, matched, unmatched, partials, adds
 
     def emit(self, result):
         if result is None:
             return
-        rows, duplicates, matched, unmatched, partials, written = result
+        rows, duplicates, earlier, matched, unmatched, partials, adds = result
         self.silver.inc(rows)
         if self.scorer is not None:
             self.scored.inc(rows)
-        self.duplicates.inc(duplicates)
+        self.duplicates.inc(duplicates + earlier)
+        self.known_duplicates.inc(earlier)
         self.matched.inc(matched)
         self.unmatched.inc(unmatched)
         for name, partial in partials.items():
             yield pvalue.TaggedOutput(GOLD, (name, partial))
-        yield from written
+        yield from adds
 
 
 class MergeGoldFn(beam.CombineFn):
@@ -302,58 +306,60 @@ class MergeGoldFn(beam.CombineFn):
 
 
 # ---------------------------------------------------------------------------------------------------
-# writers: each yields the relative paths it staged
+# writers: each yields the add descriptions of the files it wrote (tables.write_files)
 
-class WriteTableFn(beam.DoFn):
-    """(relpath, [tables]) -> one Parquet file."""
+class WriteProductsFn(beam.DoFn):
+    """[(bucket, products table)] -> the silver products table's files (the whole table: this run's
+    products and, on an incremental run, those of earlier runs it did not bring again)."""
 
-    def __init__(self, layout, schema=None):
-        self.layout, self.schema = layout, schema
+    def __init__(self, loc, run_id):
+        self.loc, self.run_id = loc, run_id
 
     def process(self, element):
-        rel, tables = element
-        tables = [t for t in tables if t is not None]
-        table = pa.concat_tables(tables) if tables else self.schema.empty_table()
-        io.write_parquet(table, self.layout.staged(rel))
-        yield rel
+        _, parts = element
+        parts = [t for _, t in parts if t is not None and t.num_rows]
+        if parts:
+            yield from tables.write_files(self.loc, tables.SILVER_PRODUCTS, pa.concat_tables(parts), self.run_id)
 
 
 class WriteDeadLettersFn(beam.DoFn):
-    def __init__(self, layout):
-        self.layout = layout
+    def __init__(self, loc, run_id):
+        self.loc, self.run_id = loc, run_id
 
     def process(self, element):
         shard, letters = element
         letters = sorted(letters, key=lambda d: (d["source"] or "", d["source_position"] or 0))
-        rel = f"{DEAD_DIR}/part-{shard:05d}-of-{DEAD_LETTER_SHARDS:05d}.jsonl"
-        io.write_json_lines(letters, self.layout.staged(rel))
-        yield rel
+        t = pa.Table.from_pylist(letters, schema=DEAD_LETTER_SCHEMA)
+        t = t.append_column("run_id", pa.array([self.run_id] * t.num_rows, pa.string()))
+        yield from tables.write_files(self.loc, tables.DEAD_LETTERS, t, self.run_id, tag=f"d{shard}-")
 
 
 def _dead_letter_shard(d):
     return zlib.crc32(f"{d['source']}:{d['source_position']}".encode()) % DEAD_LETTER_SHARDS
 
 
-def _finalize_gold(element, top_reviewers):
-    name, table = element
-    return f"{GOLD_DIR}/{name}/part-00000.parquet", [gold.finalize(gold.family(name, top_reviewers), table)]
+class StageRunOutputsFn(beam.DoFn):
+    """Everything the run wrote (add descriptions) and its merged gold partials -> one manifest under
+    ``_pipeline/_staged/RUN_ID/`` that the commit step (``beam_pipeline.commit``) reads once the pipeline
+    has finished and its counters are known."""
+
+    def __init__(self, loc, run_id):
+        self.loc, self.run_id = loc, run_id
+
+    def process(self, items):
+        from beam_pipeline import commit
+        yield commit.stage_manifest(self.loc, self.run_id, items)
 
 
-def output_tables():
-    """The table directories a batch run replaces: every family's, the predicted ones included, so a run
-    without a model also removes the predicted gold an earlier run with one left."""
-    return (SILVER_REVIEWS_DIR, SILVER_PRODUCTS_DIR, DEAD_DIR) + tuple(f"{GOLD_DIR}/{f.name}"
-                                                                       for f in gold.ALL_FAMILIES)
-
-
-def _layout(o, streaming):
-    run_id = o.run_id or datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    if not streaming:
-        return io.Layout(o.output, run_id, output_tables())
-    # streaming runs append their files (named with the run id) and clear nothing; a truly unbounded
-    # run writes in place, since its end never comes to commit from staging
+def _stream_layout(o):
+    """Streaming runs append their files (named with the run id) and clear nothing; a truly unbounded
+    run writes in place, since its end never comes to commit from staging."""
     bounded = o.max_records is not None or o.stop_after_idle_s is not None
-    return io.Layout(o.output, run_id, (), in_place=not bounded)
+    return io.Layout(o.output, o.run_id or default_run_id(), (), in_place=not bounded)
+
+
+def default_run_id():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def checkpoint_root(o):
@@ -362,17 +368,22 @@ def checkpoint_root(o):
                                        settings.consumer_group.replace("$", "") or "default")
 
 
-def build_pipeline(p, options, checkpoint=None, carried_gold=None):
+def build_pipeline(p, options, checkpoint=None, carried_gold=None, plan=None):
     """Add the whole job to pipeline ``p``. Returns the main PCollections (tests look at them).
-    ``checkpoint``: the stored partition positions a streaming run resumes from; ``carried_gold``: the gold
-    partials of the windows the last streaming run left open."""
+    ``plan``: what a batch run reads and what it builds on (``beam_pipeline.commit.BatchPlan``; default:
+    every matching file, nothing known from earlier runs); ``checkpoint``: the stored partition positions
+    a streaming run resumes from; ``carried_gold``: the gold partials of the windows the last streaming
+    run left open."""
+    from beam_pipeline.commit import BatchPlan
     o, review_patterns, product_patterns = validated(options)
     streaming = o.source == "eventhub"
     size = parse_duration(o.window_size)
     window = WindowSpec(size, parse_duration(o.window_period) if o.window_period else None)
-    layout = _layout(o, streaming)
     chunk = o.chunk_mb << 20
-    n_buckets = o.shuffle_buckets
+    if not streaming:
+        plan = plan or BatchPlan.naive(o, review_patterns, product_patterns)
+        product_patterns = plan.product_files
+    n_buckets = plan.n_buckets if plan is not None else (o.shuffle_buckets or 8)
 
     dead = []
     if product_patterns:
@@ -384,6 +395,10 @@ def build_pipeline(p, options, checkpoint=None, carried_gold=None):
     else:
         product_dead = p | "NoProductDeadLetters" >> beam.Create([])
         product_rows = p | "NoProducts" >> beam.Create([])
+    if plan is not None and plan.existing_products_version is not None:
+        product_rows = ((product_rows, p | "ExistingProducts" >> beam.Create([plan.existing_products_version])
+                         | "ReadExistingProducts" >> beam.ParDo(ReadExistingProductsFn(plan.loc, n_buckets)))
+                        | "WithExistingProducts" >> beam.Flatten())
     product_tables = (product_rows
                       | "GroupProducts" >> beam.GroupByKey()
                       | "DedupeProducts" >> beam.ParDo(DedupeProductsFn(window))
@@ -392,6 +407,7 @@ def build_pipeline(p, options, checkpoint=None, carried_gold=None):
     if streaming:
         from beam_pipeline import streaming as stream  # imports this module: not at the top
         from beam_pipeline.eventhub import ReaderConfig
+        layout = _stream_layout(o)
         config = ReaderConfig(o.event_time, parse_duration(o.max_out_of_orderness), parse_duration(o.idle_timeout),
                               o.stop_after_idle_s, o.max_record_bytes)
         outputs = stream.build_streaming(p, o, layout, window, hub_settings(o), config, checkpoint_root(o),
@@ -401,45 +417,62 @@ def build_pipeline(p, options, checkpoint=None, carried_gold=None):
         return outputs
     dead.append(product_dead)
 
-    chunks = p | "ReadReviews" >> io.ReadFiles("reviews", review_patterns, chunk)
+    loc, run_id = plan.loc, plan.run_id
+    chunks = p | "ReadReviews" >> io.ReadFiles("reviews", plan.review_files, chunk)
     parsed = chunks | "ParseReviews" >> ParseReviews(o.max_record_bytes, o.dead_letter_payload_bytes)
     cleaned = parsed.batches | "CleanReviews" >> CleanReviews(o.dead_letter_payload_bytes)
     review_buckets = (cleaned.clean
                       | "KeyReviewsByBucket" >> beam.ParDo(KeyByBucketFn(n_buckets))
                       .with_output_types(typing.Tuple[int, coders.ArrowPayload]))
     dead += [parsed[DEAD], cleaned[DEAD]]
+    known = p | "KnownReviews" >> beam.Create(sorted(plan.known.items()))
 
     enriched = (review_buckets
                 | "GroupReviewsByBucket" >> beam.GroupByKey()
-                | "DedupeAndEnrich" >> beam.ParDo(DedupeAndEnrichFn(window, layout, n_buckets,
+                | "DedupeAndEnrich" >> beam.ParDo(DedupeAndEnrichFn(window, loc, run_id, plan.target_rows,
                                                                     scoring.scorer(o.sentiment_model)),
-                                                  products_by_bucket=beam.pvalue.AsDict(product_tables[PRODUCTS]))
-                .with_output_types(str)
+                                                  products_by_bucket=beam.pvalue.AsDict(product_tables[PRODUCTS]),
+                                                  known_by_bucket=beam.pvalue.AsDict(known))
                 .with_outputs(GOLD, main=SILVER))
 
-    staged = []
-    staged.append(enriched[SILVER])
+    staged = [enriched[SILVER]]
     staged.append(product_tables[PRODUCTS]
-                  | "KeyProductsFile" >> beam.MapTuple(lambda _, t: (f"{SILVER_PRODUCTS_DIR}/part-00000.parquet", t))
-                  .with_output_types(typing.Tuple[str, pa.Table])
+                  | "KeyProductsFile" >> beam.Map(lambda kv: (None, kv))
                   | "GroupProductsFile" >> beam.GroupByKey()
-                  | "WriteSilverProducts" >> beam.ParDo(WriteTableFn(layout, SILVER_PRODUCT_SCHEMA)))
+                  | "WriteSilverProducts" >> beam.ParDo(WriteProductsFn(loc, run_id)))
     staged.append((enriched[GOLD], product_tables[GOLD])
                   | "FlattenGoldPartials" >> beam.Flatten()
                   | "ComputeGold" >> beam.CombinePerKey(MergeGoldFn())
-                  | "FinalizeGold" >> beam.Map(_finalize_gold, o.top_reviewers)
-                  | "WriteGold" >> beam.ParDo(WriteTableFn(layout)))
+                  | "TagGold" >> beam.MapTuple(lambda name, table: {"gold": name, "partial": table}))
     all_dead = dead | "FlattenDeadLetters" >> beam.Flatten()
     staged.append(all_dead
                   | "ShardDeadLetters" >> beam.Map(lambda d: (_dead_letter_shard(d), d))
                   | "GroupDeadLetters" >> beam.GroupByKey()
-                  | "WriteDeadLetters" >> beam.ParDo(WriteDeadLettersFn(layout)))
+                  | "WriteDeadLetters" >> beam.ParDo(WriteDeadLettersFn(loc, run_id)))
     published = (staged
                  | "FlattenStaged" >> beam.Flatten()
                  | "CollectStaged" >> beam.combiners.ToList()
-                 | "Publish" >> beam.ParDo(io.PublishFn(layout)))
+                 | "StageRunOutputs" >> beam.ParDo(StageRunOutputsFn(loc, run_id)))
     return {"silver": enriched[SILVER], "gold": enriched[GOLD], "dead_letters": all_dead, "published": published,
-            "layout": layout}
+            "plan": plan}
+
+
+class ReadExistingProductsFn(beam.DoFn):
+    """The silver products table at the version the run started from -> (bucket, row) like ParseProducts',
+    so an incremental run joins its new reviews with every product known so far. These rows are not
+    records read by this run: DedupeProductsFn keeps them only for asins this run did not bring."""
+
+    def __init__(self, loc, n_buckets):
+        self.loc, self.n_buckets = loc, n_buckets
+
+    def process(self, version):
+        t = tables.read(self.loc, tables.SILVER_PRODUCTS, version)
+        if t is None or not t.num_rows:
+            return
+        t = t.select(SILVER_PRODUCT_SCHEMA.names).cast(SILVER_PRODUCT_SCHEMA)
+        for bucket, row in zip(keys.buckets(t["asin"], self.n_buckets).tolist(), t.to_pylist()):
+            row[EXISTING] = True
+            yield bucket, row
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -508,56 +541,118 @@ def _print_summary(summary, layout, seconds):
         ]
         print("\n".join(lines), flush=True)
         return
-    lines += [
-        "Outputs",
-        f"  silver reviews   {layout.final(SILVER_REVIEWS_DIR)}   (Parquet, hive partitions year=/month=)",
-        f"  silver products  {layout.final(SILVER_PRODUCTS_DIR)}",
-        f"  gold metrics     {layout.final(GOLD_DIR)}/<family>   "
-        f"({', '.join(f.name for f in gold.review_families(bool(summary['options'].get('sentiment_model'))))})",
-        f"  dead letters     {layout.final(DEAD_DIR)}   (JSON lines)",
-        f"  this summary     {layout.final(SUMMARY_FILE)}",
-    ]
     print("\n".join(lines), flush=True)
 
 
-def run(argv=None, save_main_session=False):
-    """Parse ``argv``, run the job to completion, write and print the run summary; returns the summary."""
+def _print_batch_summary(summary, plan, seconds):
+    r, p = summary["reviews"], summary["products"]
+    lines = [
+        "",
+        f"Run summary ({seconds:.1f} s; run {plan.run_id}{', full refresh' if plan.full_refresh else ''})",
+    ]
+    for kind, c in summary["files"].items():
+        lines.append(f"  {kind + ' files':15s} {c['new']:,} new, {c['changed']:,} changed, {c['skipped']:,} "
+                     f"already ingested (skipped)")
+    lines += [
+        f"  reviews   read {r['records_read']:,} = silver {r['silver_rows']:,} + dead letters {r['dead_letters']:,}"
+        f" + duplicates {r['duplicates_dropped']:,}  [{'reconciled' if r['reconciled'] else 'DOES NOT RECONCILE'}]"
+        + (f"  ({r['duplicates_of_earlier_runs']:,} duplicates of rows earlier runs committed)"
+           if r.get("duplicates_of_earlier_runs") else ""),
+        f"            products joined {r['products_matched']:,}, unmatched {r['products_unmatched']:,}"
+        + (f"; scored by the sentiment model {r['scored_rows']:,}" if r.get("scored_rows") else ""),
+        f"  products  read {p['records_read']:,} = silver {p['silver_rows']:,} + dead letters {p['dead_letters']:,}"
+        f" + duplicates {p['duplicates_dropped']:,}  [{'reconciled' if p['reconciled'] else 'DOES NOT RECONCILE'}]",
+    ]
+    for kind in ("reviews", "products"):
+        for reason, n in summary[kind]["dead_letters_by_reason"].items():
+            lines.append(f"  dead letter  {kind[:-1]:8s} {reason:38s} {n:,}")
+    lines.append(f"Delta tables under {plan.loc.root} (version after this run; commit {summary['commit_seconds']:.2f} s)")
+    for rel, v in sorted(summary["table_versions"].items()):
+        if not rel.startswith(("_state/", "gold/")):
+            lines.append(f"  {rel:28s} v{v}")
+    golds = sorted(rel for rel in summary["table_versions"] if rel.startswith("gold/"))
+    if golds:
+        lines.append(f"  gold/<family>                {len(golds)} tables: "
+                     + ", ".join(f"{rel[5:]} v{summary['table_versions'][rel]}" for rel in golds))
+    lines.append("  query: python -m beam_pipeline.tables show " + plan.loc.root + "   (or DuckDB, see README)")
+    print("\n".join(lines), flush=True)
+
+
+def run(argv=None, save_main_session=False, fail_after=None):
+    """Parse ``argv``, run the job to completion, commit its outputs, print the run summary; returns it.
+    ``fail_after``: test hook, stop a batch commit after a phase (see ``beam_pipeline.tables.commit_run``)."""
     options = PipelineOptions(argv)
-    o, review_patterns, _ = validated(options)  # fail fast, before anything starts
+    o, review_patterns, product_patterns = validated(options)  # fail fast, before anything starts
     with_local_defaults(options)
     options.view_as(SetupOptions).save_main_session = save_main_session
-    streaming = o.source == "eventhub"
-    checkpoint, store, carried = None, None, None
-    if streaming:
-        options.view_as(StandardOptions).streaming = True
-        store = CheckpointStore(checkpoint_root(o))
-        store.recover()                                    # a commit a killed run left half done
-        io.delete_tree(io.join(o.output, io.STAGING))      # what killed runs staged: never committed
-        checkpoint = store.load()
-        carried = store.load_gold_state(WindowSpec(parse_duration(o.window_size), parse_duration(o.window_period)
-                                                   if o.window_period else None))
+    if o.source == "eventhub":
+        return _run_streaming(options, o)
+    from apache_beam.io.filesystems import FileSystems
+    from beam_pipeline import commit
+    FileSystems.set_options(options)   # the driver lists inputs and commits through the same filesystems
+    run_id = o.run_id or default_run_id()
+    loc = tables.Location(o.output)
+    tables.register_run(loc, run_id)
+    try:
+        plan = commit.prepare_batch(o, review_patterns, product_patterns, run_id)
+        return _run_batch(options, o, plan, fail_after)
+    finally:
+        tables.unregister_run(loc, run_id)
+
+
+def _run_streaming(options, o):
+    options.view_as(StandardOptions).streaming = True
+    store = CheckpointStore(checkpoint_root(o))
+    store.recover()                                    # a commit a killed run left half done
+    io.delete_tree(io.join(o.output, io.STAGING))      # what killed runs staged: never committed
+    checkpoint = store.load()
+    carried = store.load_gold_state(WindowSpec(parse_duration(o.window_size), parse_duration(o.window_period)
+                                               if o.window_period else None))
     started = time.monotonic()
     p = beam.Pipeline(options=options)
     outputs = build_pipeline(p, options, checkpoint, carried)
     layout = outputs["layout"]
-    LOG.info("running: reviews from %s -> %s", f"event hub {hub_settings(o).hub_name}" if streaming
-             else ", ".join(review_patterns), layout.output)
+    LOG.info("running: reviews from event hub %s -> %s", hub_settings(o).hub_name, o.output)
     result = p.run()
     result.wait_until_finish()
     seconds = time.monotonic() - started
     counters = _counters(result)
     summary = summarize(counters)
     summary["seconds"] = round(seconds, 3)
-    summary["output"] = layout.output
+    summary["output"] = o.output
     summary["options"] = {"source": o.source, "reviews": o.reviews, "products": o.products,
                           "window_size": o.window_size, "window_period": o.window_period,
                           "sentiment_model": o.sentiment_model, "run_id": layout.run_id}
-    if streaming:
-        summary["eventhub"] = {
-            "events_read": int(counters.get(("eventhub", "events_read"), 0)),
-            "checkpoint": store.load(), "checkpoint_dir": store.root, "committed": not layout.in_place,
-            "event_time": o.event_time, "allowed_lateness": o.allowed_lateness,
-            "max_out_of_orderness": o.max_out_of_orderness}
+    summary["eventhub"] = {
+        "events_read": int(counters.get(("eventhub", "events_read"), 0)),
+        "checkpoint": store.load(), "checkpoint_dir": store.root, "committed": not layout.in_place,
+        "event_time": o.event_time, "allowed_lateness": o.allowed_lateness,
+        "max_out_of_orderness": o.max_out_of_orderness}
     io.write_bytes(json.dumps(summary, indent=1, sort_keys=True).encode() + b"\n", layout.final(SUMMARY_FILE))
     _print_summary(summary, layout, seconds)
+    return summary
+
+
+def _run_batch(options, o, plan, fail_after=None):
+    from beam_pipeline import commit
+    started = time.monotonic()
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, options, plan=plan)
+    LOG.info("running: %d review files, %d product files -> %s", len(plan.review_files), len(plan.product_files),
+             o.output)
+    result = p.run()
+    result.wait_until_finish()
+    counters = _counters(result)
+    summary = summarize(counters)
+    summary["seconds"] = round(time.monotonic() - started, 3)
+    summary["output"] = o.output
+    summary["options"] = {"source": o.source, "reviews": o.reviews, "products": o.products,
+                          "window_size": o.window_size, "window_period": o.window_period,
+                          "sentiment_model": o.sentiment_model, "run_id": plan.run_id}
+    summary["files"] = plan.file_counts
+    summary["full_refresh"] = plan.full_refresh
+    summary["shuffle_buckets"] = plan.n_buckets
+    summary["reviews"]["duplicates_of_earlier_runs"] = int(counters.get(("reviews", "duplicates_of_earlier_runs"), 0))
+    summary["table_versions"] = commit.commit_batch(plan, o, summary, fail_after=fail_after)
+    _print_batch_summary(summary, plan, time.monotonic() - started)
     return summary

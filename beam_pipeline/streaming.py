@@ -49,7 +49,7 @@ from beam_pipeline.pipeline import (DEAD_DIR, GOLD_DIR, SILVER_REVIEWS_DIR, Clea
                                     count_dead)
 from transforms import gold, keys, reasons
 from transforms.dead_letters import dead_letter
-from transforms.enrich import REVIEW_KEY, enrich_with_products
+from transforms.enrich import REVIEW_KEY, content_hashes, enrich_with_products  # noqa: F401 (re-exported)
 from transforms.events import UNKNOWN, prepare_events, row_event_times
 from transforms.schemas import REVIEW_PARTITION_COLUMNS, SILVER_PRODUCT_SCHEMA
 from transforms.windows import window_rows
@@ -187,14 +187,6 @@ class AssignEventTimeFn(beam.DoFn):
                 yield pvalue.TaggedOutput(DEAD, d)
 
 
-CONTENT_SALT = np.uint64(0xA5A5A5A5A5A5A5A5)  # keeps content hashes apart from position hashes in one state
-
-
-def content_hashes(table):
-    """64-bit hashes of the dedupe content key (``transforms.enrich.REVIEW_KEY``) of each row."""
-    return keys.hash_columns(table, list(REVIEW_KEY)) ^ CONTENT_SALT
-
-
 class LoadKnownReviewsFn(beam.DoFn):
     """A silver reviews root (e.g. a batch run's OUTPUT/silver/reviews) -> (shard, sorted content hashes),
     so reviews already in the batch tables count as duplicates when they also arrive on the hub."""
@@ -204,6 +196,17 @@ class LoadKnownReviewsFn(beam.DoFn):
         self.loaded = Metrics.counter("reviews", "known_reviews_loaded")
 
     def process(self, root):
+        from beam_pipeline import tables
+        loc = tables.Location(root.rsplit("/silver/reviews", 1)[0]) if root.rstrip("/").endswith("silver/reviews") \
+            else None
+        if loc is not None and tables.open_table(loc, tables.SILVER_REVIEWS) is not None:  # a batch Delta table
+            t = tables.read(loc, tables.SILVER_REVIEWS, columns=list(REVIEW_KEY))
+            hashes, buckets = content_hashes(t), keys.buckets(t["asin"], self.n_buckets)
+            self.loaded.inc(len(hashes))
+            LOG.info("known reviews: %d content keys from the Delta table %s", len(hashes), root)
+            for bucket in np.unique(buckets):
+                yield int(bucket), np.unique(hashes[buckets == bucket])
+            return
         files = [m.path for r in FileSystems.match([io.join(root, "**.parquet")]) for m in r.metadata_list]
         hashes, buckets = [], []
         for path in sorted(files):
@@ -531,7 +534,7 @@ def build_streaming(p, o, layout, spec, settings, reader_config, checkpoint_root
     carried = (p | "CarriedGold" >> beam.Create([(name, coders.table_to_bytes(t)) for name, t in carried_gold or []])
                | "DecodeCarriedGold" >> beam.MapTuple(lambda name, data: (name, coders.table_from_bytes(data))))
     out = (events, product_tables, known, carried) | "EventsToReviews" >> EventsToReviews(
-        layout, spec, o.event_time, lateness, early, o.shuffle_buckets, o.top_reviewers, o.max_record_bytes,
+        layout, spec, o.event_time, lateness, early, o.shuffle_buckets or 8, o.top_reviewers, o.max_record_bytes,
         o.dead_letter_payload_bytes, o.stream_shards, o.sentiment_model)
     dead_paths = out["dead_letters"] | "WriteDeadLetters" >> WriteDeadLetters(
         layout, "reviews", FixedWindows(spec.size_s), early, lateness)

@@ -78,7 +78,8 @@ def score_worker(mode, model, silver, repeats):
     t_import = time.monotonic()
     fn = scoring.load_model(model)
     t_load = time.monotonic()
-    table = ds.dataset(silver, format="parquet", partitioning="hive").to_table(columns=list(scoring.INPUTS))
+    from beam_pipeline.tables import read_folder
+    table = read_folder(silver, columns=list(scoring.INPUTS))
     t_read = time.monotonic()
     labels, _ = scoring.score_table(fn, table)  # warm-up pass: tracing, first-call costs
     t_warm = time.monotonic()

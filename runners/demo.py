@@ -12,8 +12,11 @@ Batch leg:
    (runners.generate; no real data is shipped);
 3. uploads them to the container ``amazon`` (blobs raw/reviews/..., raw/metadata/...);
 4. runs the batch job from ``azfs://devstoreaccount1/amazon/raw/...`` on the DirectRunner's in-process
-   FnApiRunner, writing silver, gold and dead letters to a local folder;
-5. prints the run summary, checks it against the generator's manifest, and says where everything is.
+   FnApiRunner with ``--full_refresh``, committing the Delta tables (silver, gold, dead letters, event log)
+   under a local folder; checks the run summary against the generator's manifest and prints the versions;
+5. lands one newly generated file in the container and runs the job again (incremental, the default): it
+   reads only that file, and the versions move on;
+6. says how to query the tables.
 
 Model leg:
 1. trains a small sentiment model on the batch leg's silver (python -m training: tf.Transform + Keras,
@@ -67,7 +70,7 @@ def _azurite():
         rc = stack.main(["azurite", "start"])
         if rc:
             raise SystemExit(f"could not start Azurite (rc {rc}); see {stack.DEFAULT_LOCATION}")
-    print(f"[batch 1/5] Azurite running ({stack.redact(stack.running_connection_string())})")
+    print(f"[batch 1/6] Azurite running ({stack.redact(stack.running_connection_string())})")
     return stack.running_connection_string()
 
 
@@ -96,31 +99,77 @@ def _check(summary, manifest, kinds=("reviews", "products")):
 
 
 # --------------------------------------------------------------------------------------------- batch
+def _versions(output, indent="            "):
+    from beam_pipeline import tables
+    lines = tables.describe(tables.Location(output))
+    return "\n".join(indent + line for line in lines if not line.startswith(("_state/", "gold/")))
+
+
 def batch_leg(a):
     cs = _azurite()
     manifest = gen.generate(a.data, a.reviews, files=4, seed=a.seed, gzip=True)
-    print(f"[batch 2/5] generated {a.reviews:,} reviews and {manifest['products']['records_in']:,} product lines "
+    print(f"[batch 2/6] generated {a.reviews:,} reviews and {manifest['products']['records_in']:,} product lines "
           f"in {a.data} (manifest.json lists every injected defect)")
     stack.ensure_container(cs, CONTAINER)
+    _clear_blobs(cs, "raw/")  # files an earlier demo landed would be read too
     blobs = stack.upload_tree(cs, CONTAINER, a.data, prefix="raw")
-    print(f"[batch 3/5] uploaded {len(blobs)} blobs to {stack.azfs_url(CONTAINER, 'raw')}")
+    print(f"[batch 3/6] uploaded {len(blobs)} blobs to {stack.azfs_url(CONTAINER, 'raw')}")
     os.environ["AZURE_STORAGE_CONNECTION_STRING"] = cs  # the job reads credentials from the environment only
     from beam_pipeline.pipeline import run
-    print("[batch 4/5] running the batch job (DirectRunner / FnApiRunner) ...", flush=True)
-    summary = run(["--source=adls",
-                   f"--reviews={stack.azfs_url(CONTAINER, 'raw/reviews/*.jsonl.gz')}",
-                   f"--products={stack.azfs_url(CONTAINER, 'raw/metadata/*.jsonl.gz')}",
-                   f"--output={os.path.abspath(a.output)}"])
+    output = os.path.abspath(a.output)
+    argv = ["--source=adls", f"--reviews={stack.azfs_url(CONTAINER, 'raw/reviews/*.jsonl.gz')}",
+            f"--products={stack.azfs_url(CONTAINER, 'raw/metadata/*.jsonl.gz')}", f"--output={output}"]
+    print("[batch 4/6] running the batch job (DirectRunner / FnApiRunner), --full_refresh: the demo rebuilds its "
+          "tables from scratch each time ...", flush=True)
+    summary = run(argv + ["--full_refresh"])
     problems = _check(summary, manifest)
     if problems:
-        print("[batch 5/5] MISMATCH against the generator's manifest:\n  " + "\n  ".join(problems))
+        print("[batch 4/6] MISMATCH against the generator's manifest:\n  " + "\n  ".join(problems))
         return False
-    print(f"[batch 5/5] every count matches the generator's manifest ({Path(a.data) / 'manifest.json'}).")
-    print(f"Open the outputs, e.g.:\n  .venv/bin/python -c \"import pyarrow.dataset as ds; "
-          f"print(ds.dataset('{a.output}/silver/reviews', partitioning='hive').to_table().num_rows)\"\n"
-          f"  .venv/bin/python -c \"import duckdb; print(duckdb.sql(\\\"select * from read_parquet("
-          f"'{a.output}/gold/reviews_by_rating/*.parquet') where window_start is null\\\"))\"", flush=True)
-    return True
+    print(f"[batch 4/6] every count matches the generator's manifest ({Path(a.data) / 'manifest.json'}). "
+          f"Delta tables after run 1:\n{_versions(output)}")
+
+    # a new file lands: the next run (incremental, the default) reads that file only
+    extra_dir = Path(a.data).parent / "extra"
+    shutil.rmtree(extra_dir, ignore_errors=True)
+    extra = gen.generate(str(extra_dir), max(500, a.reviews // 10), files=1, seed=a.seed + 1000, gzip=True)
+    landed = "raw/reviews/landed-later.jsonl.gz"
+    stack.upload_tree(cs, CONTAINER, extra_dir / "reviews", prefix=landed.rsplit("/", 1)[0])
+    src = next((extra_dir / "reviews").glob("*.jsonl.gz"))
+    _rename_blob(cs, f"raw/reviews/{src.name}", landed)
+    print(f"[batch 5/6] a new file landed: {stack.azfs_url(CONTAINER, landed)} ({extra['reviews']['records_in']:,} "
+          "lines); running the job again, incrementally ...", flush=True)
+    second = run(argv)
+    files = second["files"]["reviews"]
+    ok = (files["new"] == 1 and files["changed"] == 0 and second["reviews"]["files_read"] == 1
+          and second["reviews"]["records_read"] == extra["reviews"]["records_in"] and second["reviews"]["reconciled"])
+    print(f"[batch 6/6] {'OK' if ok else 'UNEXPECTED'}: the second run read {files['new']} new file and skipped "
+          f"{files['skipped']} already ingested; {second['reviews']['silver_rows']:,} rows appended "
+          f"({second['reviews']['duplicates_of_earlier_runs']:,} were already in silver). Delta tables after run 2:\n"
+          f"{_versions(output)}")
+    print("Query them, e.g. (DuckDB over the Delta tables, at the last committed run's versions):\n"
+          f"  .venv/bin/python -c \"from beam_pipeline import tables; import duckdb; "
+          f"g = tables.dataset(tables.Location('{a.output}'), 'gold/reviews_by_rating'); "
+          f"print(duckdb.sql('select overall, n_reviews from g where window_start is null order by 1'))\"\n"
+          f"  .venv/bin/python -m beam_pipeline.tables show {a.output}      (history, optimize, vacuum: --help)",
+          flush=True)
+    return ok
+
+
+def _clear_blobs(cs, prefix):
+    from azure.storage.blob import BlobServiceClient
+    container = BlobServiceClient.from_connection_string(cs).get_container_client(CONTAINER)
+    for blob in container.list_blobs(name_starts_with=prefix):
+        container.delete_blob(blob.name)
+
+
+def _rename_blob(cs, src, dst):
+    """Give the uploaded file a name no earlier demo run used (a new file to the incremental run)."""
+    from azure.storage.blob import BlobServiceClient
+    container = BlobServiceClient.from_connection_string(cs).get_container_client(CONTAINER)
+    data = container.download_blob(src).readall()
+    container.upload_blob(dst, data, overwrite=True)
+    container.delete_blob(src)
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -149,9 +198,9 @@ def model_leg(a):
     from beam_pipeline.pipeline import run
     summary = run(["--source=adls", f"--reviews={stack.azfs_url(CONTAINER, 'raw/reviews/*.jsonl.gz')}",
                    f"--products={stack.azfs_url(CONTAINER, 'raw/metadata/*.jsonl.gz')}",
-                   f"--output={os.path.abspath(a.scored_output)}", f"--sentiment_model={model}"])
-    import pyarrow.parquet as pq
-    gold = pq.read_table(os.path.join(a.scored_output, "gold", "predicted_sentiment", "part-00000.parquet"))
+                   f"--output={os.path.abspath(a.scored_output)}", f"--sentiment_model={model}", "--full_refresh"])
+    from beam_pipeline import tables
+    gold = tables.read(tables.Location(os.path.abspath(a.scored_output)), "gold/predicted_sentiment")
     totals = gold.filter(gold["window_start"].is_null()).to_pylist()
     print(f"[model 3/3] {summary['reviews']['silver_rows']:,} silver rows scored into {a.scored_output}/silver "
           f"(columns predicted_sentiment, sentiment_probability); gold/predicted_sentiment all-time:")

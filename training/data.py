@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from transforms import keys, labels
 
@@ -46,9 +45,10 @@ class Examples:
 
 
 def read_silver(root):
-    """The silver review table under ``root`` (a local path; hive partitions year=/month=)."""
+    """The silver review table under ``root`` (a batch run's Delta table, or a streaming run's Parquet)."""
     cols = ["summary", "review_text", "overall", "main_cat", "source", *KEY]
-    return ds.dataset(root, format="parquet", partitioning="hive").to_table(columns=cols)
+    from beam_pipeline.tables import read_folder
+    return read_folder(root, columns=cols)
 
 
 def category_of(table, source="source"):

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms import keys
 from transforms.schemas import PREDICTION_FIELDS, PRODUCT_FIELDS, SILVER_PRODUCT_SCHEMA, SILVER_REVIEW_SCHEMA
 
 REVIEW_KEY = ("reviewer_id", "asin", "unix_review_time", "review_text")
@@ -102,3 +103,12 @@ def enrich_with_products(reviews, products):
         cols.setdefault(field.name, pa.nulls(len(idx), field.type))
     table = pa.Table.from_pydict({f.name: cols[f.name] for f in SILVER_REVIEW_SCHEMA}, schema=SILVER_REVIEW_SCHEMA)
     return table, matched, len(idx) - matched
+
+
+CONTENT_SALT = np.uint64(0xA5A5A5A5A5A5A5A5)  # keeps content hashes apart from position hashes in one state
+
+
+def content_hashes(table):
+    """64-bit hashes of the dedupe content key (``REVIEW_KEY``) of each row: how both modes recognise a
+    review that an earlier run (or an earlier pane) already holds."""
+    return keys.hash_columns(table, list(REVIEW_KEY)) ^ CONTENT_SALT

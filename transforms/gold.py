@@ -166,12 +166,16 @@ def partials(facts, spec, source="reviews", families=FAMILIES):
     out = {}
     for fam in wanted:
         parts = []
+        # a distinct count is carried exactly: the counted column stays a key of the partial (finalize
+        # counts its rows), so partials of separate runs, panes or buckets merge without double counting
+        exact = dataclass_replace(fam, distinct=())
+        dims = WINDOW_COLUMNS + fam.keys + tuple(c for c, _ in fam.distinct)
         if fam.windowed:
-            parts.append(_aggregate(windowed, fam, WINDOW_COLUMNS + fam.keys))
+            parts.append(_aggregate(windowed, exact, dims))
         if fam.distinct or not fam.windowed or spec.copies > 1:
             # all-time rows that cannot be derived by adding up window rows (distinct counts; sliding
             # windows, where each review is in several windows)
-            parts.append(_aggregate(_with_null_window(facts), fam, WINDOW_COLUMNS + fam.keys))
+            parts.append(_aggregate(_with_null_window(facts), exact, dims))
         out[fam.name] = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
     return out
 

@@ -27,6 +27,7 @@ from beam_pipeline import io
 from beam_pipeline.pipeline import run
 from beam_pipeline.streaming import EventsToReviews
 from tests import _sentiment_model as tiny
+from tests.e2e import _outputs as out
 from transforms import gold, keys
 from transforms.enrich import dedupe_products
 from transforms.events import REVIEW_TIME, EventBatch, event_times
@@ -113,11 +114,11 @@ def scored_run(model, data, tmp_path_factory):
 
 
 def silver(output):
-    return ds.dataset(str(output / "silver" / "reviews"), partitioning="hive").to_table()
+    return out.silver_reviews(output)
 
 
 def gold_table(output, name):
-    return ds.dataset(str(output / "gold" / name)).to_table()
+    return out.gold(output, name)
 
 
 def test_batch_silver_carries_the_predictions(scored_run):
@@ -164,15 +165,14 @@ def test_batch_rating_families_unchanged_by_the_model(scored_run, data, tmp_path
     output, _ = scored_run
     plain = tmp_path / "plain"
     shutil.copytree(output, plain)
-    assert (plain / "gold" / "predicted_sentiment").is_dir()
-    summary = run(_argv(data, plain))
+    assert "predicted_sentiment" in out.gold_families(plain)
+    summary = run(_argv(data, plain, "--full_refresh", "--run_id=plain"))
     assert summary["reviews"]["scored_rows"] == 0 and summary["options"]["sentiment_model"] is None
     table = silver(plain)
     assert table.num_rows == 6
     assert table["predicted_sentiment"].null_count == table["sentiment_probability"].null_count == 6
     assert table.schema.field("predicted_sentiment").type == pa.string()
-    published = {p.name for p in (plain / "gold").iterdir()}
-    assert published == {f.name for f in gold.FAMILIES}
+    assert out.gold_families(plain) == {f.name for f in gold.FAMILIES}
     for f in gold.FAMILIES:
         a, b = gold_table(output, f.name), gold_table(plain, f.name)
         assert a.equals(b), f.name

@@ -18,7 +18,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from transforms.gold import FAMILIES
-from transforms.schemas import REVIEW_PARTITION_COLUMNS, SILVER_PRODUCT_SCHEMA, SILVER_REVIEW_FILE_SCHEMA
+from transforms.schemas import (REVIEW_PARTITION_COLUMNS, SILVER_PRODUCT_SCHEMA, SILVER_REVIEW_FILE_SCHEMA,
+                               SILVER_REVIEW_SCHEMA)
 
 DAY = 86400
 UTC = datetime.timezone.utc
@@ -26,23 +27,63 @@ CONTENT_KEY = ("reviewer_id", "asin", "unix_review_time", "review_text")
 
 
 # ------------------------------------------------------------------------------------------ reading
+# Batch outputs are Delta tables (read at the versions of the last committed run, as a consumer would);
+# streaming outputs are still hive-partitioned Parquet folders: each reader handles both.
+def _loc(root):
+    from beam_pipeline.tables import Location
+    return Location(str(root))
+
+
+def is_delta(root, rel="silver/reviews") -> bool:
+    return Path(root, rel, "_delta_log").is_dir()
+
+
+def _table(root, rel) -> pa.Table:
+    from beam_pipeline import tables
+    return tables.read(_loc(root), rel)
+
+
 def silver_reviews(root) -> pa.Table:
+    if is_delta(root):
+        return _table(root, "silver/reviews")
     return ds.dataset(os.path.join(root, "silver", "reviews"), format="parquet", partitioning="hive").to_table()
 
 
 def silver_review_files(root) -> list[Path]:
+    if is_delta(root):
+        from beam_pipeline import tables
+        t = tables.open_table(_loc(root), "silver/reviews", tables.snapshot_versions(_loc(root))["silver/reviews"])
+        return sorted(Path(u) for u in t.file_uris())
     return sorted(Path(root, "silver", "reviews").glob("year=*/month=*/*.parquet"))
 
 
 def silver_products(root) -> pa.Table:
+    if is_delta(root, "silver/products"):
+        return _table(root, "silver/products")
     return ds.dataset(os.path.join(root, "silver", "products"), format="parquet").to_table()
 
 
 def gold(root, family: str) -> pa.Table:
+    if is_delta(root, f"gold/{family}"):
+        return _table(root, f"gold/{family}")
     return pq.read_table(os.path.join(root, "gold", family, "part-00000.parquet"))
 
 
+def gold_families(root) -> set[str]:
+    """The gold tables the last committed run left (non-empty ones: a family dropped since is emptied)."""
+    if is_delta(root):
+        from beam_pipeline import tables
+        return {rel.split("/", 1)[1] for rel in tables.snapshot_versions(_loc(root))
+                if rel.startswith("gold/") and _table(root, rel).num_rows}
+    return {p.name for p in Path(root, "gold").iterdir()}
+
+
 def dead_letters(root) -> list[dict]:
+    if is_delta(root, "dead_letters"):
+        rows = _table(root, "dead_letters").to_pylist()
+        for r in rows:
+            r.pop("run_id", None)
+        return sorted(rows, key=lambda d: (d["source"] or "", d["source_position"] or 0))
     out = []
     for path in sorted(glob.glob(os.path.join(root, "dead_letters", "*.jsonl"))):
         with open(path, "rb") as fh:
@@ -51,12 +92,37 @@ def dead_letters(root) -> list[dict]:
 
 
 def run_summary(root) -> dict:
+    """The summary of the last committed run (batch: from the event log)."""
+    if is_delta(root, "_pipeline/events"):
+        from beam_pipeline import tables
+        committed = [e for e in tables.events(_loc(root)) if e["event"] == "committed" and e["summary"]]
+        return json.loads(committed[-1]["summary"])
     with open(os.path.join(root, "_run_summary.json"), encoding="utf-8") as fh:
         return json.load(fh)
 
 
 def staged_files(root) -> list[str]:
-    return [str(p) for p in Path(root, "_staging").rglob("*") if p.is_file()]
+    """Files a reader could mistake for output: staging areas, pending intents, and (Delta) data files
+    in a table folder that no version of the table references."""
+    left = [str(p) for p in Path(root, "_staging").rglob("*") if p.is_file()]
+    left += [str(p) for p in Path(root, "_pipeline", "_staged").rglob("*") if p.is_file()]
+    left += [str(p) for p in Path(root, "_pipeline", "_intents").rglob("*") if p.is_file()]
+    return left + unreferenced_files(root)
+
+
+def unreferenced_files(root) -> list[str]:
+    """Parquet files inside Delta table folders that no version's log ever added."""
+    from beam_pipeline import tables
+    out = []
+    for rel in tables.all_tables(_loc(root)):
+        added = set()
+        for log in Path(root, rel, "_delta_log").glob("*.json"):
+            for line in log.read_text().splitlines():
+                action = json.loads(line)
+                if "add" in action:
+                    added.add(action["add"]["path"])
+        out += [str(p) for p in Path(root, rel).glob("*.parquet") if p.name not in added]
+    return out
 
 
 def read_lines(path) -> list[bytes]:
@@ -92,27 +158,42 @@ def parquet_representable(schema: pa.Schema) -> pa.Schema:
 
 # ------------------------------------------------------------------------------------------ checks
 def check_silver_layout(root, rows: list[dict]):
-    """Partition directories agree with every row's review_date; no empty part files."""
+    """Every row's time columns agree (year, month, review_date, review_time, unix_review_time); no
+    empty files. Delta: a handful of files, not one per bucket and month (at most a few per shuffle
+    bucket); Parquet (streaming): partition directories agree with every row's review_date."""
     files = silver_review_files(root)
     assert files, "no silver review files"
     seen = 0
+    delta = is_delta(root)
     for path in files:
-        year = int(path.parent.parent.name.split("=", 1)[1])
-        month = int(path.parent.name.split("=", 1)[1])
         t = pq.read_table(path)
         assert t.num_rows > 0
-        assert not set(REVIEW_PARTITION_COLUMNS) & set(t.column_names)
+        if delta:
+            assert {"year", "month"} <= set(t.column_names)
+        else:
+            year = int(path.parent.parent.name.split("=", 1)[1])
+            month = int(path.parent.name.split("=", 1)[1])
+            assert not set(REVIEW_PARTITION_COLUMNS) & set(t.column_names)
+            for r in t.select(["review_date"]).to_pylist():
+                assert (r["review_date"].year, r["review_date"].month) == (year, month), (path, r)
         for r in t.select(["review_date", "review_time", "unix_review_time"]).to_pylist():
-            assert (r["review_date"].year, r["review_date"].month) == (year, month), (path, r)
             assert r["review_date"] == datetime.datetime.fromtimestamp(r["unix_review_time"], UTC).date()
             assert epoch(r["review_time"]) == r["unix_review_time"]
         seen += t.num_rows
     assert seen == len(rows)
-    for r in rows:  # the partition columns read back through hive partitioning
+    if delta:
+        assert len(files) <= 8 * max(1, -(-len(rows) // 400_000)), f"{len(files)} files for {len(rows)} rows"
+    for r in rows:
         assert (r["year"], r["month"]) == (r["review_date"].year, r["review_date"].month)
 
 
 def check_silver_schema(root):
+    if is_delta(root):
+        from beam_pipeline.tables import delta_schema
+        table = silver_reviews(root)
+        assert table.schema.remove_metadata().equals(delta_schema(SILVER_REVIEW_SCHEMA)), table.schema
+        assert silver_products(root).schema.remove_metadata().equals(delta_schema(SILVER_PRODUCT_SCHEMA))
+        return
     expected = parquet_representable(SILVER_REVIEW_FILE_SCHEMA)
     for path in silver_review_files(root):
         assert pq.read_schema(path).remove_metadata().equals(expected), path
@@ -226,8 +307,7 @@ def check_gold(root, rows: list[dict], products: list[dict], top_n: int):
     """Recompute gold families from the silver rows with plain Python and compare with the gold tables
     (fixed 1-day windows aligned on the epoch, the job's defaults)."""
     day = lambda r: r["unix_review_time"] // DAY * DAY  # noqa: E731
-    published = {p.name for p in Path(root, "gold").iterdir()}
-    assert published == {f.name for f in FAMILIES}
+    assert gold_families(root) == {f.name for f in FAMILIES}
 
     # reviews: totals and per window
     g = gold(root, "reviews")

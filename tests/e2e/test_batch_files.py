@@ -57,7 +57,11 @@ def gz_run(tmp_path_factory):
 def test_outputs_match_manifest(gz_run):
     data, manifest, output, summary = gz_run
     out.check_against_manifest(output, manifest, _source_lines(data, manifest))
-    assert summary == out.run_summary(output)
+    # the event log holds the summary as it was when committed; the commit adds its versions and time
+    logged = out.run_summary(output)
+    assert logged == {k: v for k, v in summary.items() if k not in ("table_versions", "commit_seconds")}
+    from beam_pipeline import tables
+    assert summary["table_versions"] == tables.snapshot_versions(tables.Location(str(output)))
     assert summary["reviews"]["files_read"] == 2 and summary["products"]["files_read"] == 1
     assert summary["options"]["run_id"] == "gz1"
     # guard: with --chunk_mb=1 at least one review file spans several chunks
@@ -118,15 +122,20 @@ def test_cleaned_defect_kinds_land_in_silver_with_their_rules(gz_run):
 
 
 def test_silver_file_schema_is_exactly_the_declared_one(gz_run):
-    """The Parquet files hold exactly SILVER_REVIEW_FILE_SCHEMA (review_time is timestamp[ms]: Parquet
-    has no seconds unit)."""
+    """The Parquet files of the silver Delta table hold exactly SILVER_REVIEW_SCHEMA as Delta stores it
+    (timestamps in microseconds, UTC: Delta's one timestamp type), and the table's own schema agrees."""
     _, _, output, _ = gz_run
-    from transforms.schemas import SILVER_REVIEW_FILE_SCHEMA
+    from beam_pipeline import tables
+    from transforms.schemas import SILVER_REVIEW_SCHEMA
 
-    schema = pq.read_schema(out.silver_review_files(output)[0]).remove_metadata()
-    diff = [(f.name, str(f.type), str(schema.field(f.name).type)) for f in SILVER_REVIEW_FILE_SCHEMA
-            if not schema.field(f.name).type.equals(f.type)]
-    assert not diff
+    expected = tables.delta_schema(SILVER_REVIEW_SCHEMA)
+    for path in out.silver_review_files(output):
+        schema = pq.read_schema(path).remove_metadata()
+        diff = [(f.name, str(f.type), str(schema.field(f.name).type)) for f in expected
+                if not schema.field(f.name).type.equals(f.type)]
+        assert not diff and schema.names == expected.names
+    table = tables.open_table(tables.Location(str(output)), tables.SILVER_REVIEWS)
+    assert [f.name for f in table.schema().fields] == expected.names
 
 
 # ------------------------------------------------------------------------------------------ rerun
@@ -141,17 +150,20 @@ def _table_rows(table, key):
     return sorted(table.to_pylist(), key=key)
 
 
-def test_rerun_replaces_outputs_without_mixing(plain_data, tmp_path):
+def test_full_refresh_replaces_outputs_without_mixing(plain_data, tmp_path):
+    """A --full_refresh rerun over one file replaces every table with exactly what a run of that file
+    into a fresh folder writes; the first run's version stays readable (time travel)."""
     data, manifest = plain_data
     output = tmp_path / "out"
     first = run(_argv(data, output, "first"))
     out.check_against_manifest(output, manifest)
-    assert {r["source"] for r in out.silver_reviews(output).to_pylist()} == {
+    first_rows = out.silver_reviews(output)
+    assert {r["source"] for r in first_rows.to_pylist()} == {
         os.path.join(str(data), rel) for rel in manifest["files"] if rel.startswith("reviews/")}
 
     one_file = os.path.join(str(data), "reviews", "part-00000-of-00002.jsonl")
-    second = run(_argv(data, output, "second", one_file))
-    assert second["reviews"]["files_read"] == 1
+    second = run(_argv(data, output, "second", one_file, "--full_refresh"))
+    assert second["reviews"]["files_read"] == 1 and second["full_refresh"] is True
     assert second["reviews"]["records_read"] == sum(1 for line in out.read_lines(one_file) if line.strip())
     assert second["reviews"]["records_read"] < first["reviews"]["records_read"]
 
@@ -165,31 +177,35 @@ def test_rerun_replaces_outputs_without_mixing(plain_data, tmp_path):
         out.gold(output, "reviews")["window_start"].is_null())["n_reviews"].to_pylist() == [len(rows)]
     assert out.run_summary(output)["options"]["run_id"] == "second"
     assert not out.staged_files(output)
-    assert not (output / "_staging" / "first").exists() and not (output / "_staging" / "second").exists()
+
+    # time travel: the first run's version reads back equal to what it wrote
+    from beam_pipeline import tables
+    loc = tables.Location(str(output))
+    previous = tables.read(loc, tables.SILVER_REVIEWS, first["table_versions"][tables.SILVER_REVIEWS])
+    key = lambda r: (r["source"], r["source_position"])  # noqa: E731
+    assert _table_rows(previous, key) == _table_rows(first_rows, key)
 
     # the rerun's output equals a run of the same inputs into a fresh directory, table by table
     fresh = tmp_path / "fresh"
     run(_argv(data, fresh, "fresh", one_file))
-    key = lambda r: (r["source"], r["source_position"])  # noqa: E731
     assert _table_rows(out.silver_reviews(output), key) == _table_rows(out.silver_reviews(fresh), key)
     assert _table_rows(out.silver_products(output), key) == _table_rows(out.silver_products(fresh), key)
-    assert sorted(p.relative_to(output).as_posix() for p in out.silver_review_files(output)) == \
-        sorted(p.relative_to(fresh).as_posix() for p in out.silver_review_files(fresh))
     assert sorted(letters, key=key) == sorted(out.dead_letters(fresh), key=key)
-    for family in (p.name for p in (fresh / "gold").iterdir()):
+    assert out.gold_families(output) == out.gold_families(fresh)
+    for family in out.gold_families(fresh):
         assert out.gold(output, family).equals(out.gold(fresh, family)), family
     out.check_gold(output, rows, out.silver_products(output).to_pylist(), TOP_N)
 
 
-def test_staging_of_a_finished_run_is_gone(plain_data, tmp_path):
+def test_no_stray_files_after_a_finished_run(plain_data, tmp_path):
     data, _ = plain_data
     output = tmp_path / "out"
     run(_argv(data, output, "only"))
     assert not out.staged_files(output)
-    assert not (output / "_staging" / "only").exists()
-    # readers that skip "_"-prefixed paths see exactly the published tables and the summary
+    # what a reader sees: the Delta tables, the pipeline's own tables, nothing else
     visible = {p.relative_to(output).parts[0] for p in output.rglob("*") if p.is_file()}
-    assert visible == {"silver", "gold", "dead_letters", "_run_summary.json"}
+    assert visible == {"silver", "gold", "dead_letters", "_pipeline", "_state"}
+    assert not (output / "_pipeline" / "_staged").exists()
 
 
 # ------------------------------------------------------------------------------------------ sliding windows
@@ -291,6 +307,8 @@ def test_invalid_options_fail_before_any_work(case, extra, message, tmp_path, mo
 def test_valid_options_pass_validation(tmp_path, no_pipeline):
     """Control for the cases above: the same argv without the problem gets past validation (to the
     pipeline constructor, which the fixture turns into an AssertionError)."""
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "a.jsonl").write_text("")
     argv = ["--runner=FnApiRunner", "--source=files", f"--reviews={tmp_path}/r/*.jsonl", f"--output={tmp_path}/o",
             "--window_size=1d", "--window_period=6h"]
     with pytest.raises(AssertionError, match="before the options were validated"):

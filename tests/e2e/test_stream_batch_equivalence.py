@@ -27,6 +27,8 @@ from runners.publish import publish, shuffle_blocks
 from transforms import gold
 from transforms.parse import review_time_of
 
+from tests.e2e import _outputs as out  # noqa: E402
+
 pytestmark = pytest.mark.e2e
 
 N_REVIEWS = 3000
@@ -86,13 +88,13 @@ def both(tmp_path_factory):
 
 
 def _silver(root):
-    table = ds.dataset(os.path.join(root, "silver", "reviews"), format="parquet", partitioning="hive").to_table()
+    table = out.silver_reviews(root)  # batch: the Delta table; stream: hive-partitioned Parquet
     rows = [{k: v for k, v in r.items() if k not in LINEAGE} for r in table.to_pylist()]
     return sorted(rows, key=lambda r: orjson.dumps(r, default=str, option=orjson.OPT_SORT_KEYS))
 
 
 def _batch_gold(root, family):
-    t = pq.read_table(os.path.join(root, "gold", family, "part-00000.parquet"))
+    t = out.gold(root, family)
     return t.filter(t["window_start"].is_valid())
 
 
