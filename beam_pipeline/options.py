@@ -54,6 +54,13 @@ class ReviewsOptions(PipelineOptions):
         g.add_argument("--target_file_mb", type=int, default=128,
                        help="target size of a silver Parquet file; a bucket writes more than one file above it. "
                             "Default 128")
+        g.add_argument("--expectation", action="append", default=None, metavar="NAME=ACTION",
+                       help="change a data-quality expectation's action: warn (row kept, counted), drop (row to "
+                            "dead letters, reason = the name) or fail (the batch run stops before its commit; "
+                            "nothing becomes visible). Repeatable. Expectations and defaults: review_time_range "
+                            "(1995-01-01 .. now + 1 day, warn), empty_review_text (warn), asin_shape (10 of 0-9A-Z, "
+                            "warn), overall_out_of_range (1..5, drop); the missing-field checks always drop. "
+                            "Streaming runs use the defaults")
         g.add_argument("--full_refresh", action="store_true", default=False,
                        help="batch: read every input file and replace every table (a new table version; earlier "
                             "versions stay readable until vacuumed). Default: incremental, only files not "
@@ -172,6 +179,11 @@ def validated(options):
                             f"({o.window_size})")
     except ValueError as err:
         problems.append(str(err))
+    try:
+        from transforms.expectations import configure, parse_overrides
+        configure(parse_overrides(o.expectation or []))
+    except ValueError as err:
+        problems.append(f"--expectation: {err}")
     if o.run_id is not None and not re.fullmatch(r"[A-Za-z0-9_]{1,64}", o.run_id):
         problems.append(f"--run_id {o.run_id!r}: use 1-64 letters, digits or _ (it names files)")
     for name, low in (("top_reviewers", 1), ("shuffle_buckets", 0), ("target_file_mb", 1), ("chunk_mb", 1),

@@ -41,7 +41,8 @@ from beam_pipeline import coders, io, scoring, tables  # importing coders regist
 from beam_pipeline.checkpoints import CheckpointStore
 from beam_pipeline.threaded import THREADS, ThreadedDoFn
 from beam_pipeline.options import hub_settings, parse_duration, validated, with_local_defaults
-from transforms import gold, keys, reasons
+from transforms import gold, keys, reasons, schema_versions
+from transforms.expectations import EXPECTATIONS, configure, failures, parse_overrides
 from transforms.clean import clean_reviews
 from transforms.dead_letters import counter_name, dead_letter
 from transforms.enrich import content_hashes, dedupe_products, dedupe_reviews, enrich_with_products
@@ -96,21 +97,38 @@ class StampedTable(typing.NamedTuple):
 
 
 class CleanReviewsFn(ThreadedDoFn):
-    """ParsedBatch -> clean Arrow table (main; a StampedTable in streaming) + dead letters."""
+    """ParsedBatch -> clean Arrow table (main; a StampedTable in streaming) + dead letters. Counts, per
+    batch, the rows each expectation failed (namespace ``expectations``, ``name.action``), and the clean
+    rows by schema version and by rescued field (namespaces ``schema_version``, ``rescued_fields``)."""
 
-    def __init__(self, payload_bytes):
+    def __init__(self, payload_bytes, expectations=None):
         self.payload_bytes = payload_bytes
+        self.expectations = expectations if expectations is not None else EXPECTATIONS
 
     def work(self, batch):
-        return clean_reviews(batch, self.payload_bytes) + (batch.meta,)
+        result = clean_reviews(batch, self.payload_bytes, self.expectations)
+        table = result.table
+        return table, result[1], batch.meta, result.expectations, schema_versions.counts(table)
 
     def emit(self, result):
-        table, dead, meta = result
+        table, dead, meta, checks, versions = result
+        for name, c in checks.items():
+            if c["failed_rows"]:
+                Metrics.counter("expectations", f"{name}.{c['action']}").inc(c["failed_rows"])
+        count_schema(versions, "review")
         count_dead(dead)
         for d in dead:
             yield pvalue.TaggedOutput(DEAD, d)
         if table.num_rows:  # streaming: the table travels on with its events' metadata
             yield table if meta is None else StampedTable(table, meta)
+
+
+def count_schema(counts, record_type):
+    """Rows by schema version and by rescued field -> Beam counters (``transforms.schema_versions.counts``)."""
+    for version, n in counts.get("schema_version", {}).items():
+        Metrics.counter("schema_version", f"{record_type}.{version}").inc(n)
+    for field, n in counts.get("rescued_fields", {}).items():
+        Metrics.counter("rescued_fields", f"{record_type}.{field}").inc(n)
 
 
 class ParseReviews(beam.PTransform):
@@ -123,9 +141,9 @@ class ParseReviews(beam.PTransform):
 
 
 class CleanReviews(beam.PTransform):
-    def __init__(self, payload_bytes):
+    def __init__(self, payload_bytes, expectations=None):
         super().__init__()
-        self.fn = CleanReviewsFn(payload_bytes)
+        self.fn = CleanReviewsFn(payload_bytes, expectations)
 
     def expand(self, batches):
         return batches | beam.ParDo(self.fn).with_outputs(DEAD, main="clean")
@@ -173,6 +191,8 @@ class ParseProductsFn(beam.DoFn):
                                         detail, self.payload_bytes))
                 continue
             rows.append(row)
+        if rows:
+            count_schema(schema_versions.product_counts(rows), "product")
         if rows:  # the same stable hash as the reviews' buckets, one vectorised call per chunk
             yield from zip(keys.buckets(pa.array([r["asin"] for r in rows], pa.string()), self.n_buckets).tolist(), rows)
         count_dead(dead)
@@ -420,7 +440,8 @@ def build_pipeline(p, options, checkpoint=None, carried_gold=None, plan=None):
     loc, run_id = plan.loc, plan.run_id
     chunks = p | "ReadReviews" >> io.ReadFiles("reviews", plan.review_files, chunk)
     parsed = chunks | "ParseReviews" >> ParseReviews(o.max_record_bytes, o.dead_letter_payload_bytes)
-    cleaned = parsed.batches | "CleanReviews" >> CleanReviews(o.dead_letter_payload_bytes)
+    cleaned = parsed.batches | "CleanReviews" >> CleanReviews(o.dead_letter_payload_bytes,
+                                                              configure(parse_overrides(o.expectation or [])))
     review_buckets = (cleaned.clean
                       | "KeyReviewsByBucket" >> beam.ParDo(KeyByBucketFn(n_buckets))
                       .with_output_types(typing.Tuple[int, coders.ArrowPayload]))
@@ -504,6 +525,15 @@ def summarize(counters):
             "reconciled": read == silver + n_dead + dups,
             "files_read": get("io", f"{kind}.files_read"), "bytes_read": get("io", f"{kind}.bytes_read"),
         }
+    for kind, rtype in (("reviews", "review"), ("products", "product")):
+        for ns, key in (("schema_version", "rows_by_schema_version"), ("rescued_fields", "rows_with_rescued_field")):
+            summary[kind][key] = {name.split(".", 1)[1]: int(v) for (n, name), v in sorted(counters.items())
+                                  if n == ns and name.startswith(rtype + ".")}
+    summary["expectations"] = {}
+    for (ns, name), v in sorted(counters.items()):
+        if ns == "expectations":
+            check, action = name.rsplit(".", 1)
+            summary["expectations"][check] = {"action": action, "failed_rows": int(v)}
     summary["reviews"]["scored_rows"] = get("reviews", "scored_rows")
     summary["reviews"]["products_matched"] = get("reviews", "products_matched")
     summary["reviews"]["products_unmatched"] = get("reviews", "products_unmatched")
@@ -566,6 +596,19 @@ def _print_batch_summary(summary, plan, seconds):
     for kind in ("reviews", "products"):
         for reason, n in summary[kind]["dead_letters_by_reason"].items():
             lines.append(f"  dead letter  {kind[:-1]:8s} {reason:38s} {n:,}")
+    for kind in ("reviews", "products"):
+        versions = summary[kind].get("rows_by_schema_version") or {}
+        if versions:
+            lines.append(f"  {kind:9s} clean rows by schema version: "
+                         + ", ".join(f"{v} {n:,}" for v, n in versions.items()))
+        rescued = summary[kind].get("rows_with_rescued_field") or {}
+        if rescued:
+            top = sorted(rescued.items(), key=lambda kv: -kv[1])[:8]
+            lines.append(f"            rows with rescued data (_rescued_data), by field: "
+                         + ", ".join(f"{f} {n:,}" for f, n in top) + (" ..." if len(rescued) > 8 else ""))
+    for name, c in summary.get("expectations", {}).items():
+        if c["action"] == "warn":
+            lines.append(f"  expectation {name:28s} warn: {c['failed_rows']:,} rows kept")
     lines.append(f"Delta tables under {plan.loc.root} (version after this run; commit {summary['commit_seconds']:.2f} s)")
     for rel, v in sorted(summary["table_versions"].items()):
         if not rel.startswith(("_state/", "gold/")):
@@ -653,6 +696,11 @@ def _run_batch(options, o, plan, fail_after=None):
     summary["full_refresh"] = plan.full_refresh
     summary["shuffle_buckets"] = plan.n_buckets
     summary["reviews"]["duplicates_of_earlier_runs"] = int(counters.get(("reviews", "duplicates_of_earlier_runs"), 0))
+    failed = failures(summary["expectations"])
+    if failed:   # an expectation with action "fail": nothing becomes visible
+        raise tables.ExpectationFailed(
+            "expectations with action 'fail' were not met: " + ", ".join(f"{k} on {n:,} rows" for k, n in failed.items())
+            + f"; run {plan.run_id} committed nothing (its files are removed by the next run)")
     summary["table_versions"] = commit.commit_batch(plan, o, summary, fail_after=fail_after)
     _print_batch_summary(summary, plan, time.monotonic() - started)
     return summary

@@ -80,6 +80,10 @@ class TableError(RuntimeError):
     """A commit or table operation that cannot go on; the message says what to do."""
 
 
+class ExpectationFailed(TableError):
+    """An expectation with action ``fail`` was not met: the run stops before its commit."""
+
+
 class ConcurrentCommitError(TableError):
     """Another run committed to the same output after this run started; nothing of this run is visible."""
 
@@ -131,7 +135,10 @@ class Location:
         if not self.azure:
             return None
         account = self.root[len("azfs://"):].split("/", 1)[0]
-        opts = {"account_name": account}
+        # bounded retries: a store that is down fails the commit in seconds, not after object_store's default
+        # three minutes (the run then says so and the next run finishes or discards it)
+        opts = {"account_name": account, "max_retries": os.environ.get("DELTA_MAX_RETRIES", "4"),
+                "retry_timeout": os.environ.get("DELTA_RETRY_TIMEOUT", "30s")}
         conn = _connection_settings()
         if conn.get("AccountKey"):
             opts["account_key"] = conn["AccountKey"]

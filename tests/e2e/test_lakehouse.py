@@ -303,3 +303,58 @@ def test_tables_cli_show_history_optimize_vacuum(data, tmp_path):
     r = subprocess.run([sys.executable, "-m", "beam_pipeline.tables", "show", str(tmp_path / "none")], cwd=REPO,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no Delta tables" in r.stderr
+
+
+# ------------------------------------------------------------------------------------------ expectations
+def _quality_landing(tmp_path):
+    land = tmp_path / "quality"
+    (land / "reviews").mkdir(parents=True)
+    (land / "metadata").mkdir()
+    base = {"reviewerID": "R1", "asin": "B000000001", "overall": 5.0, "unixReviewTime": 1400000000,
+            "reviewText": "fine", "summary": "ok"}
+    rows = [dict(base, reviewerID=f"R{i}") for i in range(6)]
+    rows[1]["unixReviewTime"] = 600000000                      # 1989: review_time_range
+    rows[2]["reviewText"] = "   "                               # empty_review_text
+    rows[3]["asin"] = "not-an-asin"                             # asin_shape
+    rows[4]["crawl"] = {"batch": 7}                             # an unknown field: rescued
+    rows[5]["crawl"] = {"batch": 8}
+    rows[5]["source_site"] = "x"
+    (land / "reviews" / "r.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (land / "metadata" / "p.jsonl").write_text(json.dumps({"asin": "B000000001", "title": "T", "brand": "B",
+                                                           "main_cat": "C", "features": ["f"]}) + "\n")
+    return land
+
+
+def test_expectations_warn_drop_fail_and_rescued_data_counts(tmp_path):
+    land = _quality_landing(tmp_path)
+    warn = _job(land, tmp_path / "warn", "w1")
+    assert warn["expectations"] == {"review_time_range": {"action": "warn", "failed_rows": 1},
+                                    "empty_review_text": {"action": "warn", "failed_rows": 1},
+                                    "asin_shape": {"action": "warn", "failed_rows": 1}}
+    assert warn["reviews"]["silver_rows"] == 6 and warn["reviews"]["dead_letters"] == 0
+    assert warn["reviews"]["rows_with_rescued_field"] == {"crawl": 2, "source_site": 1}
+    versions = warn["reviews"]["rows_by_schema_version"]
+    assert sum(versions.values()) == 6 and set(versions) <= {"2014", "2018"}
+    rescued = {r["reviewer_id"]: r["_rescued_data"] for r in out.silver_reviews(tmp_path / "warn").to_pylist()}
+    assert json.loads(rescued["R5"]) == {"crawl": {"batch": 8}, "source_site": "x"} and rescued["R0"] is None
+    logged = json.loads([e for e in tables.events(tables.Location(str(tmp_path / "warn")))
+                         if e["event"] == "committed"][-1]["summary"])
+    assert logged["expectations"] == warn["expectations"]
+
+    drop = _job(land, tmp_path / "drop", "d1", "--expectation=review_time_range=drop",
+                "--expectation=asin_shape=drop")
+    assert drop["reviews"]["silver_rows"] == 4 and drop["reviews"]["dead_letters"] == 2
+    assert sorted(d["reason"] for d in out.dead_letters(tmp_path / "drop")) == ["asin_shape", "review_time_range"]
+    assert drop["reviews"]["reconciled"]
+
+    output = tmp_path / "fail"
+    _job(land, output, "f0")
+    before = _reader_view(output)
+    (land / "reviews" / "more.jsonl").write_text(json.dumps({"reviewerID": "RX", "asin": "B000000001",
+                                                             "overall": 1.0, "unixReviewTime": 1400000000,
+                                                             "reviewText": ""}) + "\n")
+    with pytest.raises(tables.ExpectationFailed, match="empty_review_text on 1 rows"):
+        _job(land, output, "f1", "--expectation=empty_review_text=fail")
+    assert _reader_view(output) == before
+    ok = _job(land, output, "f2")
+    assert ok["files"]["reviews"]["new"] == 1 and not out.staged_files(output)
