@@ -8,8 +8,9 @@ AZURITE := node_modules/.bin/azurite-blob
 .PHONY: install run test test-fast bench train-real stop clean help
 
 help:
-	@echo "make run     - set up, start Azurite and the local Event Hubs endpoint, run the batch job from azfs://, train a"
-	@echo "               small sentiment model and score with it, run the streaming job from the hub, check the counts"
+	@echo "make run     - set up, start Azurite and the local Event Hubs endpoint, run the batch job from azfs:// into Delta"
+	@echo "               tables (twice: the second run ingests only a newly landed file), train a small sentiment"
+	@echo "               model and score with it, run the streaming job from the hub, check the counts"
 	@echo "make test    - set up and run the whole test suite (unit, composite, end to end on local services)"
 	@echo "make bench   - the batch job vs the pyarrow reference at 200k and 1M reviews, and the streaming job vs"
 	@echo "               the raw azure-eventhub consumer at 20k and 100k events, training and scoring (bench/results/)"

@@ -17,6 +17,7 @@ reference (product metadata join, ten gold families, dead-letter files, staged p
 is a conservative figure. Speed is measured here, never asserted in tests.
 """
 import argparse
+import re
 import json
 import os
 import subprocess
@@ -27,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_BENCH = ROOT.parent / "shared" / "bench"
 RESULTS = ROOT / "bench" / "results"
-SIZES = {"200k": (200_000, 4), "1m": (1_000_000, 8)}
+SIZES = {"20k": (20_000, 2), "200k": (200_000, 4), "1m": (1_000_000, 8)}
 
 
 def sh(cmd, **kw):
@@ -37,7 +38,8 @@ def sh(cmd, **kw):
 
 def job_cmd(data, out):
     return [sys.executable, "-m", "beam_pipeline", "--source=files", f"--reviews={data}/reviews/*.jsonl",
-            f"--products={data}/metadata/products.jsonl", f"--output={out}"]
+            f"--products={data}/metadata/products.jsonl", f"--output={out}", "--full_refresh"]
+    # --full_refresh: every timed run reads everything (an incremental rerun would read nothing new)
 
 
 def reference_cmd(data, out):
@@ -46,10 +48,27 @@ def reference_cmd(data, out):
 
 def check_counts(data, out):
     expected = json.loads((Path(data) / "manifest.json").read_text())["expected"]
-    summary = json.loads((Path(out) / "_run_summary.json").read_text())["reviews"]
+    from beam_pipeline import tables
+    loc = tables.Location(str(out))
+    full = json.loads([e for e in tables.events(loc) if e["event"] == "committed"][-1]["summary"])
+    summary = full["reviews"]
     got = {"records_in": summary["records_read"], "silver_rows": summary["silver_rows"],
            "dead": summary["dead_letters"], "duplicates_dropped": summary["duplicates_dropped"]}
-    return {"expected": expected, "got": got, "equal": got == expected}
+    layout = {}
+    for rel in (tables.SILVER_REVIEWS, tables.SILVER_PRODUCTS, tables.DEAD_LETTERS, "gold/reviews"):
+        files, rows, median = tables.file_stats_of(loc, rel, tables.snapshot_versions(loc).get(rel))
+        layout[rel] = {"files": files, "rows": rows, "median_rows_per_file": median}
+    return {"expected": expected, "got": got, "equal": got == expected, "tables": layout,
+            "commit_seconds": full.get("commit_seconds"), "shuffle_buckets": full.get("shuffle_buckets")}
+
+
+def _files(check):
+    t = (check.get("tables") or {}).get("silver/reviews")
+    return f"{t['files']} ({t['median_rows_per_file']:,})" if t else "-"
+
+
+def _secs(v):
+    return f"{v:.2f} s" if v is not None else "-"
 
 
 def main(argv=None):
@@ -70,9 +89,13 @@ def main(argv=None):
         if not (data / "manifest.json").exists():
             sh([sys.executable, SHARED_BENCH / "make_data.py", "--out", data, "--reviews", n, "--files", files,
                 "--seed", 42])
-        sh(job_cmd(data, out / "job"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        printed = sh(job_cmd(data, out / "job"), env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                     text=True).stdout
         check = check_counts(data, out / "job")
-        print(f"{size}: counts {'match' if check['equal'] else 'DO NOT MATCH'} the manifest: {check['got']}")
+        m = re.search(r"commit (\d+\.\d+) s", printed)
+        check["commit_seconds"] = float(m.group(1)) if m else None   # gold merge + files + every table's commit
+        print(f"{size}: counts {'match' if check['equal'] else 'DO NOT MATCH'} the manifest: {check['got']}; "
+              f"tables {check['tables']}", flush=True)
         if not check["equal"]:
             sys.exit(f"{size}: the job's counts differ from the manifest; no time is reported")
         record_file = out / "bench.jsonl"
@@ -94,17 +117,19 @@ def main(argv=None):
                      "ref_wall": record["b"]["wall_s"]["median"], "ratio": ratio, "speed": 1 / ratio,
                      "job_rps": n / record["a"]["wall_s"]["median"], "job_peak": record["a"]["peak_mb"]["median"],
                      "ref_peak": record["b"]["peak_mb"]["median"], "job_cpu": record["a"]["cpu_s"]["median"],
-                     "date": record["date_utc"]})
+                     "date": record["date_utc"], "check": record.get("counts_check", {})})
     lines = ["# Batch benchmark: the Beam job vs the plain pyarrow reference (same input, paired runs)", "",
              f"Machine: {os.cpu_count()} cores. Command: `make bench` (bench/run_bench.py). Input: "
              "../shared/bench/make_data.py --seed 42. Counts checked against the manifest before timing.", "",
              "| size | job wall (median) | pyarrow wall | job/pyarrow wall | speed vs pyarrow | reviews/s | "
-             "job peak RSS | pyarrow peak RSS | job CPU s | measured (UTC) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "job peak RSS | pyarrow peak RSS | job CPU s | silver files (median rows/file) | commit step | "
+             "measured (UTC) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(f"| {r['size']} | {r['job_wall']:.2f} s | {r['ref_wall']:.2f} s | {r['ratio']:.2f}x | "
                      f"{r['speed']:.2f}x | {r['job_rps']:,.0f} | {r['job_peak']:,.0f} MB | {r['ref_peak']:,.0f} MB | "
-                     f"{r['job_cpu']:.1f} | {r['date']} |")
+                     f"{r['job_cpu']:.1f} | {_files(r['check'])} | {_secs(r['check'].get('commit_seconds'))} | "
+                     f"{r['date']} |")
     lines += ["", "Target at 1M: speed >= 0.5x the pyarrow reference (job/pyarrow wall <= 2.0), peak RSS < 2 GB.", ""]
     table = "\n".join(lines)
     readme = RESULTS / "README.md"
