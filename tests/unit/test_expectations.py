@@ -228,3 +228,12 @@ def test_clean_result_is_backward_compatible():
     assert result.expectations["asin_shape"] == {"action": "warn", "failed_rows": 1}
     again = pickle.loads(pickle.dumps(result))
     assert again.expectations == result.expectations and again[0].equals(table) and isinstance(again, CleanResult)
+
+
+def test_blank_agrees_with_trimming_for_every_code_point():
+    # _blank avoids copying strings (utf8_is_space); it must say what trimming whitespace would say
+    strings = [chr(c) * 2 for c in range(0x30000) if not 0xD800 <= c < 0xE000] + ["", None, " a ", "\t\n"]
+    arr = pa.array(strings, pa.string())
+    trimmed = pa.compute.fill_null(pa.compute.equal(pa.compute.utf8_length(pa.compute.utf8_trim_whitespace(arr)), 0),
+                                   True)
+    assert ex._blank(arr).to_pylist() == trimmed.to_pylist()
