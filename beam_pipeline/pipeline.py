@@ -185,7 +185,7 @@ class ParseProductsFn(beam.DoFn):
                 dead.append(dead_letter("product", verdict.stage, verdict.reason, chunk.source, position, line,
                                         verdict.detail, self.payload_bytes))
                 continue
-            row, reason, detail = clean_product(obj, chunk.source, position)
+            row, reason, detail = clean_product(obj, chunk.source, position, line)
             if row is None:
                 dead.append(dead_letter("product", reasons.CLEAN_PRODUCTS, reason, chunk.source, position, line,
                                         detail, self.payload_bytes))
