@@ -22,6 +22,8 @@ setup(
         "orjson>=3.9",
         "azure-storage-blob>=12.19",
         "azure-identity>=1.15",
+        # Delta Lake tables (delta-rs): the commit step and every reader of the tables
+        "deltalake>=1.6,<2",
         # The local Event Hubs endpoint speaks through the SDK's own AMQP codec: pin what it is tested with.
         "azure-eventhub==5.15.1",
     ],
