@@ -44,7 +44,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    rc = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(rc)  # Parquet/protobuf native code can crash at interpreter exit after the work is done
+    from beam_pipeline import hard_exit
+    hard_exit(main())

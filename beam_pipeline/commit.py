@@ -23,14 +23,13 @@ import os
 import time
 import typing
 
-import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipeline import coders, tables
+from beam_pipeline import coders, io, tables
 from beam_pipeline.tables import Location
-from transforms import gold, keys
-from transforms.enrich import REVIEW_KEY, content_hashes
+from transforms import gold
+from transforms.enrich import REVIEW_KEY, content_hashes_by_bucket
 from transforms.schemas import DEAD_LETTER_SCHEMA, SILVER_PRODUCT_SCHEMA, SILVER_REVIEW_SCHEMA
 
 LOG = logging.getLogger("reviews")
@@ -133,8 +132,7 @@ def prepare_batch(o, review_patterns, product_patterns, run_id):
         if tables.SILVER_REVIEWS in snapshot and read["reviews"]:
             t = tables.read(loc, tables.SILVER_REVIEWS, snapshot[tables.SILVER_REVIEWS], columns=list(REVIEW_KEY))
             if t is not None and t.num_rows:
-                hashes, buckets = content_hashes(t), keys.buckets(t["asin"], n_buckets)
-                known = {int(b): np.unique(hashes[buckets == b]) for b in np.unique(buckets)}
+                known = content_hashes_by_bucket(t, n_buckets)
         products_version = snapshot.get(tables.SILVER_PRODUCTS)
     for kind, c in counts.items():
         LOG.info("%s files: %d new, %d changed, %d already ingested (skipped)%s", kind, c["new"], c["changed"],
@@ -153,19 +151,12 @@ def stage_manifest(loc, run_id, items):
     golds = []
     for item in items:
         if "gold" in item and item["partial"] is not None and item["partial"].num_rows:
-            path = tables._join(root, f"gold-{item['gold']}.arrow")
-            _write_bytes(coders.table_to_bytes(item["partial"]), path, loc)
+            path = io.join(root, f"gold-{item['gold']}.arrow")
+            io.write_bytes(coders.table_to_bytes(item["partial"]), path)
             golds.append({"family": item["gold"], "path": path})
-    manifest = tables._join(root, "manifest.json")
-    _write_bytes(json.dumps({"run_id": run_id, "adds": adds, "gold": golds}).encode(), manifest, loc)
+    manifest = io.join(root, "manifest.json")
+    io.write_bytes(json.dumps({"run_id": run_id, "adds": adds, "gold": golds}).encode(), manifest)
     return manifest
-
-
-def _write_bytes(data, path, loc):
-    if not loc.azure:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-    with FileSystems.create(path) as fh:
-        fh.write(data)
 
 
 def _read_bytes(path):
@@ -174,7 +165,7 @@ def _read_bytes(path):
 
 
 def _drop_staged(loc, run_id):
-    paths = tables._list(tables._join(loc.path(STAGED, run_id), "*"))
+    paths = tables._list(io.join(loc.path(STAGED, run_id), "*"))
     if paths:
         FileSystems.delete(paths)
     if not loc.azure:
@@ -209,7 +200,7 @@ def commit_batch(plan, o, summary, fail_after=None):
     """Build every table's actions from the staged manifest and commit them as one run (see
     ``beam_pipeline.tables``). -> {table: version}."""
     loc = plan.loc
-    manifest = json.loads(_read_bytes(tables._join(loc.path(STAGED, plan.run_id), "manifest.json")))
+    manifest = json.loads(_read_bytes(io.join(loc.path(STAGED, plan.run_id), "manifest.json")))
     by_table = {}
     for a in manifest["adds"]:
         by_table.setdefault(a["table"], []).append(a)

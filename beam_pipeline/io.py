@@ -1,12 +1,11 @@
-"""Sources and sinks: file chunks in, Parquet / JSON lines out, published atomically at the end.
+"""Sources and the streaming job's file sinks: file chunks in, Parquet / JSON lines out.
 
 Everything goes through Beam's ``FileSystems``, so local paths and ``azfs://`` (Azure Blob / ADLS Gen2
 through the Blob API) behave the same.
 
-Outputs are first written under ``OUTPUT/_staging/RUN_ID/``; readers never look there (pyarrow and most
-engines skip ``_``-prefixed paths). Only when every sink has finished does ``PublishFn`` replace each
-table directory in one step per table: delete what the previous run left, then rename the staged files
-in. A failed run leaves the previous outputs untouched, and a rerun never mixes files of two runs.
+Batch runs write Delta tables (``beam_pipeline.tables``). A bounded streaming run writes its files under
+``OUTPUT/_staging/RUN_ID/`` (readers skip ``_``-prefixed paths) and ``beam_pipeline.checkpoints`` moves
+them into place together with the partition positions.
 """
 import logging
 import os
@@ -127,8 +126,8 @@ def write_json_lines(records, path):
 class Layout:
     """Where each table lives under the output root, and where this run stages it."""
 
-    def __init__(self, output, run_id, tables, in_place=False):
-        self.output, self.run_id, self.tables, self.in_place = output, run_id, tuple(tables), in_place
+    def __init__(self, output, run_id, tables=(), in_place=False):
+        self.output, self.run_id, self.in_place = output, run_id, in_place
 
     @property
     def staging(self):
@@ -171,25 +170,3 @@ def remove_empty_staging_root(layout):
     staging_root = join(layout.output, STAGING)
     if "://" not in staging_root and os.path.isdir(staging_root) and not os.listdir(staging_root):
         os.rmdir(staging_root)
-
-
-class PublishFn(beam.DoFn):
-    """All staged relative paths (one list) -> each table replaced by its staged files; yields the
-    published paths. Runs once, after every writer has finished."""
-
-    def __init__(self, layout):
-        self.layout = layout
-
-    def process(self, relpaths):
-        published = []
-        for table in self.layout.tables:
-            delete_tree(self.layout.final(table))
-        for rel in sorted(relpaths):
-            src, dst = self.layout.staged(rel), self.layout.final(rel)
-            ensure_parent(dst)
-            FileSystems.rename([src], [dst])
-            published.append(dst)
-        delete_tree(self.layout.staging)
-        remove_empty_staging_root(self.layout)
-        LOG.info("published %d files under %s", len(published), self.layout.output)
-        yield published

@@ -26,12 +26,10 @@ import logging
 import time
 import typing
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
@@ -39,7 +37,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 
 from beam_pipeline import coders, io, scoring, tables  # importing coders registers the Arrow coders
 from beam_pipeline.checkpoints import CheckpointStore
-from beam_pipeline.threaded import THREADS, ThreadedDoFn
+from beam_pipeline.threaded import ThreadedDoFn
 from beam_pipeline.options import hub_settings, parse_duration, validated, with_local_defaults
 from transforms import gold, keys, reasons, schema_versions
 from transforms.expectations import EXPECTATIONS, configure, failures, parse_overrides
@@ -48,7 +46,7 @@ from transforms.dead_letters import counter_name, dead_letter
 from transforms.enrich import content_hashes, dedupe_products, dedupe_reviews, enrich_with_products
 from transforms.parse import classify_line, parse_reviews
 from transforms.products import clean_product
-from transforms.schemas import DEAD_LETTER_SCHEMA, SILVER_PRODUCT_SCHEMA, SILVER_REVIEW_SCHEMA
+from transforms.schemas import SILVER_PRODUCT_SCHEMA
 from transforms.windows import WindowSpec
 
 LOG = logging.getLogger("reviews")
@@ -349,8 +347,8 @@ class WriteDeadLettersFn(beam.DoFn):
     def process(self, element):
         shard, letters = element
         letters = sorted(letters, key=lambda d: (d["source"] or "", d["source_position"] or 0))
-        t = pa.Table.from_pylist(letters, schema=DEAD_LETTER_SCHEMA)
-        t = t.append_column("run_id", pa.array([self.run_id] * t.num_rows, pa.string()))
+        from beam_pipeline.commit import DEAD_LETTER_TABLE_SCHEMA
+        t = pa.Table.from_pylist([{**d, "run_id": self.run_id} for d in letters], schema=DEAD_LETTER_TABLE_SCHEMA)
         yield from tables.write_files(self.loc, tables.DEAD_LETTERS, t, self.run_id, tag=f"d{shard}-")
 
 
@@ -540,13 +538,14 @@ def summarize(counters):
     return summary
 
 
-def _print_summary(summary, layout, seconds):
+def _reconciliation_lines(summary):
+    """read = silver + dead letters + duplicates per record type, the join, dead letters by reason."""
     r, p = summary["reviews"], summary["products"]
     lines = [
-        "",
-        f"Run summary ({seconds:.1f} s)",
         f"  reviews   read {r['records_read']:,} = silver {r['silver_rows']:,} + dead letters {r['dead_letters']:,}"
-        f" + duplicates {r['duplicates_dropped']:,}  [{'reconciled' if r['reconciled'] else 'DOES NOT RECONCILE'}]",
+        f" + duplicates {r['duplicates_dropped']:,}  [{'reconciled' if r['reconciled'] else 'DOES NOT RECONCILE'}]"
+        + (f"  ({r['duplicates_of_earlier_runs']:,} duplicates of rows earlier runs committed)"
+           if r.get("duplicates_of_earlier_runs") else ""),
         f"            products joined {r['products_matched']:,}, unmatched {r['products_unmatched']:,}"
         + (f"; scored by the sentiment model {r['scored_rows']:,}" if r.get("scored_rows") else ""),
         f"  products  read {p['records_read']:,} = silver {p['silver_rows']:,} + dead letters {p['dead_letters']:,}"
@@ -555,6 +554,11 @@ def _print_summary(summary, layout, seconds):
     for kind in ("reviews", "products"):
         for reason, n in summary[kind]["dead_letters_by_reason"].items():
             lines.append(f"  dead letter  {kind[:-1]:8s} {reason:38s} {n:,}")
+    return lines
+
+
+def _print_summary(summary, layout, seconds):
+    lines = ["", f"Run summary ({seconds:.1f} s)"] + _reconciliation_lines(summary)
     if "eventhub" in summary:
         eh = summary["eventhub"]
         positions = ", ".join(f"{pid}@{v['sequence_number']}" for pid, v in sorted(eh["checkpoint"].items()))
@@ -575,7 +579,6 @@ def _print_summary(summary, layout, seconds):
 
 
 def _print_batch_summary(summary, plan, seconds):
-    r, p = summary["reviews"], summary["products"]
     lines = [
         "",
         f"Run summary ({seconds:.1f} s; run {plan.run_id}{', full refresh' if plan.full_refresh else ''})",
@@ -583,19 +586,7 @@ def _print_batch_summary(summary, plan, seconds):
     for kind, c in summary["files"].items():
         lines.append(f"  {kind + ' files':15s} {c['new']:,} new, {c['changed']:,} changed, {c['skipped']:,} "
                      f"already ingested (skipped)")
-    lines += [
-        f"  reviews   read {r['records_read']:,} = silver {r['silver_rows']:,} + dead letters {r['dead_letters']:,}"
-        f" + duplicates {r['duplicates_dropped']:,}  [{'reconciled' if r['reconciled'] else 'DOES NOT RECONCILE'}]"
-        + (f"  ({r['duplicates_of_earlier_runs']:,} duplicates of rows earlier runs committed)"
-           if r.get("duplicates_of_earlier_runs") else ""),
-        f"            products joined {r['products_matched']:,}, unmatched {r['products_unmatched']:,}"
-        + (f"; scored by the sentiment model {r['scored_rows']:,}" if r.get("scored_rows") else ""),
-        f"  products  read {p['records_read']:,} = silver {p['silver_rows']:,} + dead letters {p['dead_letters']:,}"
-        f" + duplicates {p['duplicates_dropped']:,}  [{'reconciled' if p['reconciled'] else 'DOES NOT RECONCILE'}]",
-    ]
-    for kind in ("reviews", "products"):
-        for reason, n in summary[kind]["dead_letters_by_reason"].items():
-            lines.append(f"  dead letter  {kind[:-1]:8s} {reason:38s} {n:,}")
+    lines += _reconciliation_lines(summary)
     for kind in ("reviews", "products"):
         versions = summary[kind].get("rows_by_schema_version") or {}
         if versions:
@@ -604,7 +595,7 @@ def _print_batch_summary(summary, plan, seconds):
         rescued = summary[kind].get("rows_with_rescued_field") or {}
         if rescued:
             top = sorted(rescued.items(), key=lambda kv: -kv[1])[:8]
-            lines.append(f"            rows with rescued data (_rescued_data), by field: "
+            lines.append("            rows with rescued data (_rescued_data), by field: "
                          + ", ".join(f"{f} {n:,}" for f, n in top) + (" ..." if len(rescued) > 8 else ""))
     for name, c in summary.get("expectations", {}).items():
         if c["action"] == "warn":

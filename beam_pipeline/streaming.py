@@ -49,7 +49,8 @@ from beam_pipeline.pipeline import (DEAD_DIR, GOLD_DIR, SILVER_REVIEWS_DIR, Clea
                                     count_dead)
 from transforms import gold, keys, reasons
 from transforms.dead_letters import dead_letter
-from transforms.enrich import REVIEW_KEY, content_hashes, enrich_with_products  # noqa: F401 (re-exported)
+from transforms.enrich import (REVIEW_KEY, content_hashes, content_hashes_by_bucket,  # noqa: F401 (re-exported)
+                               enrich_with_products)
 from transforms.events import UNKNOWN, prepare_events, row_event_times
 from transforms.schemas import REVIEW_PARTITION_COLUMNS, SILVER_PRODUCT_SCHEMA
 from transforms.windows import window_rows
@@ -197,15 +198,12 @@ class LoadKnownReviewsFn(beam.DoFn):
 
     def process(self, root):
         from beam_pipeline import tables
-        loc = tables.Location(root.rsplit("/silver/reviews", 1)[0]) if root.rstrip("/").endswith("silver/reviews") \
-            else None
-        if loc is not None and tables.open_table(loc, tables.SILVER_REVIEWS) is not None:  # a batch Delta table
-            t = tables.read(loc, tables.SILVER_REVIEWS, columns=list(REVIEW_KEY))
-            hashes, buckets = content_hashes(t), keys.buckets(t["asin"], self.n_buckets)
-            self.loaded.inc(len(hashes))
-            LOG.info("known reviews: %d content keys from the Delta table %s", len(hashes), root)
-            for bucket in np.unique(buckets):
-                yield int(bucket), np.unique(hashes[buckets == bucket])
+        if tables.is_delta_folder(root):  # a batch run's Delta table: its committed rows, not every file
+            known = content_hashes_by_bucket(tables.read_folder(root, columns=list(REVIEW_KEY)), self.n_buckets)
+            self.loaded.inc(sum(len(v) for v in known.values()))
+            LOG.info("known reviews: %d content keys from the Delta table %s", sum(len(v) for v in known.values()),
+                     root)
+            yield from known.items()
             return
         files = [m.path for r in FileSystems.match([io.join(root, "**.parquet")]) for m in r.metadata_list]
         hashes, buckets = [], []

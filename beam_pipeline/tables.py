@@ -45,6 +45,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from beam_pipeline import io
+
 LOG = logging.getLogger("reviews")
 APP_ID = "amazon-reviews-beam"
 EVENTS, INGESTED = "_pipeline/events", "_pipeline/ingested_files"
@@ -91,10 +93,6 @@ class ConcurrentCommitError(TableError):
 # ---------------------------------------------------------------------------------------------------
 # where tables live
 
-def _join(root, *parts):
-    return posixpath.join(root.rstrip("/"), *parts) if "://" in root else os.path.join(root, *parts)
-
-
 def _connection_settings():
     conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING", "")
     return dict(p.split("=", 1) for p in conn.split(";") if "=" in p)
@@ -121,7 +119,7 @@ class Location:
 
     def path(self, rel, *names):
         """Beam FileSystems path of a table folder or a file in it."""
-        return _join(self.root, rel, *names)
+        return io.join(self.root, rel, *names)
 
     def uri(self, rel):
         if not self.azure:
@@ -191,7 +189,8 @@ def delta_schema(schema):
     return delta_compatible(schema.empty_table()).schema
 
 
-_STAT_TYPES = (pa.types.is_integer, pa.types.is_floating, pa.types.is_date, pa.types.is_boolean)
+_STAT_TYPES = (pa.types.is_integer, pa.types.is_floating, pa.types.is_date, pa.types.is_string,
+               pa.types.is_timestamp)
 
 
 def _json_value(v):
@@ -207,10 +206,7 @@ def file_stats(table):
         if pa.types.is_nested(t) or pa.types.is_map(t):
             continue
         stats["nullCount"][name] = col.null_count
-        if col.null_count == len(col) or not (any(p(t) for p in _STAT_TYPES) or pa.types.is_string(t)
-                                               or pa.types.is_timestamp(t)):
-            continue
-        if pa.types.is_boolean(t):
+        if col.null_count == len(col) or not any(p(t) for p in _STAT_TYPES):
             continue
         if pa.types.is_string(t) and pc.max(pc.utf8_length(col)).as_py() > 32:
             continue
@@ -244,12 +240,6 @@ def write_files(loc, rel, table, run_id, target_rows=None, tag=""):
         out.append({"table": rel, "path": name, "size": size, "rows": part.num_rows, "stats": file_stats(part),
                     "modified_ms": int(time.time() * 1000)})
     return out
-
-
-def rows_per_file(schema_bytes_per_row, target_file_mb):
-    """Rows that make a file of about ``target_file_mb`` once compressed (``schema_bytes_per_row``:
-    the table's measured compressed bytes per row)."""
-    return max(1000, int(target_file_mb * (1 << 20) / max(schema_bytes_per_row, 1)))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -359,8 +349,6 @@ def _commit_adds(loc, rel, adds, schema, mode, *, claim=None, base_version=None,
                 raise ConcurrentCommitError(f"{rel} was created by another run at the same time") from err
             raise
         return 0
-    if existing.schema().to_arrow() != schema and mode == "overwrite":
-        pass  # an overwrite may change the schema (a new column); delta-rs checks compatibility
     now_ms = int(time.time() * 1000)
     actions += [RemoveAction(p, True, now_ms, None, None) for p in removes]
     existing.create_write_transaction(actions, mode, schema, commit_properties=props)
@@ -758,25 +746,25 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    import sys
-    rc = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(rc)  # native code (Arrow, delta-rs) can abort at interpreter exit after the work is done
+    from beam_pipeline import hard_exit
+    hard_exit(main())
+
+
+def is_delta_folder(path):
+    return bool(_list(io.join(str(path).rstrip("/"), "_delta_log", "*.json")))
 
 
 def read_folder(path, columns=None):
-    """A table folder as Arrow, whatever wrote it: a Delta table (at the version of the last committed run
-    when its output root has an event log, else its latest version) or a folder of hive-partitioned
-    Parquet (a streaming run's silver)."""
+    """A table folder as Arrow, whatever wrote it: a Delta table (the version of the last committed run
+    when it is one of the job's tables under an output root, else its latest version) or a folder of
+    hive-partitioned Parquet (a streaming run's silver)."""
     import pyarrow.dataset as ds
     path = str(path).rstrip("/")
-    if "://" in path or os.path.isdir(os.path.join(path, "_delta_log")):
-        for rel in (SILVER_REVIEWS, SILVER_PRODUCTS, DEAD_LETTERS):
-            if path.endswith(rel):
-                loc = Location(path[:-len(rel)].rstrip("/") or "/")
-                if open_table(loc, rel) is not None:
-                    return read(loc, rel, columns=columns)
-        dl = _deltalake()
-        return dl.DeltaTable(path).to_pyarrow_table(columns=columns)
-    return ds.dataset(path, format="parquet", partitioning="hive").to_table(columns=columns)
+    if not is_delta_folder(path):
+        return ds.dataset(path, format="parquet", partitioning="hive").to_table(columns=columns)
+    for rel in (SILVER_REVIEWS, SILVER_PRODUCTS, DEAD_LETTERS):
+        if path.endswith("/" + rel) or path.endswith(os.sep + rel.replace("/", os.sep)):
+            return read(Location(path[:-len(rel) - 1]), rel, columns=columns)
+    loc = Location(path)
+    return _deltalake().DeltaTable(loc.uri(""), storage_options=loc.storage_options).to_pyarrow_table(
+        columns=columns)

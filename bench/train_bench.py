@@ -69,7 +69,6 @@ def score_worker(mode, model, silver, repeats):
     t0 = time.monotonic()
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import pyarrow.dataset as ds
     import tensorflow as tf
     if mode == "1thread":  # before anything runs: TF fixes its thread pools on first use
         tf.config.threading.set_intra_op_parallelism_threads(1)

@@ -98,19 +98,19 @@ def azurite_env(azurite, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------ data
+def _shared(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        pytest.skip(f"needs {path.relative_to(REPO_ROOT.parent)} ({what}), absent on this machine (looked for {path})")
+    return path
+
+
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
     """``<repo>/../shared/data/amazon`` (real Amazon reviews, not in the repository)."""
-    if not SHARED_AMAZON_DIR.is_dir():
-        pytest.skip(f"needs ../shared/data/amazon (real reviews), absent on this machine "
-                    f"(looked for {SHARED_AMAZON_DIR})")
-    return SHARED_AMAZON_DIR
+    return _shared(SHARED_AMAZON_DIR, "real reviews")
 
 
 @pytest.fixture(scope="session")
 def shared_data_2023_dir() -> Path:
     """``<repo>/../shared/data/amazon2023`` (real Amazon Reviews 2023 records, not in the repository)."""
-    if not SHARED_AMAZON_2023_DIR.is_dir():
-        pytest.skip(f"needs ../shared/data/amazon2023 (real Amazon Reviews 2023 records), absent on this "
-                    f"machine (looked for {SHARED_AMAZON_2023_DIR})")
-    return SHARED_AMAZON_2023_DIR
+    return _shared(SHARED_AMAZON_2023_DIR, "real Amazon Reviews 2023 records")

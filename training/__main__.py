@@ -133,7 +133,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    rc = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(rc)  # TensorFlow / tf.Transform can crash the interpreter at exit after the work is done
+    from beam_pipeline import hard_exit
+    hard_exit(main())

@@ -112,3 +112,10 @@ def content_hashes(table):
     """64-bit hashes of the dedupe content key (``REVIEW_KEY``) of each row: how both modes recognise a
     review that an earlier run (or an earlier pane) already holds."""
     return keys.hash_columns(table, list(REVIEW_KEY)) ^ CONTENT_SALT
+
+
+def content_hashes_by_bucket(table, n_buckets):
+    """{shuffle bucket of asin: sorted unique content hashes}: the reviews a table already holds, keyed the
+    way the dedupe step's buckets (batch) or shards (streaming) are."""
+    hashes, buckets = content_hashes(table), keys.buckets(table["asin"], n_buckets)
+    return {int(b): np.unique(hashes[buckets == b]) for b in np.unique(buckets)}

@@ -275,7 +275,6 @@ def test_tables_cli_show_history_optimize_vacuum(data, tmp_path):
     for i, n in enumerate((1, 2, 3)):
         _landing(data, tmp_path, n)
         _job(land, output, f"m{i}", "--shuffle_buckets=4")
-    loc = tables.Location(str(output))
     before = _reader_view(output)
     files_before = out.silver_review_files(output)
 
