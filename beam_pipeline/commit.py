@@ -24,12 +24,16 @@ import time
 import typing
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline import coders, io, tables
+from beam_pipeline.options import parse_duration
 from beam_pipeline.tables import Location
 from transforms import gold
 from transforms.enrich import REVIEW_KEY, content_hashes_by_bucket
+from transforms.windows import TS
 from transforms.schemas import DEAD_LETTER_SCHEMA, SILVER_PRODUCT_SCHEMA, SILVER_REVIEW_SCHEMA
 
 LOG = logging.getLogger("reviews")
@@ -145,9 +149,11 @@ def prepare_batch(o, review_patterns, product_patterns, run_id):
 # the manifest the graph's last step writes
 
 def stage_manifest(loc, run_id, items):
-    """Inside the pipeline: add descriptions and gold partials -> ``_pipeline/_staged/RUN_ID/``."""
+    """Inside the pipeline: add descriptions, gold partials and (streaming) the partitions' last positions
+    -> ``_pipeline/_staged/RUN_ID/``."""
     root = loc.path(STAGED, run_id)
     adds = [i for i in items if "table" in i]
+    positions = [i["position"] for i in items if "position" in i]
     golds = []
     for item in items:
         if "gold" in item and item["partial"] is not None and item["partial"].num_rows:
@@ -155,7 +161,8 @@ def stage_manifest(loc, run_id, items):
             io.write_bytes(coders.table_to_bytes(item["partial"]), path)
             golds.append({"family": item["gold"], "path": path})
     manifest = io.join(root, "manifest.json")
-    io.write_bytes(json.dumps({"run_id": run_id, "adds": adds, "gold": golds}).encode(), manifest)
+    io.write_bytes(json.dumps({"run_id": run_id, "adds": adds, "gold": golds, "positions": positions}).encode(),
+                   manifest)
     return manifest
 
 
@@ -196,14 +203,29 @@ def gold_tables(plan, manifest, top_reviewers):
     return out
 
 
+def _manifest(loc, run_id):
+    manifest = json.loads(_read_bytes(io.join(loc.path(STAGED, run_id), "manifest.json")))
+    by_table = {}
+    for a in manifest["adds"]:
+        by_table.setdefault(a["table"], []).append(a)
+    return manifest, by_table
+
+
+def _gold_actions(plan, manifest, top_reviewers):
+    """Gold current values and their new state, both replaced whole (``gold_tables``)."""
+    actions = {}
+    for name, (final, state) in sorted(gold_tables(plan, manifest, top_reviewers).items()):
+        for rel, table in ((f"{tables.GOLD}/{name}", final), (f"{tables.GOLD_STATE}/{name}", state)):
+            actions[rel] = {"mode": "overwrite", "adds": tables.write_files(plan.loc, rel, table, plan.run_id),
+                            "schema": table.schema}
+    return actions
+
+
 def commit_batch(plan, o, summary, fail_after=None):
     """Build every table's actions from the staged manifest and commit them as one run (see
     ``beam_pipeline.tables``). -> {table: version}."""
     loc = plan.loc
-    manifest = json.loads(_read_bytes(io.join(loc.path(STAGED, plan.run_id), "manifest.json")))
-    by_table = {}
-    for a in manifest["adds"]:
-        by_table.setdefault(a["table"], []).append(a)
+    manifest, by_table = _manifest(loc, plan.run_id)
     mode = "overwrite" if plan.full_refresh else "append"
     actions = {
         tables.SILVER_REVIEWS: {"mode": mode, "adds": by_table.get(tables.SILVER_REVIEWS, []),
@@ -214,11 +236,7 @@ def commit_batch(plan, o, summary, fail_after=None):
     if tables.SILVER_PRODUCTS in by_table or plan.full_refresh:
         actions[tables.SILVER_PRODUCTS] = {"mode": "overwrite", "adds": by_table.get(tables.SILVER_PRODUCTS, []),
                                            "schema": SILVER_PRODUCT_SCHEMA}
-    computed = gold_tables(plan, manifest, o.top_reviewers)
-    for name, (final, state) in sorted(computed.items()):
-        for rel, table in ((f"{tables.GOLD}/{name}", final), (f"{tables.GOLD_STATE}/{name}", state)):
-            actions[rel] = {"mode": "overwrite", "adds": tables.write_files(loc, rel, table, plan.run_id),
-                            "schema": table.schema}
+    actions.update(_gold_actions(plan, manifest, o.top_reviewers))
     if plan.full_refresh:  # families an earlier run wrote and this one did not compute (a model dropped since)
         for rel in tables.all_tables(loc):
             if rel.startswith((tables.GOLD + "/", tables.GOLD_STATE + "/")) and rel not in actions:
@@ -234,5 +252,126 @@ def commit_batch(plan, o, summary, fail_after=None):
     versions = tables.commit_run(loc, plan.run_id, actions, plan.base_events_version, mode="batch",
                                  source=o.source, summary=summary, started=plan.started, fail_after=fail_after)
     summary["commit_seconds"] = round(time.monotonic() - started, 3)
+    _drop_staged(loc, plan.run_id)
+    return versions
+
+
+# ---------------------------------------------------------------------------------------------------
+# streaming runs
+
+class StreamPlan(typing.NamedTuple):
+    loc: Location
+    run_id: str
+    known: dict                    # {stream shard: sorted content hashes of the reviews silver holds}
+    checkpoint: dict               # {partition: {"sequence_number", "watermark_s"}} committed so far
+    checkpoint_key: str | None     # None: an unbounded run's firing (positions are not committed)
+    carried: list                  # [(family, partial of one window)] still open at the last commit
+    base_events_version: int | None
+    started: float
+    max_out_of_orderness_s: int = 0
+    full_refresh: bool = False     # gold_tables: a streaming run always merges with the stored state
+
+    @classmethod
+    def for_firing(cls, target, run_id):
+        """An unbounded run's commit of one firing, made inside the pipeline: on top of the event log as
+        it is now, positions not committed (the runner's own checkpoints carry them)."""
+        return cls(target.loc, run_id, {}, {}, None, [], tables.table_version(target.loc, tables.EVENTS),
+                   time.time())
+
+
+def prepare_stream(o, run_id, spec, key, n_shards):
+    """Before a streaming run: finish what a killed run left, remove files of runs that never committed,
+    load the committed positions of this hub, the content keys silver holds (a review already there is a
+    duplicate when it arrives again: the same rule as batch, across runs) and the gold partials of the
+    windows still open at the last commit."""
+    from beam_pipeline.checkpoints import watermark
+    loc = Location(o.output)
+    finished = tables.recover(loc)
+    if finished:
+        LOG.warning("finished the interrupted commit of %s", ", ".join(finished))
+    tables.remove_orphans(loc, keep_run_ids=[run_id])
+    base = tables.table_version(loc, tables.EVENTS)
+    snapshot = tables.snapshot_versions(loc)
+    checkpoint = tables.checkpoint(loc, key)
+    known = {}
+    roots = [(loc, snapshot.get(tables.SILVER_REVIEWS))] if tables.SILVER_REVIEWS in snapshot else []
+    frames = [tables.read(l, tables.SILVER_REVIEWS, v, columns=list(REVIEW_KEY)) for l, v in roots]
+    if o.known_reviews:
+        frames.append(tables.read_folder(o.known_reviews, columns=list(REVIEW_KEY)))
+    frames = [f for f in frames if f is not None and f.num_rows]
+    if frames:
+        known = content_hashes_by_bucket(pa.concat_tables(frames), n_shards)
+    carried = _open_windows(loc, snapshot, spec, watermark(checkpoint) if checkpoint else None,
+                            parse_duration(o.allowed_lateness))
+    LOG.info("streaming run %s: %d partitions checkpointed, %d content keys known, %d open (family, window) "
+             "pairs carried", run_id, len(checkpoint), sum(len(v) for v in known.values()), len(carried))
+    return StreamPlan(loc, run_id, known, checkpoint, key, carried, base, time.time(),
+                      parse_duration(o.max_out_of_orderness))
+
+
+def _open_windows(loc, snapshot, spec, watermark_s, lateness_s=0):
+    """[(family, partial of one window)] from ``_state/gold`` for windows of this run's size that the
+    watermark has not closed: the panes of this run start from them, so a pane's value covers every run."""
+    import numpy as np
+    out = []
+    for rel, version in sorted(snapshot.items()):
+        if not rel.startswith(tables.GOLD_STATE + "/"):
+            continue
+        family = gold.FAMILY_BY_NAME.get(rel.rsplit("/", 1)[1])
+        if family is None or family.source != "reviews" or not family.windowed:
+            continue
+        state = tables.read(loc, rel, version)
+        if state is None or not state.num_rows:
+            continue
+        state = state.filter(pc.is_valid(state["window_start"]))   # all-time rows are not windows
+        state = state.cast(pa.schema([f.with_type(TS) if pa.types.is_timestamp(f.type) else f
+                                      for f in state.schema]))         # Delta's microseconds -> the partials' own
+        start_s = state["window_start"].cast(pa.int64()).to_numpy()
+        end_s = state["window_end"].cast(pa.int64()).to_numpy()
+        keep = end_s - start_s == spec.size_s
+        if watermark_s is not None:
+            keep &= end_s + lateness_s > watermark_s
+        state = state.filter(pa.array(keep))
+        if not state.num_rows:
+            continue
+        starts = state["window_start"].cast(pa.int64()).to_numpy()
+        for s in np.unique(starts):
+            out.append((family.name, state.filter(pa.array(starts == s))))
+    return out
+
+
+def commit_stream(plan, top_reviewers, summary, fail_after=None):
+    """A streaming run's (or firing's) one run commit: silver and dead letters appended, gold current
+    values and state replaced (merged with the stored state exactly as batch), the pane changelog
+    appended, and the hub positions (when ``plan.checkpoint_key``) in the event log's commit row.
+    -> {table: version}."""
+    from beam_pipeline.checkpoints import combine_positions, merged_positions
+    loc = plan.loc
+    manifest, by_table = _manifest(loc, plan.run_id)
+    actions = {
+        tables.SILVER_REVIEWS: {"mode": "append", "adds": by_table.get(tables.SILVER_REVIEWS, []),
+                                "schema": SILVER_REVIEW_SCHEMA},
+        tables.DEAD_LETTERS: {"mode": "append", "adds": by_table.get(tables.DEAD_LETTERS, []),
+                              "schema": DEAD_LETTER_TABLE_SCHEMA},
+    }
+    for rel, adds in sorted(by_table.items()):
+        if rel.startswith(tables.GOLD_CHANGELOG + "/"):
+            with FileSystems.open(loc.path(rel, adds[0]["path"])) as fh:
+                schema = pq.read_schema(fh)
+            actions[rel] = {"mode": "append", "adds": adds, "schema": schema}
+    actions.update(_gold_actions(plan, manifest, top_reviewers))
+    positions = None
+    if plan.checkpoint_key is not None:
+        positions = merged_positions(plan.checkpoint, combine_positions(manifest["positions"]),
+                                     plan.max_out_of_orderness_s)
+        if summary is not None:
+            summary.setdefault("eventhub", {})["checkpoint"] = positions
+    tables._maybe_fail(fail_after, "written")
+    started = time.monotonic()
+    versions = tables.commit_run(loc, plan.run_id, actions, plan.base_events_version, mode="stream",
+                                 source="eventhub", summary=summary, positions=positions,
+                                 checkpoint_key=plan.checkpoint_key, started=plan.started, fail_after=fail_after)
+    if summary is not None:
+        summary["commit_seconds"] = round(time.monotonic() - started, 3)
     _drop_staged(loc, plan.run_id)
     return versions

@@ -101,8 +101,8 @@ class ReviewsOptions(PipelineOptions):
         s.add_argument("--stop_after_idle_s", type=float, default=None,
                        help="stop a partition after this many seconds without events (bounds local runs; the "
                             "local runners emit panes only when the run ends). Default: never, i.e. truly "
-                            "unbounded: then outputs are written in place and the runner's own checkpointing "
-                            "(Dataflow, Flink) gives exactly-once")
+                            "unbounded: then the run commits every --commit_interval and the runner's own "
+                            "checkpointing (Dataflow, Flink) gives exactly-once")
         s.add_argument("--event_time", choices=("review_time", "enqueued_time"), default="review_time",
                        help="the event-time clock of windows and watermark: the review's unixReviewTime, or "
                             "when the hub received the event. Default: review_time")
@@ -126,9 +126,11 @@ class ReviewsOptions(PipelineOptions):
                        help="silver reviews of earlier runs (e.g. a batch run's OUTPUT/silver/reviews, local or "
                             "azfs://): reviews already there count as duplicates when they arrive on the hub. "
                             "Default: none")
-        s.add_argument("--checkpoint_dir", default=None,
-                       help="where per-partition checkpoints are stored (local or azfs://). Default: "
-                            "OUTPUT/_checkpoints/HUB/CONSUMER_GROUP")
+        s.add_argument("--commit_interval", default="60s",
+                       help="a truly unbounded run (no --max_records, no --stop_after_idle_s) commits what it has "
+                            "written every DURATION of processing time, each commit a run of its own in the event "
+                            "log. Bounded runs commit once, at the end, with their partitions' positions. "
+                            "Default 60s")
 
 
 def _split_paths(values):

@@ -36,7 +36,6 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
 from beam_pipeline import coders, io, scoring, tables  # importing coders registers the Arrow coders
-from beam_pipeline.checkpoints import CheckpointStore
 from beam_pipeline.threaded import ThreadedDoFn
 from beam_pipeline.options import hub_settings, parse_duration, validated, with_local_defaults
 from transforms import gold, keys, reasons, schema_versions
@@ -54,7 +53,6 @@ DEAD = "dead_letters"
 SILVER, PRODUCTS, GOLD = "silver", "products", "gold"
 SILVER_REVIEWS_DIR, SILVER_PRODUCTS_DIR, GOLD_DIR, DEAD_DIR = (
     "silver/reviews", "silver/products", "gold", "dead_letters")
-SUMMARY_FILE = "_run_summary.json"
 EXISTING = "_existing"  # marks a product row the table already held (incremental runs)
 DEAD_LETTER_SHARDS = 4
 
@@ -369,29 +367,26 @@ class StageRunOutputsFn(beam.DoFn):
         yield commit.stage_manifest(self.loc, self.run_id, items)
 
 
-def _stream_layout(o):
-    """Streaming runs append their files (named with the run id) and clear nothing; a truly unbounded
-    run writes in place, since its end never comes to commit from staging."""
-    bounded = o.max_records is not None or o.stop_after_idle_s is not None
-    return io.Layout(o.output, o.run_id or default_run_id(), (), in_place=not bounded)
-
-
 def default_run_id():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
 
 
-def checkpoint_root(o):
-    settings = hub_settings(o)
-    return o.checkpoint_dir or io.join(o.output, "_checkpoints", settings.hub_name or "hub",
-                                       settings.consumer_group.replace("$", "") or "default")
+def stream_target(o, run_id):
+    """Where a streaming run writes; a truly unbounded run (no --max_records, no --stop_after_idle_s)
+    commits every --commit_interval from inside the pipeline, since its end never comes."""
+    from beam_pipeline.commit import _target_rows
+    from beam_pipeline.streaming import StreamTarget
+    bounded = o.max_records is not None or o.stop_after_idle_s is not None
+    return StreamTarget(tables.Location(o.output), run_id, _target_rows(o),
+                        None if bounded else parse_duration(o.commit_interval))
 
 
-def build_pipeline(p, options, checkpoint=None, carried_gold=None, plan=None):
+def build_pipeline(p, options, plan=None):
     """Add the whole job to pipeline ``p``. Returns the main PCollections (tests look at them).
-    ``plan``: what a batch run reads and what it builds on (``beam_pipeline.commit.BatchPlan``; default:
-    every matching file, nothing known from earlier runs); ``checkpoint``: the stored partition positions
-    a streaming run resumes from; ``carried_gold``: the gold partials of the windows the last streaming
-    run left open."""
+    ``plan``: what the run reads and builds on: batch, ``beam_pipeline.commit.BatchPlan`` (default: every
+    matching file, nothing known from earlier runs); streaming, ``beam_pipeline.commit.StreamPlan``
+    (the stored partition positions it resumes from, the content keys silver holds, the gold partials of
+    windows still open; default: none)."""
     from beam_pipeline.commit import BatchPlan
     o, review_patterns, product_patterns = validated(options)
     streaming = o.source == "eventhub"
@@ -401,7 +396,9 @@ def build_pipeline(p, options, checkpoint=None, carried_gold=None, plan=None):
     if not streaming:
         plan = plan or BatchPlan.naive(o, review_patterns, product_patterns)
         product_patterns = plan.product_files
-    n_buckets = plan.n_buckets if plan is not None else (o.shuffle_buckets or 8)
+        n_buckets = plan.n_buckets
+    else:
+        n_buckets = o.shuffle_buckets or 8
 
     dead = []
     if product_patterns:
@@ -413,7 +410,7 @@ def build_pipeline(p, options, checkpoint=None, carried_gold=None, plan=None):
     else:
         product_dead = p | "NoProductDeadLetters" >> beam.Create([])
         product_rows = p | "NoProducts" >> beam.Create([])
-    if plan is not None and plan.existing_products_version is not None:
+    if not streaming and plan.existing_products_version is not None:
         product_rows = ((product_rows, p | "ExistingProducts" >> beam.Create([plan.existing_products_version])
                          | "ReadExistingProducts" >> beam.ParDo(ReadExistingProductsFn(plan.loc, n_buckets)))
                         | "WithExistingProducts" >> beam.Flatten())
@@ -425,13 +422,16 @@ def build_pipeline(p, options, checkpoint=None, carried_gold=None, plan=None):
     if streaming:
         from beam_pipeline import streaming as stream  # imports this module: not at the top
         from beam_pipeline.eventhub import ReaderConfig
-        layout = _stream_layout(o)
+        run_id = plan.run_id if plan is not None else (o.run_id or default_run_id())
         config = ReaderConfig(o.event_time, parse_duration(o.max_out_of_orderness), parse_duration(o.idle_timeout),
                               o.stop_after_idle_s, o.max_record_bytes)
-        outputs = stream.build_streaming(p, o, layout, window, hub_settings(o), config, checkpoint_root(o),
-                                         checkpoint, product_tables[PRODUCTS], product_dead,
-                                         commit=not layout.in_place, carried_gold=carried_gold)
-        outputs["layout"] = layout
+        target = stream_target(o, run_id)
+        outputs = stream.build_streaming(p, o, target, window, hub_settings(o), config,
+                                         plan.checkpoint if plan is not None else {},
+                                         product_tables[PRODUCTS], product_dead,
+                                         known=plan.known if plan is not None else {},
+                                         carried_gold=plan.carried if plan is not None else ())
+        outputs["target"] = target
         return outputs
     dead.append(product_dead)
 
@@ -557,25 +557,30 @@ def _reconciliation_lines(summary):
     return lines
 
 
-def _print_summary(summary, layout, seconds):
-    lines = ["", f"Run summary ({seconds:.1f} s)"] + _reconciliation_lines(summary)
-    if "eventhub" in summary:
-        eh = summary["eventhub"]
-        positions = ", ".join(f"{pid}@{v['sequence_number']}" for pid, v in sorted(eh["checkpoint"].items()))
-        lines += [
-            f"  event hub  events read {eh['events_read']:,}; checkpoint (partition@last sequence number) "
-            f"{positions or 'none'}{'' if eh['committed'] else ' (unbounded run: outputs written in place)'}",
-            "Outputs (one file per window, pane and shard; gold: the last pane of a window is its value)",
-            f"  silver reviews   {layout.final(SILVER_REVIEWS_DIR)}   (Parquet, hive partitions year=/month=)",
-            f"  gold metrics     {layout.final(GOLD_DIR)}/<family>   (window_start/window_end, pane_index, "
-            f"pane_timing, pane_is_last)",
-            f"  dead letters     {layout.final(DEAD_DIR)}   (JSON lines)",
-            f"  checkpoints      {eh['checkpoint_dir']}",
-            f"  this summary     {layout.final(SUMMARY_FILE)}",
-        ]
-        print("\n".join(lines), flush=True)
-        return
+def _print_stream_summary(summary, plan, seconds):
+    eh = summary["eventhub"]
+    positions = ", ".join(f"{pid}@{v['sequence_number']}" for pid, v in sorted(eh["checkpoint"].items()))
+    lines = ["", f"Run summary ({seconds:.1f} s; streaming run {plan.run_id})"] + _reconciliation_lines(summary)
+    lines.append(f"  event hub  events read {eh['events_read']:,}; checkpoint (partition@last sequence number) "
+                 f"{positions or 'none'}, stored in the event log under {plan.checkpoint_key}")
+    lines += _table_lines(summary, plan.loc, extra="gold_changelog/<family> holds every pane (early/on time/late)")
     print("\n".join(lines), flush=True)
+
+
+def _table_lines(summary, loc, extra=None):
+    lines = [f"Delta tables under {loc.root} (version after this run; commit {summary['commit_seconds']:.2f} s)"]
+    for rel, v in sorted(summary["table_versions"].items()):
+        if not rel.startswith(("_state/", "gold/", "gold_changelog/")):
+            lines.append(f"  {rel:28s} v{v}")
+    for prefix in ("gold/", "gold_changelog/"):
+        rels = sorted(rel for rel in summary["table_versions"] if rel.startswith(prefix))
+        if rels:
+            lines.append(f"  {prefix + '<family>':28s} {len(rels)} tables: "
+                         + ", ".join(f"{rel[len(prefix):]} v{summary['table_versions'][rel]}" for rel in rels))
+    if extra:
+        lines.append(f"  ({extra})")
+    lines.append("  query: python -m beam_pipeline.tables show " + loc.root + "   (or DuckDB, see README)")
+    return lines
 
 
 def _print_batch_summary(summary, plan, seconds):
@@ -600,15 +605,7 @@ def _print_batch_summary(summary, plan, seconds):
     for name, c in summary.get("expectations", {}).items():
         if c["action"] == "warn":
             lines.append(f"  expectation {name:28s} warn: {c['failed_rows']:,} rows kept")
-    lines.append(f"Delta tables under {plan.loc.root} (version after this run; commit {summary['commit_seconds']:.2f} s)")
-    for rel, v in sorted(summary["table_versions"].items()):
-        if not rel.startswith(("_state/", "gold/")):
-            lines.append(f"  {rel:28s} v{v}")
-    golds = sorted(rel for rel in summary["table_versions"] if rel.startswith("gold/"))
-    if golds:
-        lines.append(f"  gold/<family>                {len(golds)} tables: "
-                     + ", ".join(f"{rel[5:]} v{summary['table_versions'][rel]}" for rel in golds))
-    lines.append("  query: python -m beam_pipeline.tables show " + plan.loc.root + "   (or DuckDB, see README)")
+    lines += _table_lines(summary, plan.loc)
     print("\n".join(lines), flush=True)
 
 
@@ -619,8 +616,6 @@ def run(argv=None, save_main_session=False, fail_after=None):
     o, review_patterns, product_patterns = validated(options)  # fail fast, before anything starts
     with_local_defaults(options)
     options.view_as(SetupOptions).save_main_session = save_main_session
-    if o.source == "eventhub":
-        return _run_streaming(options, o)
     from apache_beam.io.filesystems import FileSystems
     from beam_pipeline import commit
     FileSystems.set_options(options)   # the driver lists inputs and commits through the same filesystems
@@ -628,42 +623,48 @@ def run(argv=None, save_main_session=False, fail_after=None):
     loc = tables.Location(o.output)
     tables.register_run(loc, run_id)
     try:
+        if o.source == "eventhub":
+            return _run_streaming(options, o, run_id)
         plan = commit.prepare_batch(o, review_patterns, product_patterns, run_id)
         return _run_batch(options, o, plan, fail_after)
     finally:
         tables.unregister_run(loc, run_id)
 
 
-def _run_streaming(options, o):
+def _run_streaming(options, o, run_id):
+    from beam_pipeline import commit
+    from beam_pipeline.checkpoints import checkpoint_key
     options.view_as(StandardOptions).streaming = True
-    store = CheckpointStore(checkpoint_root(o))
-    store.recover()                                    # a commit a killed run left half done
-    io.delete_tree(io.join(o.output, io.STAGING))      # what killed runs staged: never committed
-    checkpoint = store.load()
-    carried = store.load_gold_state(WindowSpec(parse_duration(o.window_size), parse_duration(o.window_period)
-                                               if o.window_period else None))
+    settings = hub_settings(o)
+    key = checkpoint_key(settings.hub_name, settings.consumer_group)
+    spec = WindowSpec(parse_duration(o.window_size), parse_duration(o.window_period) if o.window_period else None)
+    plan = commit.prepare_stream(o, run_id, spec, key, o.stream_shards)
     started = time.monotonic()
     p = beam.Pipeline(options=options)
-    outputs = build_pipeline(p, options, checkpoint, carried)
-    layout = outputs["layout"]
-    LOG.info("running: reviews from event hub %s -> %s", hub_settings(o).hub_name, o.output)
+    outputs = build_pipeline(p, options, plan=plan)
+    LOG.info("running: reviews from event hub %s -> %s", settings.hub_name, o.output)
     result = p.run()
     result.wait_until_finish()
-    seconds = time.monotonic() - started
     counters = _counters(result)
     summary = summarize(counters)
-    summary["seconds"] = round(seconds, 3)
+    summary["seconds"] = round(time.monotonic() - started, 3)
     summary["output"] = o.output
     summary["options"] = {"source": o.source, "reviews": o.reviews, "products": o.products,
                           "window_size": o.window_size, "window_period": o.window_period,
-                          "sentiment_model": o.sentiment_model, "run_id": layout.run_id}
+                          "sentiment_model": o.sentiment_model, "run_id": run_id}
     summary["eventhub"] = {
-        "events_read": int(counters.get(("eventhub", "events_read"), 0)),
-        "checkpoint": store.load(), "checkpoint_dir": store.root, "committed": not layout.in_place,
+        "events_read": int(counters.get(("eventhub", "events_read"), 0)), "checkpoint": plan.checkpoint,
+        "checkpoint_key": key, "committed": outputs["target"].commit_interval_s is None,
         "event_time": o.event_time, "allowed_lateness": o.allowed_lateness,
         "max_out_of_orderness": o.max_out_of_orderness}
-    io.write_bytes(json.dumps(summary, indent=1, sort_keys=True).encode() + b"\n", layout.final(SUMMARY_FILE))
-    _print_summary(summary, layout, seconds)
+    failed = failures(summary["expectations"])
+    if failed:   # an expectation with action "fail": nothing becomes visible, the positions stay
+        raise tables.ExpectationFailed(
+            "expectations with action 'fail' were not met: " + ", ".join(f"{k} on {n:,} rows" for k, n in failed.items())
+            + f"; run {run_id} committed nothing and its events will be read again")
+    if outputs["target"].commit_interval_s is None:
+        summary["table_versions"] = commit.commit_stream(plan, o.top_reviewers, summary)
+    _print_stream_summary(summary, plan, time.monotonic() - started)
     return summary
 
 

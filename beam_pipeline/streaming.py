@@ -6,20 +6,17 @@ source is a hub.
       -> ParseReviews -> CleanReviews     the SAME composites as batch (imported from beam_pipeline.pipeline)
       -> AssignEventTime                  rows -> one sub-batch per (window, asin shard), timestamped
       -> WindowReviews                    RowWindows + trigger (early / on time / late), discarding
-      -> Deduplicate                      per shard and window (state): (partition, sequence number) and
-                                          the batch content key; state ends with the window
-      -> GroupSilverPanes -> WriteSilver  one Parquet file per window, pane, shard (and year/month), the
-                                          product join, sentiment scoring (--sentiment_model), gold
-                                          partials of the pane's new rows
-      -> WindowGold (accumulating) -> ComputeGold -> WriteGold   one file per family, window and pane
-    dead letters of every stage -> windowed, sharded -> one JSON-lines file per window, pane, shard
-    staged files + last positions + open windows' gold -> Commit: files moved into the tables, then the
-                                          checkpoints (and the gold carried to the next run) stored
-
-Gold panes accumulate: a window's value is its last pane of the latest run (``pane_index``, ``run_id``;
-``pane_is_last`` only when the runner knows no pane can follow); earlier panes are early or partial
-views. Silver panes discard: each row is written once, in the pane in which
-it arrived.
+      -> Deduplicate                      per shard and window (state): (partition, sequence number), the
+                                          content key, and the content keys the silver table already holds
+      -> GroupPanes -> EnrichPanes        the product join, sentiment scoring (--sentiment_model); per pane:
+                                          silver rows, changelog partials, additive gold partials
+      -> WindowGold (accumulating) -> ComputeGold -> FinalizeGold    gold rows per window pane (changelog)
+    silver rows, changelog rows, gold partials, dead letters, positions
+      -> re-windowed for the commit (once at the end of a bounded run; every --commit_interval in an
+         unbounded one) -> table files written (Parquet, target size) -> one manifest -> the commit
+         (beam_pipeline.commit.commit_stream): silver and dead letters appended, gold current values
+         (merged with _state/gold, exactly as batch), the pane changelog appended, and the partitions'
+         positions in the event log, all in one run commit (beam_pipeline.tables.commit_run).
 """
 import logging
 import time
@@ -30,33 +27,28 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from apache_beam import pvalue
 from apache_beam.coders import coders as beam_coders
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger as tr
 from apache_beam.transforms import userstate
-from apache_beam.transforms.window import (FixedWindows, GlobalWindows, IntervalWindow, NonMergingWindowFn,
-                                           TimestampedValue)
+from apache_beam.transforms.window import GlobalWindows, IntervalWindow, NonMergingWindowFn, TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from beam_pipeline import coders, io, scoring
-from beam_pipeline.checkpoints import CheckpointStore
+from beam_pipeline import coders, scoring, tables
 from beam_pipeline.eventhub import ReadEventHub
 from beam_pipeline.options import parse_duration
-from beam_pipeline.pipeline import (DEAD_DIR, GOLD_DIR, SILVER_REVIEWS_DIR, CleanReviews, MergeGoldFn, ParseReviews,
-                                    count_dead)
+from beam_pipeline.pipeline import CleanReviews, MergeGoldFn, ParseReviews, count_dead
 from transforms import gold, keys, reasons
 from transforms.dead_letters import dead_letter
-from transforms.enrich import (REVIEW_KEY, content_hashes, content_hashes_by_bucket,  # noqa: F401 (re-exported)
-                               enrich_with_products)
+from transforms.enrich import content_hashes, enrich_with_products
 from transforms.events import UNKNOWN, prepare_events, row_event_times
-from transforms.schemas import REVIEW_PARTITION_COLUMNS, SILVER_PRODUCT_SCHEMA
+from transforms.expectations import configure, parse_overrides
+from transforms.schemas import SILVER_PRODUCT_SCHEMA
 from transforms.windows import window_rows
 
 LOG = logging.getLogger("reviews")
-DEAD, GOLD, POSITIONS = "dead_letters", "gold", "positions"
+DEAD, GOLD, STATE, POSITIONS = "dead_letters", "gold", "state", "positions"
 PRIMARY = "_primary"  # the row's copy in its latest window: written to silver, counted once
 DEAD_LETTER_SHARDS = 4
 
@@ -110,24 +102,11 @@ def window_into(windowfn, early_firing_s, allowed_lateness_s, accumulate):
                            allowed_lateness=Duration(seconds=allowed_lateness_s))
 
 
-class GoldStateFn(beam.DoFn):
-    """(family, merged partial) of a pane -> ("gold_state", (family, window start, pane index, partial)):
-    the commit keeps the last pane of each window still open, for the next run to go on from."""
-
-    def process(self, element, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
-        name, partial = element
-        yield name, int(window.start.micros // 1_000_000), pane.index, partial
-
-
 def pane_columns(pane, n):
     timing = {0: "EARLY", 1: "ON_TIME", 2: "LATE"}.get(pane.timing, "UNKNOWN")
     return {"pane_index": pa.array(np.full(n, pane.index, dtype=np.int64)),
             "pane_timing": pa.array([timing] * n, pa.string()),
             "pane_is_last": pa.array(np.full(n, bool(pane.is_last)))}
-
-
-def _window_tag(window):
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(int(window.start.micros // 1_000_000)))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -188,40 +167,6 @@ class AssignEventTimeFn(beam.DoFn):
                 yield pvalue.TaggedOutput(DEAD, d)
 
 
-class LoadKnownReviewsFn(beam.DoFn):
-    """A silver reviews root (e.g. a batch run's OUTPUT/silver/reviews) -> (shard, sorted content hashes),
-    so reviews already in the batch tables count as duplicates when they also arrive on the hub."""
-
-    def __init__(self, n_buckets):
-        self.n_buckets = n_buckets
-        self.loaded = Metrics.counter("reviews", "known_reviews_loaded")
-
-    def process(self, root):
-        from beam_pipeline import tables
-        if tables.is_delta_folder(root):  # a batch run's Delta table: its committed rows, not every file
-            known = content_hashes_by_bucket(tables.read_folder(root, columns=list(REVIEW_KEY)), self.n_buckets)
-            self.loaded.inc(sum(len(v) for v in known.values()))
-            LOG.info("known reviews: %d content keys from the Delta table %s", sum(len(v) for v in known.values()),
-                     root)
-            yield from known.items()
-            return
-        files = [m.path for r in FileSystems.match([io.join(root, "**.parquet")]) for m in r.metadata_list]
-        hashes, buckets = [], []
-        for path in sorted(files):
-            with FileSystems.open(path) as fh:
-                t = pq.read_table(fh, columns=list(REVIEW_KEY))
-            hashes.append(content_hashes(t))
-            buckets.append(keys.buckets(t["asin"], self.n_buckets))
-        if not files:
-            LOG.warning("--known_reviews %s: no Parquet files there", root)
-            return
-        hashes, buckets = np.concatenate(hashes), np.concatenate(buckets)
-        self.loaded.inc(len(hashes))
-        LOG.info("known reviews: %d content keys from %d files under %s", len(hashes), len(files), root)
-        for bucket in np.unique(buckets):
-            yield int(bucket), np.unique(hashes[buckets == bucket])
-
-
 class DedupeInWindowFn(beam.DoFn):
     """(shard, WindowedRows) -> the rows not seen before in this window and shard.
 
@@ -258,14 +203,26 @@ class DedupeInWindowFn(beam.DoFn):
             yield bucket, WindowedRows(rows.start_s, rows.end_s, t.filter(pa.array(keep)))
 
 
-class WriteSilverPaneFn(beam.DoFn):
-    """(shard, [WindowedRows]) of one window pane -> silver Parquet of the primary copies (one file per
-    year/month), staged paths (main), and gold partials of every copy (GOLD). Rows are joined with the
-    products of their asin bucket (the side input is keyed like the batch shuffle) and, with a ``scorer``
-    (``beam_pipeline.scoring``), scored by the sentiment model."""
+class StreamTarget(typing.NamedTuple):
+    """Where a streaming run writes: the tables' root (``beam_pipeline.tables.Location``), the run id its
+    files are named after, the rows per silver file, and how often an unbounded run commits (seconds;
+    None: once, at the end of a bounded run, by the driver)."""
+    loc: typing.Any
+    run_id: str
+    target_rows: typing.Optional[int] = None
+    commit_interval_s: typing.Optional[float] = None
 
-    def __init__(self, layout, n_buckets, scorer=None):
-        self.layout, self.n_buckets, self.scorer = layout, n_buckets, scorer
+
+class EnrichPaneFn(beam.DoFn):
+    """(shard, [WindowedRows]) of one window pane -> the pane's new silver rows (main: (shard, ArrowPayload)
+    of the primary copies), the gold partials of every copy in this window (GOLD: the pane changelog),
+    and the additive partials of the primary copies (STATE: the same partials a batch run computes over
+    the same rows, merged at the commit with what the tables hold, so gold is identical in both modes).
+    Rows are joined with the products of their asin bucket (the side input is keyed like the batch
+    shuffle) and, with a ``scorer`` (``beam_pipeline.scoring``), scored by the sentiment model."""
+
+    def __init__(self, spec, n_buckets, scorer=None):
+        self.spec, self.n_buckets, self.scorer = spec, n_buckets, scorer
         self.families = gold.review_families(scorer is not None)
         self.silver = Metrics.counter("reviews", "silver_rows")
         self.scored = Metrics.counter("reviews", "scored_rows")
@@ -289,7 +246,7 @@ class WriteSilverPaneFn(beam.DoFn):
         if self.scorer is not None:
             self.scorer.load()  # once per process (cached by path)
 
-    def process(self, element, products_by_bucket, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+    def process(self, element, products_by_bucket):
         shard, parts = element
         parts = list(parts)
         if not parts:  # a pane with nothing new (e.g. on time after an early pane)
@@ -311,16 +268,28 @@ class WriteSilverPaneFn(beam.DoFn):
             self.scored.inc(silver.num_rows)
         self.matched.inc(matched)
         self.unmatched.inc(silver.num_rows - matched)
-        ym = (silver["year"].to_numpy() * 100 + silver["month"].to_numpy()).astype("int64")
-        for key, part in keys.split_by_bucket(silver, ym):
-            rel = (f"{SILVER_REVIEWS_DIR}/year={key // 100}/month={key % 100}/"
-                   f"part-{_window_tag(window)}-p{pane.index:03d}-s{shard:03d}-{self.layout.run_id}.parquet")
-            self.layout.write(io.write_parquet, part.drop_columns(list(REVIEW_PARTITION_COLUMNS)), rel)
-            yield rel
+        for name, partial in gold.partials(facts.filter(primary), self.spec, "reviews", self.families).items():
+            yield pvalue.TaggedOutput(STATE, (name, partial))
+        yield shard, coders.ArrowPayload.of(silver)
+
+
+class WriteSilverFn(beam.DoFn):
+    """(shard, [silver payloads]) of a commit -> Parquet files of up to the target rows in the silver
+    reviews table's folder; yields their add descriptions (committed with the rest of the run)."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def process(self, element):
+        shard, payloads = element
+        silver = pa.concat_tables([p.table() for p in payloads])
+        yield from tables.write_files(self.target.loc, tables.SILVER_REVIEWS, silver, self.target.run_id,
+                                      self.target.target_rows, tag=f"s{shard:03d}-")
 
 
 class FinalizeGoldPaneFn(beam.DoFn):
-    """(family, merged partial) of one window pane -> (family, gold table with pane columns)."""
+    """(family, merged partial) of one window pane -> (family, gold rows with pane columns): a changelog
+    row per pane (early / on time / late), next to the gold table that holds each window's latest value."""
 
     def __init__(self, top_reviewers, run_id=None):
         self.top_reviewers, self.run_id = top_reviewers, run_id
@@ -334,104 +303,71 @@ class FinalizeGoldPaneFn(beam.DoFn):
         yield name, table
 
 
-class WriteGoldPaneFn(beam.DoFn):
-    """(family, gold table) of one window pane -> one Parquet file; yields its path."""
+class WriteChangelogFn(beam.DoFn):
+    """(family, [pane gold rows]) of a commit -> files of the ``gold_changelog/<family>`` table."""
 
-    def __init__(self, layout):
-        self.layout = layout
-
-    def process(self, element, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
-        name, table = element
-        rel = f"{GOLD_DIR}/{name}/part-{_window_tag(window)}-p{pane.index:03d}-{self.layout.run_id}.parquet"
-        self.layout.write(io.write_parquet, table, rel)
-        yield rel
-
-
-class WriteDeadLetterPaneFn(beam.DoFn):
-    def __init__(self, layout, prefix):
-        self.layout, self.prefix = layout, prefix
-
-    def process(self, element, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
-        shard, letters = element
-        if not letters:
-            return
-        letters = sorted(letters, key=lambda d: (d["source"] or "", d["source_position"] or 0))
-        tag = _window_tag(window) if isinstance(window, IntervalWindow) else "all"
-        rel = f"{DEAD_DIR}/{self.prefix}-{tag}-p{pane.index:03d}-s{shard:02d}-{self.layout.run_id}.jsonl"
-        self.layout.write(io.write_json_lines, letters, rel)
-        yield rel
-
-
-def _shard(d):
-    return zlib.crc32(f"{d['source']}:{d['source_position']}".encode()) % DEAD_LETTER_SHARDS
-
-
-class CommitFn(beam.DoFn):
-    """Every staged path, the last positions and the gold state (one list, at the end of a bounded run)
-    -> files moved into the tables, the gold partials of windows still open stored for the next run, then
-    the checkpoints stored (``beam_pipeline.checkpoints``), all under one commit intent."""
-
-    def __init__(self, layout, checkpoint_root, max_out_of_orderness_s, spec, allowed_lateness_s):
-        self.layout, self.checkpoint_root, self.ooo = layout, checkpoint_root, max_out_of_orderness_s
-        self.spec, self.lateness = spec, allowed_lateness_s
+    def __init__(self, target):
+        self.target = target
 
     def process(self, element):
-        _, items = element
-        files, positions, panes = [], {}, {}
-        for kind, value in items:
-            if kind == "file":
-                files.append(value)
-            elif kind == "gold_state":
-                name, start, index, partial = value
-                if (name, start) not in panes or index > panes[(name, start)][0]:
-                    panes[(name, start)] = (index, partial)
-            else:
-                pid, (seq, max_event) = value
-                old_seq, old_event = positions.get(pid, (-1, None))
-                positions[pid] = (max(seq, old_seq), max_event if old_event is None else
-                                  old_event if max_event is None else max(old_event, max_event))
-        moves = [(self.layout.staged(rel), self.layout.final(rel)) for rel in sorted(files)]
-        store = CheckpointStore(self.checkpoint_root)
-        watermark = store.watermark_after(positions, self.ooo)
-        state = {}
-        for (name, start), (_, partial) in sorted(panes.items()):
-            if watermark is None or start + self.spec.size_s + self.lateness > watermark:  # still open
-                state.setdefault(name, []).append(partial)
-        state_moves = store.stage_gold_state(self.layout, {n: pa.concat_tables(t) for n, t in state.items()},
-                                             self.spec)
-        store.commit(self.layout.run_id, moves + state_moves, positions, self.ooo,
-                     gold_state=self.spec_record(state_moves))
-        io.delete_tree(self.layout.staging)
-        io.remove_empty_staging_root(self.layout)
-        yield [dst for _, dst in moves]
+        name, parts = element
+        rows = pa.concat_tables(list(parts), promote_options="permissive")
+        yield from tables.write_files(self.target.loc, f"{tables.GOLD_CHANGELOG}/{name}", rows, self.target.run_id)
 
-    def spec_record(self, state_moves):
-        return {"window_size_s": self.spec.size_s, "window_period_s": self.spec.period_s,
-                "files": [dst for _, dst in state_moves]}
+
+class StageCommitFn(beam.DoFn):
+    """Everything one commit holds (add descriptions, merged gold partials, last positions) -> the
+    manifest under ``_pipeline/_staged/``. A bounded run stages once and the driver commits after the
+    pipeline has finished (``beam_pipeline.commit.commit_stream``, with the run's counters); an unbounded
+    run (``commit_interval_s``) commits each firing here, as its own run in the event log."""
+
+    def __init__(self, target, settings):
+        self.target, self.settings = target, settings
+
+    def process(self, element):
+        from beam_pipeline import commit
+        _, items = element
+        items = list(items)
+        if self.target.commit_interval_s is None:
+            yield commit.stage_manifest(self.target.loc, self.target.run_id, items)
+            return
+        firing = f"{self.target.run_id}c{time.time_ns() // 1000}"
+        commit.stage_manifest(self.target.loc, firing, items)
+        yield commit.commit_stream(commit.StreamPlan.for_firing(self.target, firing), self.settings, None)
+
+
+def _commit_window(pcoll, label, interval_s):
+    """Re-window ``pcoll`` for the commit: one firing at the end of a bounded run, or one every
+    ``interval_s`` of processing time in an unbounded run."""
+    trigger = tr.AfterWatermark() if interval_s is None else tr.Repeatedly(tr.AfterProcessingTime(interval_s))
+    return pcoll | label >> beam.WindowInto(GlobalWindows(), trigger=trigger,
+                                            accumulation_mode=tr.AccumulationMode.DISCARDING)
 
 
 class WindowedReviews(beam.PTransform):
-    """Clean tables with their events' metadata (StampedTable) -> windowed, deduplicated silver files,
-    windowed gold panes and the dead letters of late rows. The part of the streaming graph after the
-    shared cleaning; tests drive it with TestStream.
+    """Clean tables with their events' metadata (StampedTable) -> windowed, deduplicated rows; gold panes;
+    and the run's outputs staged for its commit. The part of the streaming graph after the shared
+    cleaning; tests drive it with TestStream.
 
     Takes ``(stamped tables, products by bucket[, known review hashes by bucket[, carried gold partials]]])``;
-    returns a dict of PCollections: ``silver`` (staged silver paths), ``gold`` ((family, table) per window
-    pane), ``gold_paths``, ``dead_letters``, ``gold_state`` (merged partials per pane, for the commit).
+    returns a dict of PCollections: ``silver`` (add descriptions of the silver files), ``gold`` ((family,
+    rows) per window pane: the changelog), ``changelog`` (its add descriptions), ``state`` ((family, merged
+    additive partial) of the run's new rows), ``dead_letters`` (late rows).
 
-    Carried gold partials are the merged partials of windows a previous bounded run left open (stored with
-    its checkpoint): they join this run's partials, so a window's gold covers the rows of every run."""
+    Carried gold partials are the partials of windows still open when the previous run committed (from
+    ``_state/gold``): they join this run's panes, so a pane's value covers the rows of every run."""
 
-    def __init__(self, layout, spec, clock, allowed_lateness_s, early_firing_s, n_buckets, top_reviewers,
+    def __init__(self, target, spec, clock, allowed_lateness_s, early_firing_s, n_buckets, top_reviewers,
                  payload_bytes, shards=1, sentiment_model=None):
         super().__init__()
-        self.layout, self.spec, self.clock = layout, spec, clock
+        self.target, self.spec, self.clock = target, spec, clock
         self.lateness, self.early, self.n_buckets = allowed_lateness_s, early_firing_s, n_buckets
         self.top_reviewers, self.payload_bytes, self.shards = top_reviewers, payload_bytes, shards
         self.sentiment_model = sentiment_model
 
     def expand(self, inputs):
         stamped, product_tables, *extra = inputs
+        interval = self.target.commit_interval_s
         known = extra[0] if extra else stamped.pipeline | "NoKnownReviews" >> beam.Create([])
         carried = extra[1] if len(extra) > 1 else stamped.pipeline | "NoCarriedGold" >> beam.Create([])
         assigned = stamped | "AssignEventTime" >> beam.ParDo(AssignEventTimeFn(
@@ -440,50 +376,51 @@ class WindowedReviews(beam.PTransform):
                    | "WindowReviews" >> window_into(RowWindows(), self.early, self.lateness, accumulate=False)
                    | "Deduplicate" >> beam.ParDo(DedupeInWindowFn(), beam.pvalue.AsDict(known))
                    .with_input_types(typing.Tuple[int, typing.Any], typing.Any))
-        silver = (deduped
-                  | "GroupSilverPanes" >> beam.GroupByKey()
-                  | "WriteSilver" >> beam.ParDo(WriteSilverPaneFn(self.layout, self.n_buckets,
-                                                                scoring.scorer(self.sentiment_model)),
-                                                beam.pvalue.AsDict(product_tables))
-                  .with_outputs(GOLD, main="paths"))
+        panes = (deduped
+                 | "GroupPanes" >> beam.GroupByKey()
+                 | "EnrichPanes" >> beam.ParDo(EnrichPaneFn(self.spec, self.n_buckets,
+                                                            scoring.scorer(self.sentiment_model)),
+                                               beam.pvalue.AsDict(product_tables))
+                 .with_outputs(GOLD, STATE, main="silver"))
+        silver = (_commit_window(panes.silver, "SilverForCommit", interval)
+                  | "GroupSilver" >> beam.GroupByKey()
+                  | "WriteSilver" >> beam.ParDo(WriteSilverFn(self.target)))
+        state = (_commit_window(panes[STATE], "StateForCommit", interval)
+                 | "MergeState" >> beam.CombinePerKey(MergeGoldFn()))
         families = frozenset(f.name for f in gold.review_families(bool(self.sentiment_model)))
         carried = (carried  # a family this run does not compute (a model dropped since) is not carried on
                    | "OnlyComputedFamilies" >> beam.Filter(lambda kv, names=families: kv[0] in names)
                    | "WindowCarriedGold" >> beam.WindowInto(RowWindows()))  # Flatten needs one window type
-        merged = ((silver[GOLD], carried)
+        merged = ((panes[GOLD], carried)
                   | "WithCarriedGold" >> beam.Flatten()
                   | "WindowGold" >> window_into(RowWindows(), self.early, self.lateness, accumulate=True)
                   | "ComputeGold" >> beam.CombinePerKey(MergeGoldFn()))
-        gold_tables = merged | "FinalizeGold" >> beam.ParDo(FinalizeGoldPaneFn(self.top_reviewers,
-                                                                               self.layout.run_id))
-        gold_state = merged | "GoldState" >> beam.ParDo(GoldStateFn())
-        gold_paths = gold_tables | "WriteGold" >> beam.ParDo(WriteGoldPaneFn(self.layout))
-        return {"silver": silver.paths, "gold": gold_tables, "gold_paths": gold_paths, "dead_letters": assigned[DEAD],
-                "gold_state": gold_state}
+        gold_panes = merged | "FinalizeGold" >> beam.ParDo(FinalizeGoldPaneFn(self.top_reviewers,
+                                                                             self.target.run_id))
+        changelog = (_commit_window(gold_panes, "ChangelogForCommit", interval)
+                     | "GroupChangelog" >> beam.GroupByKey()
+                     | "WriteChangelog" >> beam.ParDo(WriteChangelogFn(self.target)))
+        return {"silver": silver, "gold": gold_panes, "changelog": changelog, "state": state,
+                "dead_letters": assigned[DEAD]}
 
 
 class WriteDeadLetters(beam.PTransform):
-    """Dead letters -> one JSON-lines file per window, pane and shard (``windowfn`` None: as windowed)."""
+    """Dead letters -> files of the dead-letter table (sharded; one set per commit); yields add descriptions."""
 
-    def __init__(self, layout, prefix, windowfn=None, early_firing_s=None, allowed_lateness_s=0):
+    def __init__(self, target):
         super().__init__()
-        self.layout, self.prefix, self.windowfn = layout, prefix, windowfn
-        self.early, self.lateness = early_firing_s, allowed_lateness_s
+        self.target = target
 
     def expand(self, letters):
-        if self.windowfn is not None:
-            letters = letters | "Window" >> window_into(self.windowfn, self.early, self.lateness, accumulate=False)
-        return (letters
+        from beam_pipeline.pipeline import WriteDeadLettersFn
+        return (_commit_window(letters, "ForCommit", self.target.commit_interval_s)
                 | "Shard" >> beam.Map(lambda d: (_shard(d), d))
                 | "Group" >> beam.GroupByKey()
-                | "Write" >> beam.ParDo(WriteDeadLetterPaneFn(self.layout, self.prefix)))
+                | "Write" >> beam.ParDo(WriteDeadLettersFn(self.target.loc, self.target.run_id)))
 
 
-def _collect(pcoll, label, tag):
-    return (pcoll
-            | f"Collect{label}" >> beam.WindowInto(GlobalWindows(), trigger=tr.AfterWatermark(),
-                                                  accumulation_mode=tr.AccumulationMode.DISCARDING)
-            | f"Tag{label}" >> beam.Map(lambda value, tag=tag: (tag, value)))
+def _shard(d):
+    return zlib.crc32(f"{d['source']}:{d['source_position']}".encode()) % DEAD_LETTER_SHARDS
 
 
 class EventsToReviews(beam.PTransform):
@@ -491,11 +428,11 @@ class EventsToReviews(beam.PTransform):
     ParseReviews and CleanReviews composites as batch, then WindowedReviews. Takes ``(event batches,
     products by bucket)``; returns WindowedReviews' dict plus ``positions`` and every review dead letter."""
 
-    def __init__(self, layout, spec, clock, allowed_lateness_s, early_firing_s, n_buckets, top_reviewers,
-                 max_record_bytes, payload_bytes, shards=1, sentiment_model=None):
+    def __init__(self, target, spec, clock, allowed_lateness_s, early_firing_s, n_buckets, top_reviewers,
+                 max_record_bytes, payload_bytes, shards=1, sentiment_model=None, expectations=None):
         super().__init__()
-        self.shards, self.sentiment_model = shards, sentiment_model
-        self.layout, self.spec, self.clock = layout, spec, clock
+        self.shards, self.sentiment_model, self.expectations = shards, sentiment_model, expectations
+        self.target, self.spec, self.clock = target, spec, clock
         self.lateness, self.early, self.n_buckets, self.top_reviewers = (allowed_lateness_s, early_firing_s,
                                                                          n_buckets, top_reviewers)
         self.max_record_bytes, self.payload_bytes = max_record_bytes, payload_bytes
@@ -505,9 +442,9 @@ class EventsToReviews(beam.PTransform):
         prepared = events | "PrepareEvents" >> beam.ParDo(
             PrepareEventsFn(self.spec, self.lateness, self.payload_bytes)).with_outputs(DEAD, POSITIONS, main="chunks")
         parsed = prepared.chunks | "ParseReviews" >> ParseReviews(self.max_record_bytes, self.payload_bytes)
-        cleaned = parsed.batches | "CleanReviews" >> CleanReviews(self.payload_bytes)
+        cleaned = parsed.batches | "CleanReviews" >> CleanReviews(self.payload_bytes, self.expectations)
         out = (cleaned.clean, product_tables, *extra) | "WindowedReviews" >> WindowedReviews(
-            self.layout, self.spec, self.clock, self.lateness, self.early, self.n_buckets, self.top_reviewers,
+            self.target, self.spec, self.clock, self.lateness, self.early, self.n_buckets, self.top_reviewers,
             self.payload_bytes, self.shards, self.sentiment_model)
         out["dead_letters"] = ((prepared[DEAD], parsed[DEAD], cleaned[DEAD], out["dead_letters"])
                                | "FlattenDeadLetters" >> beam.Flatten())
@@ -515,38 +452,35 @@ class EventsToReviews(beam.PTransform):
         return out
 
 
-def build_streaming(p, o, layout, spec, settings, reader_config, checkpoint_root, checkpoint, product_tables,
-                    product_dead, commit, carried_gold=None):
-    """The streaming graph after the source switch. Returns its main PCollections."""
-
+def build_streaming(p, o, target, spec, settings, reader_config, checkpoint, product_tables, product_dead,
+                    known=(), carried_gold=()):
+    """The streaming graph after the source switch. ``checkpoint``: the partitions' committed positions;
+    ``known``: {shard: content hashes} of the reviews the silver table holds; ``carried_gold``: [(family,
+    partial)] of windows the last commit left open. Returns its main PCollections; ``staged``: the
+    manifest path (bounded) or the commit's table versions (each firing of an unbounded run)."""
     lateness = parse_duration(o.allowed_lateness)
     early = parse_duration(o.early_firing) if o.early_firing else None
 
     events = p | "ReadEventHub" >> ReadEventHub(settings, reader_config, o.start_position, o.max_records,
                                                 checkpoint)
-    if o.known_reviews:
-        known = (p | "KnownReviewsRoot" >> beam.Create([o.known_reviews])
-                 | "LoadKnownReviews" >> beam.ParDo(LoadKnownReviewsFn(o.stream_shards)))
-    else:
-        known = p | "NoKnownReviews" >> beam.Create([])
+    known = p | "KnownReviews" >> beam.Create(sorted(dict(known).items()))
     carried = (p | "CarriedGold" >> beam.Create([(name, coders.table_to_bytes(t)) for name, t in carried_gold or []])
                | "DecodeCarriedGold" >> beam.MapTuple(lambda name, data: (name, coders.table_from_bytes(data))))
     out = (events, product_tables, known, carried) | "EventsToReviews" >> EventsToReviews(
-        layout, spec, o.event_time, lateness, early, o.shuffle_buckets or 8, o.top_reviewers, o.max_record_bytes,
-        o.dead_letter_payload_bytes, o.stream_shards, o.sentiment_model)
-    dead_paths = out["dead_letters"] | "WriteDeadLetters" >> WriteDeadLetters(
-        layout, "reviews", FixedWindows(spec.size_s), early, lateness)
-    product_dead_paths = product_dead | "WriteProductDeadLetters" >> WriteDeadLetters(layout, "products")
-    if commit:
-        to_commit = [_collect(paths, label, "file") for label, paths in (
-            ("Silver", out["silver"]), ("Gold", out["gold_paths"]), ("DeadLetters", dead_paths),
-            ("ProductDeadLetters", product_dead_paths))]
-        to_commit.append(_collect(out["positions"], "Positions", "position"))
-        to_commit.append(_collect(out["gold_state"], "GoldState", "gold_state"))
-        out["published"] = (to_commit
-                            | "FlattenCommit" >> beam.Flatten()
-                            | "KeyCommit" >> beam.Map(lambda item: (None, item))
-                            | "GroupCommit" >> beam.GroupByKey()
-                            | "Commit" >> beam.ParDo(CommitFn(layout, checkpoint_root,
-                                                              reader_config.max_out_of_orderness_s, spec, lateness)))
+        target, spec, o.event_time, lateness, early, o.shuffle_buckets or 8, o.top_reviewers, o.max_record_bytes,
+        o.dead_letter_payload_bytes, o.stream_shards, o.sentiment_model,
+        configure(parse_overrides(o.expectation or [])))
+    dead = (out["dead_letters"], product_dead | "WindowProductDeadLetters" >> beam.WindowInto(GlobalWindows())) \
+        | "AllDeadLetters" >> beam.Flatten()
+    dead_adds = dead | "WriteDeadLetters" >> WriteDeadLetters(target)
+    interval = target.commit_interval_s
+    items = [out["silver"], out["changelog"], dead_adds,
+             out["state"] | "TagState" >> beam.MapTuple(lambda name, t: {"gold": name, "partial": t}),
+             _commit_window(out["positions"], "PositionsForCommit", interval)
+             | "TagPositions" >> beam.MapTuple(lambda pid, pos: {"position": [pid, pos[0], pos[1]]})]
+    out["staged"] = (items
+                     | "FlattenCommit" >> beam.Flatten()
+                     | "KeyCommit" >> beam.Map(lambda item: (None, item))
+                     | "GroupCommit" >> beam.GroupByKey()
+                     | "StageCommit" >> beam.ParDo(StageCommitFn(target, o)))
     return out

@@ -4,8 +4,10 @@ their files, how a run commits, recovery, readers and maintenance.
 Layout under the output root (a local path or ``azfs://ACCOUNT/CONTAINER/PATH``)::
 
     silver/reviews  silver/products  dead_letters  gold/<family>      the tables people read
+    gold_changelog/<family>       streaming: every pane of a window (early / on time / late), appended
     _state/gold/<family>          additive gold partials (what a later run or pane merges into)
-    _pipeline/events              the event log: one row per commit step of every run
+    _pipeline/events              the event log: one row per commit step of every run (a streaming
+                                  run's row also holds its hub partitions' positions: the checkpoint)
     _pipeline/ingested_files      every input file a batch run ingested (path, size, modification time)
     _pipeline/_intents/RUN.json   a commit in progress (deleted when it completes)
 
@@ -51,8 +53,8 @@ LOG = logging.getLogger("reviews")
 APP_ID = "amazon-reviews-beam"
 EVENTS, INGESTED = "_pipeline/events", "_pipeline/ingested_files"
 INTENTS = "_pipeline/_intents"
-SILVER_REVIEWS, SILVER_PRODUCTS, DEAD_LETTERS, GOLD, GOLD_STATE = (
-    "silver/reviews", "silver/products", "dead_letters", "gold", "_state/gold")
+SILVER_REVIEWS, SILVER_PRODUCTS, DEAD_LETTERS, GOLD, GOLD_STATE, GOLD_CHANGELOG = (
+    "silver/reviews", "silver/products", "dead_letters", "gold", "_state/gold", "gold_changelog")
 DEFAULT_TARGET_FILE_MB = 128
 
 EVENT_SCHEMA = pa.schema([
@@ -461,6 +463,15 @@ def events(loc, version=None):
     return sorted(rows, key=lambda r: (r["at"], r["event"] != "commit_started"))
 
 
+def checkpoint(loc, key):
+    """The stored positions of hub/consumer group ``key`` ({partition: {"sequence_number", "watermark_s"}}):
+    those of the last committed run that read it; {} before the first."""
+    for r in reversed(events(loc)):
+        if r["event"] == "committed" and r["checkpoint_key"] == key and r["positions"]:
+            return json.loads(r["positions"])
+    return {}
+
+
 def recover(loc):
     """Finish every commit a killed run left after its claim; drop intents that never got a claim.
     -> the run ids finished."""
@@ -745,9 +756,6 @@ def main(argv=None):
     return 0
 
 
-if __name__ == "__main__":
-    from beam_pipeline import hard_exit
-    hard_exit(main())
 
 
 def is_delta_folder(path):
@@ -768,3 +776,8 @@ def read_folder(path, columns=None):
     loc = Location(path)
     return _deltalake().DeltaTable(loc.uri(""), storage_options=loc.storage_options).to_pyarrow_table(
         columns=columns)
+
+
+if __name__ == "__main__":
+    from beam_pipeline import hard_exit
+    hard_exit(main())

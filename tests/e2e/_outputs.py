@@ -43,6 +43,11 @@ def _table(root, rel) -> pa.Table:
     return tables.read(_loc(root), rel)
 
 
+def table(root, rel) -> pa.Table:
+    """Any of the job's Delta tables, at the versions of the last committed run."""
+    return _table(root, rel)
+
+
 def silver_reviews(root) -> pa.Table:
     if is_delta(root):
         return _table(root, "silver/reviews")

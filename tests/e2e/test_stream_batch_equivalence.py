@@ -1,13 +1,13 @@
 """The proof that batch and stream are one graph: the same reviews through batch (files) and through the
 stream (the local Event Hubs endpoint, real clients), event time = review time, published out of order
-within the out-of-orderness bound, give identical silver rows and identical gold values per window.
+within the out-of-orderness bound, give identical silver rows and identical gold tables.
 
 Generated reviews (with dirty rows and exact duplicates) are sorted by review time, shuffled within blocks
 of 25 events and published round robin over 4 partitions; ``--max_out_of_orderness`` is the widest
 event-time span of a block, so no review is late. The batch job reads the very lines that were published.
 Silver rows are compared on every column except the lineage (``source``, ``source_position``: a file line
-in one, a partition and sequence number in the other); gold on every column of the windowed rows, taking
-the stream's last pane per window.
+in one, a partition and sequence number in the other); gold tables (Delta, current values) on every row
+and column, all-time rows included; the stream's pane changelog's last pane per window equals the gold row.
 """
 import collections
 import glob
@@ -16,8 +16,6 @@ import os
 
 import orjson
 import pyarrow as pa
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 import pytest
 
 from beam_pipeline.pipeline import run
@@ -84,29 +82,33 @@ def both(tmp_path_factory):
     finally:
         os.environ.pop("EVENTHUB_CONNECTION_STRING", None)
         hub.stop()
-    return {"lines": lines, "batch": (batch_out, batch), "stream": (stream_out, stream)}
+    return {"lines": lines, "batch": (batch_out, batch), "stream": (stream_out, stream), "hub_root": root / "hub",
+            "products": products, "ooo": ooo}
 
 
 def _silver(root):
-    table = out.silver_reviews(root)  # batch: the Delta table; stream: hive-partitioned Parquet
+    table = out.silver_reviews(root)
     rows = [{k: v for k, v in r.items() if k not in LINEAGE} for r in table.to_pylist()]
     return sorted(rows, key=lambda r: orjson.dumps(r, default=str, option=orjson.OPT_SORT_KEYS))
 
 
-def _batch_gold(root, family):
-    t = out.gold(root, family)
-    return t.filter(t["window_start"].is_valid())
+def _gold(root, family):
+    return out.gold(root, family)
 
 
-def _stream_gold(root, family):
-    tables = [pq.read_table(f) for f in glob.glob(os.path.join(root, "gold", family, "*.parquet"))]
+def _last_panes(root, family):
+    """The changelog's last pane of each window (the pane a watcher of the stream saw last)."""
+    t = out.table(root, f"gold_changelog/{family}")
     last = {}
-    for t in tables:  # the last pane of each window is its value
-        key, pane = t["window_start"][0].as_py(), t["pane_index"][0].as_py()
-        if key not in last or pane > last[key][0]:
-            last[key] = (pane, t)
-    return pa.concat_tables([t.drop_columns(["pane_index", "pane_timing", "pane_is_last", "run_id"])
-                            for _, t in last.values()])
+    for r in t.to_pylist():
+        key = r["window_start"]
+        if key not in last or r["pane_index"] > last[key][0]["pane_index"]:
+            last[key] = [r]
+        elif r["pane_index"] == last[key][0]["pane_index"]:
+            last[key].append(r)
+    rows = [r for group in last.values() for r in group]
+    return pa.Table.from_pylist(rows, schema=t.schema).drop_columns(["pane_index", "pane_timing", "pane_is_last",
+                                                                     "run_id"])
 
 
 def _rows(table, family):
@@ -134,26 +136,24 @@ def test_identical_silver_rows(both):
 
 
 @pytest.mark.parametrize("family", [f for f in gold.FAMILIES if f.source == "reviews"], ids=lambda f: f.name)
-def test_identical_gold_per_window(both, family):
-    b = _batch_gold(both["batch"][0], family.name)
-    s = _stream_gold(both["stream"][0], family.name).select(b.column_names)
+def test_identical_gold_tables(both, family):
+    b = _gold(both["batch"][0], family.name)
+    s = _gold(both["stream"][0], family.name).select(b.column_names)
     assert b.num_rows > 10
     assert _rows(b, family) == _rows(s, family)
 
 
-def test_each_stream_gold_file_holds_one_window(both):
-    root = both["stream"][0]
-    files = glob.glob(os.path.join(root, "gold", "*", "*.parquet"))
-    assert files
-    for f in files:
-        assert pq.read_table(f, columns=["window_start"])["window_start"].unique().to_pylist().__len__() == 1, f
+@pytest.mark.parametrize("family", [f for f in gold.FAMILIES if f.source == "reviews"], ids=lambda f: f.name)
+def test_changelog_last_pane_is_the_gold_row(both, family):
+    g = _gold(both["stream"][0], family.name)
+    g = g.filter(g["window_start"].is_valid())
+    last = _last_panes(both["stream"][0], family.name).select(g.column_names)
+    assert last.num_rows == g.num_rows > 10
+    assert _rows(g, family) == _rows(last, family)
 
 
 def test_dead_letters_carry_partition_and_sequence_number(both):
-    letters = []
-    for path in glob.glob(os.path.join(both["stream"][0], "dead_letters", "reviews-*.jsonl")):
-        with open(path, "rb") as fh:
-            letters += [json.loads(line) for line in fh if line.strip()]
+    letters = [d for d in out.dead_letters(both["stream"][0]) if d["record_type"] == "review"]
     assert len(letters) == both["stream"][1]["reviews"]["dead_letters"]
     by_partition = collections.Counter(d["source"] for d in letters)
     assert set(by_partition) <= {f"eventhub:reviews/{p}" for p in "0123"}
@@ -165,15 +165,34 @@ def test_dead_letters_carry_partition_and_sequence_number(both):
         assert d["payload"] == line[:4096].decode("utf-8", "backslashreplace")
 
 
-def test_known_reviews_loader_reads_the_batch_silver(both):
-    """The --known_reviews loader over the batch silver: one hash per silver row, and every review the
-    stream wrote is among them (so a rerun with --known_reviews would count them all as duplicates)."""
-    import numpy as np
-    from beam_pipeline.streaming import LoadKnownReviewsFn, content_hashes
-    batch_root, batch = both["batch"]
-    known = dict(LoadKnownReviewsFn(8).process(os.path.join(batch_root, "silver", "reviews")))
-    assert sum(len(v) for v in known.values()) == batch["reviews"]["silver_rows"]
-    stream_silver = ds.dataset(os.path.join(both["stream"][0], "silver", "reviews"), format="parquet",
-                               partitioning="hive").to_table()
-    hashes = content_hashes(stream_silver)
-    assert np.isin(hashes, np.concatenate(list(known.values()))).all()
+def test_checkpoint_is_in_the_event_log(both):
+    """The stream's commit row holds every partition's last sequence number: 4 partitions, round robin."""
+    from beam_pipeline import tables
+    root, summary = both["stream"]
+    n = len(both["lines"])
+    stored = tables.checkpoint(tables.Location(root), summary["eventhub"]["checkpoint_key"])
+    assert {p: v["sequence_number"] for p, v in stored.items()} == \
+        {str(p): (n - 1 - p) // 4 for p in range(4) if n > p}
+    assert stored == summary["eventhub"]["checkpoint"]
+
+
+def test_a_second_stream_run_over_the_same_events_adds_nothing(both, tmp_path):
+    """Read again from the earliest event (as after a lost checkpoint): every review is already in silver,
+    so each is a counted duplicate, and silver and gold are unchanged."""
+    root, first = both["stream"]
+    hub = both["hub_root"]
+    before = _silver(root), {f: _rows(_gold(root, f.name), f) for f in gold.FAMILIES if f.source == "reviews"}
+    h = LocalEventHubs(hub, partitions=4, fsync=False).start()
+    try:
+        os.environ["EVENTHUB_CONNECTION_STRING"] = h.connection_string
+        again = run(["--runner=FnApiRunner", "--source=eventhub", f"--products={both['products']}",
+                     f"--output={root}", f"--window_size={WINDOW}", f"--max_out_of_orderness={both['ooo']}s",
+                     "--start_position=earliest", "--stop_after_idle_s=2", "--run_id=again"])
+    finally:
+        os.environ.pop("EVENTHUB_CONNECTION_STRING", None)
+        h.stop()
+    assert again["reviews"]["silver_rows"] == 0
+    assert again["reviews"]["duplicates_dropped"] == first["reviews"]["silver_rows"] + first["reviews"]["duplicates_dropped"]
+    assert again["reviews"]["reconciled"]
+    after = _silver(root), {f: _rows(_gold(root, f.name), f) for f in gold.FAMILIES if f.source == "reviews"}
+    assert after == before
