@@ -381,6 +381,7 @@ class WindowedReviews(beam.PTransform):
                  | "EnrichPanes" >> beam.ParDo(EnrichPaneFn(self.spec, self.n_buckets,
                                                             scoring.scorer(self.sentiment_model)),
                                                beam.pvalue.AsDict(product_tables))
+                 .with_output_types(typing.Tuple[int, coders.ArrowPayload])
                  .with_outputs(GOLD, STATE, main="silver"))
         silver = (_commit_window(panes.silver, "SilverForCommit", interval)
                   | "GroupSilver" >> beam.GroupByKey()

@@ -23,9 +23,9 @@ from apache_beam.testing.util import assert_that, equal_to_per_window
 from apache_beam.transforms.window import IntervalWindow, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from beam_pipeline import io
+from beam_pipeline import tables
 from beam_pipeline.pipeline import run
-from beam_pipeline.streaming import EventsToReviews
+from beam_pipeline.streaming import EventsToReviews, StreamTarget
 from tests import _sentiment_model as tiny
 from tests.e2e import _outputs as out
 from transforms import gold, keys
@@ -223,7 +223,7 @@ def _rows(element):
 @pytest.fixture(scope="module")
 def streamed(model, tmp_path_factory):
     out = tmp_path_factory.mktemp("scored_stream")
-    layout = io.Layout(str(out), "test", ())
+    target = StreamTarget(tables.Location(str(out)), "test")
     p = TestPipeline(runner="BundleBasedDirectRunner", options=PipelineOptions(["--streaming"]))
     events = p | "Events" >> (TestStream()
                               .advance_watermark_to(T0)
@@ -231,7 +231,7 @@ def streamed(model, tmp_path_factory):
                               .add_elements([_batch("1", 0, EVENTS_2, T0)])
                               .advance_watermark_to_infinity())
     products = p | "Products" >> beam.Create(_products(2))
-    result = (events, products) | EventsToReviews(layout, WindowSpec(H), REVIEW_TIME, 0, None, n_buckets=2,
+    result = (events, products) | EventsToReviews(target, WindowSpec(H), REVIEW_TIME, 0, None, n_buckets=2,
                                                   top_reviewers=10, max_record_bytes=1 << 20, payload_bytes=4096,
                                                   sentiment_model=model)
     on_time = ("ON_TIME", True)
@@ -259,11 +259,11 @@ def streamed(model, tmp_path_factory):
 def test_streaming_gold_panes(streamed):
     """Asserted per window inside the pipeline (the fixture's run fails when they do not hold); the files exist."""
     for name in PREDICTED:
-        assert glob.glob(f"{streamed}/_staging/test/gold/{name}/*.parquet"), name
+        assert glob.glob(f"{streamed}/gold_changelog/{name}/test-*.parquet"), name
 
 
 def test_streaming_silver_carries_the_predictions(streamed):
-    files = glob.glob(f"{streamed}/_staging/test/silver/reviews/**/*.parquet", recursive=True)
+    files = glob.glob(f"{streamed}/silver/reviews/test-*.parquet")
     rows = ds.dataset(files, format="parquet").to_table().to_pylist()
     assert sorted((r["reviewer_id"], r["brand"], r["predicted_sentiment"], r["sentiment_probability"])
                   for r in rows) == [("s1", "Acme", "positive", 1.0), ("s2", "Acme", "negative", 0.25),

@@ -22,8 +22,8 @@ from apache_beam.testing.util import assert_that, equal_to, equal_to_per_window
 from apache_beam.transforms.window import IntervalWindow, TimestampedValue
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
-from beam_pipeline import io
-from beam_pipeline.streaming import EventsToReviews, RowWindows, WindowedRows
+from beam_pipeline import tables
+from beam_pipeline.streaming import EventsToReviews, RowWindows, StreamTarget, WindowedRows
 from transforms import reasons as R
 from transforms.events import REVIEW_TIME, EventBatch, event_times
 from transforms.windows import WindowSpec
@@ -80,11 +80,11 @@ def gold_rows(element):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("stream")
-    layout = io.Layout(str(out), "test", ())
+    target = StreamTarget(tables.Location(str(out)), "test")
     p = TestPipeline(runner="BundleBasedDirectRunner", options=PipelineOptions(["--streaming"]))
     events = p | "Events" >> stream()
     products = p | "NoProducts" >> beam.Create([])
-    result = (events, products) | EventsToReviews(layout, WindowSpec(H), REVIEW_TIME, LATENESS, EARLY,
+    result = (events, products) | EventsToReviews(target, WindowSpec(H), REVIEW_TIME, LATENESS, EARLY,
                                                   n_buckets=2, top_reviewers=10, max_record_bytes=1 << 20,
                                                   payload_bytes=4096)
     gold = (result["gold"]
@@ -103,28 +103,24 @@ def run(tmp_path_factory):
 
 def test_gold_panes_and_too_late_dead_letter(run):
     """The per-window pane values and the dead letter are asserted inside the pipeline (the run fixture
-    fails when they do not hold); the staged files must exist as well."""
-    assert glob.glob(f"{run}/_staging/test/gold/reviews/*.parquet")
+    fails when they do not hold); the changelog files (written for the commit) must exist as well."""
+    assert glob.glob(f"{run}/gold_changelog/reviews/test-*.parquet")
 
 
-def test_silver_rows_written_once_per_pane(run):
-    out = run
-    files = sorted(glob.glob(f"{out}/_staging/test/silver/reviews/**/*.parquet", recursive=True))
+def test_silver_rows_written_once(run):
+    files = sorted(glob.glob(f"{run}/silver/reviews/test-*.parquet"))
     rows = ds.dataset(files, format="parquet").to_table().to_pylist()
     got = sorted((r["reviewer_id"], r["source"], r["source_position"]) for r in rows)
     assert got == [("r1", "eventhub:reviews/0", 0), ("r2", "eventhub:reviews/0", 1), ("r3", "eventhub:reviews/0", 2),
                    ("r4", "eventhub:reviews/0", 4), ("r6", "eventhub:reviews/0", 3)]
-    # one file per window, pane and bucket: the late row of A is in a pane file of its own
-    late = [f for f in files if "-p002-" in f]
-    assert len(late) == 1 and ds.dataset(late).to_table()["reviewer_id"].to_pylist() == ["r4"]
+    # collected for the commit: one file per asin shard (one shard here), not one per window and pane
+    assert len(files) == 1
 
 
-def test_gold_files_carry_window_and_pane(run):
-    out = run
-    files = sorted(glob.glob(f"{out}/_staging/test/gold/reviews/*.parquet"))
-    tables = [ds.dataset(f).to_table() for f in files]
-    panes = sorted((t["window_start"][0].as_py().timestamp(), t["pane_index"][0].as_py(), t["pane_timing"][0].as_py(),
-                    t["n_reviews"][0].as_py()) for t in tables)
+def test_changelog_rows_carry_window_and_pane(run):
+    files = sorted(glob.glob(f"{run}/gold_changelog/reviews/test-*.parquet"))
+    rows = ds.dataset(files, format="parquet").to_table().to_pylist()
+    panes = sorted((r["window_start"].timestamp(), r["pane_index"], r["pane_timing"], r["n_reviews"]) for r in rows)
     assert panes == [(T0, 0, "EARLY", 3), (T0, 1, "ON_TIME", 3), (T0, 2, "LATE", 4),
                      (T0 + H, 0, "EARLY", 1), (T0 + H, 1, "ON_TIME", 1)]
 
@@ -151,17 +147,17 @@ def test_known_reviews_count_as_duplicates(tmp_path):
     chunk, _, _ = prepare_events(batch("0", 0, [R1], None).value, WindowSpec(H), 0)
     r1_row, _ = clean_reviews(parse_reviews(chunk)[0])
     shard = int(keys.buckets(pa.array(["B000TEST"]), 2)[0])  # the dedupe state's key: --stream_shards=2 below
-    layout = io.Layout(str(tmp_path), "known", ())
+    target = StreamTarget(tables.Location(str(tmp_path)), "known")
     p = TestPipeline(runner="BundleBasedDirectRunner", options=PipelineOptions(["--streaming"]))
     events = p | "Events" >> (TestStream().advance_watermark_to(T0)
                               .add_elements([batch("0", 0, [R1, R2, R3], None)])
                               .advance_watermark_to_infinity())
     products = p | "NoProducts" >> beam.Create([])
     known = p | "Known" >> beam.Create([(shard, content_hashes(r1_row))])
-    result = (events, products, known) | EventsToReviews(layout, WindowSpec(H), REVIEW_TIME, 0, None, 8, 10,
+    result = (events, products, known) | EventsToReviews(target, WindowSpec(H), REVIEW_TIME, 0, None, 8, 10,
                                                          1 << 20, 4096, shards=2)
     gold = result["gold"] | beam.Filter(lambda kv: kv[0] == "reviews") | beam.Map(gold_rows)
     assert_that(gold, equal_to_per_window({A: [(2, 5.0, "ON_TIME", True)]}))  # no lateness: the last pane
     p.run().wait_until_finish()
-    files = glob.glob(f"{tmp_path}/_staging/known/silver/reviews/**/*.parquet", recursive=True)
+    files = glob.glob(f"{tmp_path}/silver/reviews/known-*.parquet")
     assert sorted(ds.dataset(files).to_table()["reviewer_id"].to_pylist()) == ["r2", "r3"]
