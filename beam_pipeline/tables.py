@@ -561,7 +561,7 @@ def remove_orphans(loc, keep_run_ids=(), tables=None):
     for p in pending_intents(loc):
         pending.add(posixpath.basename(p.replace(os.sep, "/"))[:-len(".json")])
     removed = []
-    for rel in tables or all_tables(loc):
+    for rel in tables or _data_folders(loc):
         referenced = None
         for path in _list(loc.path(rel, "*.parquet")):
             name = posixpath.basename(path.replace(os.sep, "/"))
@@ -585,6 +585,18 @@ def remove_orphans(loc, keep_run_ids=(), tables=None):
             if d.is_dir() and not any(d.iterdir()):
                 d.rmdir()
     return len(removed)
+
+
+def _data_folders(loc):
+    """Every folder holding Parquet files under the root: the tables, and the folders a run killed
+    before its first commit wrote into (no Delta log there yet)."""
+    root = loc.root.replace(os.sep, "/").rstrip("/")
+    folders = set(all_tables(loc))
+    for path in _list(loc.path("**", "*.parquet")):
+        p = path.replace(os.sep, "/")
+        if "/_delta_log/" not in p and p.startswith(root + "/"):
+            folders.add(posixpath.dirname(p[len(root) + 1:]))
+    return sorted(folders)
 
 
 def all_tables(loc):

@@ -61,7 +61,7 @@ CONTAINER = "amazon"
 STREAM_JOB_OPTIONS = ["--stop_after_idle_s=3", "--window_size=30d", "--max_out_of_orderness=3650d",
                       "--start_position=earliest"]
 # what the streaming job writes under its --output: a folder holding anything else is not deleted
-STREAM_OUTPUT_ENTRIES = {"silver", "gold", "dead_letters", "_checkpoints", "_staging", "_run_summary.json"}
+STREAM_OUTPUT_ENTRIES = {"silver", "gold", "gold_changelog", "dead_letters", "_state", "_pipeline"}
 
 
 def _azurite():
@@ -102,7 +102,7 @@ def _check(summary, manifest, kinds=("reviews", "products")):
 def _versions(output, indent="            "):
     from beam_pipeline import tables
     lines = tables.describe(tables.Location(output))
-    return "\n".join(indent + line for line in lines if not line.startswith(("_state/", "gold/")))
+    return "\n".join(indent + line for line in lines if not line.startswith(("_state/", "gold/", "gold_changelog/")))
 
 
 def batch_leg(a):
@@ -251,26 +251,25 @@ def _rel(path):
 
 
 def _on_disk(out):
-    """Counts of what the streaming job left in ``out``: the files, read back."""
-    import duckdb
-    import pyarrow.dataset as ds
-    silver_files = sorted(glob.glob(f"{out}/silver/reviews/**/*.parquet", recursive=True))
-    silver_rows = ds.dataset(f"{out}/silver/reviews", partitioning="hive").count_rows() if silver_files else 0
-    dead_files = sorted(glob.glob(f"{out}/dead_letters/*.jsonl"))
+    """Counts of what the streaming run committed to the Delta tables under ``out``, read back."""
+    from beam_pipeline import tables
+    loc = tables.Location(os.path.abspath(out))
+    snapshot = tables.snapshot_versions(loc)
+    silver = tables.read(loc, tables.SILVER_REVIEWS)
+    dead = tables.read(loc, tables.DEAD_LETTERS)
     dead_lines = {"reviews": 0, "products": 0}
-    for path in dead_files:
-        with open(path, "rb") as fh:
-            n = sum(1 for line in fh if line.strip())
-        dead_lines["products" if Path(path).name.startswith("products-") else "reviews"] += n
-    families = sorted(p.name for p in Path(out, "gold").iterdir() if p.is_dir()) if Path(out, "gold").is_dir() else []
-    gold_files = glob.glob(f"{out}/gold/*/*.parquet")
-    gold = duckdb.connect().execute(
-        f"select count(distinct window_start), count(*), coalesce(sum(n_reviews) filter (where pane_is_last), 0) "
-        f"from read_parquet('{out}/gold/reviews/*.parquet')").fetchone() \
-        if glob.glob(f"{out}/gold/reviews/*.parquet") else (0, 0, 0)
-    return {"silver_files": len(silver_files), "silver_rows": silver_rows, "dead_files": len(dead_files),
-            "dead_lines": dead_lines, "families": families, "gold_files": len(gold_files), "windows": gold[0],
-            "panes": gold[1], "last_pane_reviews": int(gold[2])}
+    for kind in (dead["record_type"].to_pylist() if dead is not None else []):
+        dead_lines["reviews" if kind == "review" else "products"] += 1
+    files, _, median = tables.file_stats_of(loc, tables.SILVER_REVIEWS, snapshot.get(tables.SILVER_REVIEWS))
+    families = sorted(rel.split("/", 1)[1] for rel in snapshot if rel.startswith("gold/"))
+    g = tables.read(loc, "gold/reviews")
+    windowed = g.filter(g["window_start"].is_valid()) if g is not None else None
+    changelog = tables.read(loc, f"{tables.GOLD_CHANGELOG}/reviews")
+    return {"silver_files": files, "silver_median_rows": median, "silver_rows": silver.num_rows if silver else 0,
+            "dead_lines": dead_lines, "families": families,
+            "windows": windowed.num_rows if windowed is not None else 0,
+            "panes": changelog.num_rows if changelog is not None else 0,
+            "window_reviews": int(sum(windowed["n_reviews"].to_pylist())) if windowed is not None else 0}
 
 
 def _check_stream(summary, manifest, stats, disk):
@@ -291,10 +290,10 @@ def _check_stream(summary, manifest, stats, disk):
         ("reviews.products_matched", r["products_matched"], m["matched_products"]),
         ("reviews.products_unmatched", r["products_unmatched"], m["unmatched_products"]),
         ("reviews dead letters by reason", _reasons(r["dead_letters_by_reason"]), want_reasons),
-        ("silver review rows in the Parquet files", disk["silver_rows"], m["silver_rows"]),
-        ("review dead-letter lines in the files", disk["dead_lines"]["reviews"], m["dead"] - too_large),
-        ("product dead-letter lines in the files", disk["dead_lines"]["products"], manifest["products"]["dead"]),
-        ("gold/reviews n_reviews summed over the last panes", disk["last_pane_reviews"], m["silver_rows"]),
+        ("silver review rows in the Delta table", disk["silver_rows"], m["silver_rows"]),
+        ("review dead letters in the Delta table", disk["dead_lines"]["reviews"], m["dead"] - too_large),
+        ("product dead letters in the Delta table", disk["dead_lines"]["products"], manifest["products"]["dead"]),
+        ("gold/reviews n_reviews summed over the windows", disk["window_reviews"], m["silver_rows"]),
         ("checkpointed events (sum of last sequence number + 1)",
          sum(v["sequence_number"] + 1 for v in eh["checkpoint"].values()), stats.sent),
     ]
@@ -306,21 +305,21 @@ def _check_stream(summary, manifest, stats, disk):
 
 
 def _show_gold(out, n_windows=3):
-    import duckdb
-    print(f"Gold, the last pane of the {n_windows} latest windows (gold/reviews, then gold/reviews_by_rating):")
+    import duckdb  # noqa: F401 - DuckDB reads the Arrow datasets below by their Python names
+    from beam_pipeline import tables
+    loc = tables.Location(os.path.abspath(out))
+    g = tables.dataset(loc, "gold/reviews")              # noqa: F841 - read by DuckDB
+    c = tables.dataset(loc, "gold_changelog/reviews")    # noqa: F841 - read by DuckDB
+    print(f"Gold current values of the {n_windows} latest windows (gold/reviews), and their panes (gold_changelog):")
     print(duckdb.sql(f"""
         select strftime(window_start, '%Y-%m-%d') as window_start, strftime(window_end, '%Y-%m-%d') as window_end,
-               n_reviews, round(mean_overall, 2) as mean_overall, pane_index, pane_timing, pane_is_last
-        from read_parquet('{out}/gold/reviews/*.parquet') where pane_is_last
-        order by window_start desc limit {n_windows}"""))
+               n_reviews, round(mean_overall, 2) as mean_overall
+        from g where window_start is not null order by window_start desc limit {n_windows}"""))
     print(duckdb.sql(f"""
-        with last as (select * from read_parquet('{out}/gold/reviews_by_rating/*.parquet') where pane_is_last),
-             latest as (select distinct window_start from last order by window_start desc limit {n_windows})
-        select strftime(window_start, '%Y-%m-%d') as window_start,
-               list(cast(overall as int) || '*: ' || n_reviews order by overall) as n_reviews_by_stars,
-               any_value(pane_timing) as pane_timing
-        from last where window_start in (select window_start from latest)
-        group by window_start order by window_start desc"""), flush=True)
+        select strftime(window_start, '%Y-%m-%d') as window_start, pane_index, pane_timing, pane_is_last, n_reviews
+        from c where window_start in (select window_start from g where window_start is not null
+                                      order by window_start desc limit {n_windows})
+        order by window_start desc, pane_index"""), flush=True)
 
 
 def stream_leg(a):
@@ -352,26 +351,30 @@ def stream_leg(a):
           f"runners.local_stack eventhubs env)\" first to run it yourself):\n  {shown}", flush=True)
     env = dict(os.environ, **{stack.EVENTHUBS_CONNECTION_ENV: state["connection_string"]})
     rc = subprocess.run(cmd, env=env).returncode
-    summary_path = Path(a.stream_output) / "_run_summary.json"
-    if rc not in (0, 1) or not summary_path.exists():
-        print(f"[stream 5/5] FAILED: the streaming job exited with status {rc} and wrote no {summary_path}")
+    from beam_pipeline import tables
+    loc = tables.Location(os.path.abspath(a.stream_output))
+    committed = [e for e in tables.events(loc) if e["event"] == "committed" and e["mode"] == "stream"]
+    if rc not in (0, 1) or not committed:
+        print(f"[stream 5/5] FAILED: the streaming job exited with status {rc} and committed nothing to "
+              f"{a.stream_output}")
         return False
-    summary = json.loads(summary_path.read_text())
+    summary = json.loads(committed[-1]["summary"])
     r, eh = summary["reviews"], summary["eventhub"]
     disk = _on_disk(a.stream_output)
-    out = _rel(summary["output"])
+    out = _rel(a.stream_output)
     checkpoint = ", ".join(f"{pid}@{v['sequence_number']}" for pid, v in sorted(eh["checkpoint"].items()))
-    print(f"[stream 5/5] streaming outputs under {out}/ (one file per window, pane and shard; 30-day windows):\n"
-          f"  silver reviews  {out}/silver/reviews/year=Y/month=M/part-<window>-p<pane>-s<shard>-<run>.parquet"
-          f"   {disk['silver_files']:,} files, {disk['silver_rows']:,} rows\n"
-          f"  gold            {out}/gold/<family>/part-<window>-p<pane>-<run>.parquet   {len(disk['families'])} "
-          f"families x {disk['windows']} windows = {disk['gold_files']:,} files; columns window_start, window_end, "
-          f"pane_index, pane_timing, pane_is_last, run_id (the last pane of the latest run is the window's value)\n"
-          f"  dead letters    {out}/dead_letters/<reviews|products>-<window>-p<pane>-s<shard>-<run>.jsonl   "
-          f"{disk['dead_files']} files, {disk['dead_lines']['reviews']} review + "
-          f"{disk['dead_lines']['products']} product lines\n"
-          f"  checkpoint      {_rel(eh['checkpoint_dir'])}/   partition@last sequence number: {checkpoint}\n"
-          f"  run summary     {_rel(summary_path)}")
+    print(f"[stream 5/5] streaming run committed to the Delta tables under {out}/ (30-day windows):\n"
+          f"  silver/reviews          {disk['silver_rows']:,} rows in {disk['silver_files']} files (median "
+          f"{disk['silver_median_rows']:,} rows)\n"
+          f"  gold/<family>           {len(disk['families'])} tables of current values: one row per window and key "
+          f"({disk['windows']} windows in gold/reviews), plus the all-time rows (window_start null)\n"
+          f"  gold_changelog/<family> every pane of every window (early / on time / late): {disk['panes']} rows in "
+          f"gold_changelog/reviews\n"
+          f"  dead_letters            {disk['dead_lines']['reviews']} review + {disk['dead_lines']['products']} "
+          f"product rows\n"
+          f"  checkpoint              in the event log (_pipeline/events, key {eh['checkpoint_key']}): "
+          f"partition@last sequence number {checkpoint}\n"
+          + _versions(a.stream_output))
     print(f"Reconciliation: events read {eh['events_read']:,}; reviews read {r['records_read']:,} = silver "
           f"{r['silver_rows']:,} + dead letters {r['dead_letters']:,} + duplicates {r['duplicates_dropped']:,}  "
           f"[{'reconciled' if r['reconciled'] else 'DOES NOT RECONCILE'}]")
@@ -387,12 +390,11 @@ def stream_leg(a):
     print(f"All {n_checks} streaming checks match the manifest ({Path(a.stream_data) / 'manifest.json'}): events, "
           f"counts, dead letters by reason, product joins, and the files on disk.")
     _show_gold(out)
-    print(f"Open them, e.g.:\n  .venv/bin/python -c \"import duckdb; print(duckdb.sql(\\\"select * from read_parquet("
-          f"'{out}/gold/reviews_by_main_cat/*.parquet') where pane_is_last order by window_start\\\"))\"\n"
-          f"  .venv/bin/python -c \"import duckdb; print(duckdb.sql(\\\"select year, count(*) as silver_rows from "
-          f"read_parquet('{out}/silver/reviews/**/*.parquet', hive_partitioning=true) group by all order by all\\\"))\"\n"
-          f"  .venv/bin/python -c \"import duckdb; print(duckdb.sql(\\\"select record_type, stage, reason, source, "
-          f"source_position from read_json('{out}/dead_letters/*.jsonl') order by all\\\"))\"", flush=True)
+    print(f"Open them, e.g.:\n  .venv/bin/python -m beam_pipeline.tables show {out}\n"
+          f"  .venv/bin/python -c \"from beam_pipeline import tables; import duckdb; "
+          f"d = tables.dataset(tables.Location('{os.path.abspath(a.stream_output)}'), 'dead_letters'); "
+          f"print(duckdb.sql('select record_type, stage, reason, source, source_position from d order by all'))\"",
+          flush=True)
     return True
 
 

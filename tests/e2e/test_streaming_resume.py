@@ -3,13 +3,12 @@ again from the checkpoints, publish M more, run a third time: the union of the o
 published event exactly once.
 
 The job runs as ``python -m beam_pipeline --source=eventhub`` in a subprocess against the local Event Hubs
-endpoint (``runners.eventhubs_local``), each with its own ``--run_id`` (run1, run2, run3: file names carry
-it). Run 1 uses 7-day windows, so it stages ~4,500 files over ~10 s after it has read everything; it is
-killed (SIGKILL) after the first 30, long before its commit (asserted: rc -9, staged files present, no
-``_commit.json``, no ``checkpoint.json``, no table). Runs 2 and 3 use 365-day windows (fewer files, faster;
-a run's window size may differ from the last one's, and the union check does not depend on it). A kill
-during the commit itself is covered by ``tests/unit/test_checkpoints.py``. The scenario runs once per
-module (~40 s); each test checks one part of it.
+endpoint (``runners.eventhubs_local``), each with its own ``--run_id`` (run1, run2, run3: file names start
+with it). Run 1 is stopped by the test hook at "written" (every table file written, nothing committed:
+no intent, no claim) and killed there (SIGKILL): asserted rc -9, its files present, no Delta log. Runs 2
+and 3 then run to the end; run 2 must remove run 1's files and read from the beginning. A kill after the
+claim (the next start finishes the commit, positions included) is covered per phase by
+``tests/unit/test_checkpoints.py``. The scenario runs once per module; each test checks one part of it.
 
 Expectations are computed independently of the job: the publisher's round robin is replayed over the input
 lines, so every (partition, sequence number) has its known body. Every published event must be, exactly once
@@ -35,13 +34,14 @@ from runners.eventhubs_local import LocalEventHubs
 from runners.generate import generate
 from runners.publish import iter_events, publish
 from tests._waiting import wait_until
+from tests.e2e import _outputs
 
 pytestmark = pytest.mark.e2e
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = ["0", "1", "2", "3"]
 HUB = "reviews"
-KILL_AFTER_STAGED_FILES = 30       # run 1 is killed once this many files are staged (of ~4,500 at 7d windows)
+KEY = f"{HUB}/$Default"
 RUN_TIMEOUT_S = 120
 COMMON_ARGS = ["--source=eventhub", "--max_out_of_orderness=3650d", "--stop_after_idle_s=3"]
 
@@ -90,11 +90,6 @@ def _files(root):
     return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*") if p.is_file())
 
 
-def _staged(out, run_id):
-    d = out / "_staging" / run_id
-    return [p for p in d.rglob("*") if p.is_file()] if d.is_dir() else []
-
-
 def _position(source, position):
     m = re.fullmatch(rf"eventhub:{HUB}/(\d+)", source or "")
     assert m, source
@@ -102,34 +97,31 @@ def _position(source, position):
 
 
 def _summary(out):
-    return json.loads((out / "_run_summary.json").read_text())
+    return _outputs.run_summary(out)
 
 
-def _checkpoint(ckpt_dir):
-    return json.loads((ckpt_dir / "checkpoint.json").read_text())
-
-
-def _run_of(path):
-    """The run id that ends a streaming output file's name (``...-<run_id>.parquet|.jsonl``)."""
-    m = re.fullmatch(r".+-([^-]+)\.(?:parquet|jsonl)", path.name)
-    assert m, path
-    return m.group(1)
+def _checkpoint(out):
+    from beam_pipeline import tables
+    loc = tables.Location(str(out))
+    last = [e for e in tables.events(loc) if e["event"] == "committed" and e["checkpoint_key"] == KEY][-1]
+    return {"run_id": last["run_id"], "partitions": tables.checkpoint(loc, KEY)}
 
 
 def _outputs_by_run(out):
-    """{run id: ([silver (partition, seq, row)], [dead letter (partition, seq, letter)])} of the committed tables."""
+    """{run id: ([silver (partition, seq, row)], [dead letter (partition, seq, letter)])} of the committed
+    tables (a silver row's run: the run id its file's name starts with)."""
+    from beam_pipeline import tables
+    loc = tables.Location(str(out))
     runs: dict = {}
-    for path in sorted((out / "silver" / "reviews").rglob("*.parquet")):
-        run_id = _run_of(path)
-        for row in ds.dataset(str(path), format="parquet").to_table().to_pylist():
+    silver = tables.open_table(loc, tables.SILVER_REVIEWS, tables.snapshot_versions(loc)[tables.SILVER_REVIEWS])
+    for uri in silver.file_uris():
+        run_id = Path(uri).name.split("-", 1)[0]
+        for row in ds.dataset(uri, format="parquet").to_table().to_pylist():
             runs.setdefault(run_id, ([], []))[0].append((*_position(row["source"], row["source_position"]), row))
-    for path in sorted((out / "dead_letters").glob("*.jsonl")):
-        run_id = _run_of(path)
-        for line in path.read_bytes().splitlines():
-            letter = json.loads(line)
-            assert letter["record_type"] == "review", letter
-            runs.setdefault(run_id, ([], []))[1].append((*_position(letter["source"], letter["source_position"]),
-                                                         letter))
+    for letter in tables.read(loc, tables.DEAD_LETTERS).to_pylist():
+        assert letter["record_type"] == "review", letter
+        runs.setdefault(letter["run_id"], ([], []))[1].append((*_position(letter["source"], letter["source_position"]),
+                                                               letter))
     return runs
 
 
@@ -146,8 +138,7 @@ def scenario(tmp_path_factory):
     files2 = sorted(str(p) for p in (tmp / "gen2" / "reviews").glob("*.jsonl"))
     out, logs = tmp / "out", tmp / "logs"
     logs.mkdir()
-    ckpt_dir = out / "_checkpoints" / HUB / "Default"
-    s = {"out": out, "ckpt_dir": ckpt_dir, "manifests": manifests}
+    s = {"out": out, "manifests": manifests}
 
     eh = LocalEventHubs(tmp / "eh", hub=HUB, partitions=len(PARTITIONS), fsync=False).start()
     proc = None
@@ -156,15 +147,16 @@ def scenario(tmp_path_factory):
         s["stats1"] = publish(eh.connection_string, files1, partitions=len(PARTITIONS), progress=False)
         s["events1"], s["next_seq1"] = _published_events(files1, s["stats1"], {p: 0 for p in PARTITIONS})
 
-        # ---- run 1: killed (SIGKILL) while it stages its files, before its commit
+        # ---- run 1: killed (SIGKILL) with every file written, before its commit
         log1 = logs / "run1.log"
+        release = tmp / "release-run1"
         with open(log1, "wb") as log:
-            proc = _job(out, "run1", "7d", env, log)
-            staged = wait_until(lambda: proc.poll() is not None
-                                or len(_staged(out, "run1")) >= KILL_AFTER_STAGED_FILES, RUN_TIMEOUT_S)
+            proc = _job(out, "run1", "7d", dict(env, REVIEWS_TEST_PAUSE_AT="written",
+                                                REVIEWS_TEST_PAUSE_FILE=str(release)), log)
+            reached = wait_until(lambda: proc.poll() is not None or Path(f"{release}.reached").exists(),
+                                 RUN_TIMEOUT_S)
             assert proc.poll() is None, f"run 1 ended before it could be killed:\n{log1.read_text()[-4000:]}"
-            assert staged, f"run 1 staged nothing:\n{log1.read_text()[-4000:]}"
-            assert not (ckpt_dir / "_commit.json").exists(), "too late: run 1 already began its commit"
+            assert reached, f"run 1 never reached its commit:\n{log1.read_text()[-4000:]}"
             os.kill(proc.pid, signal.SIGKILL)
             s["rc1"] = proc.wait(30)
             proc = None
@@ -174,13 +166,13 @@ def scenario(tmp_path_factory):
 
         # ---- run 2: starts over (no checkpoint yet), drops run 1's staging, commits
         s["log2"] = _run_to_end(out, "run2", "365d", env, logs)
-        s["summary2"], s["checkpoint2"], s["after_run2"] = _summary(out), _checkpoint(ckpt_dir), _files(out)
+        s["summary2"], s["checkpoint2"], s["after_run2"] = _summary(out), _checkpoint(out), _files(out)
 
         # ---- run 3: M more events; resumes from the checkpoint
         s["stats2"] = publish(eh.connection_string, files2, partitions=len(PARTITIONS), progress=False)
         s["events2"], s["next_seq2"] = _published_events(files2, s["stats2"], s["next_seq1"])
         s["log3"] = _run_to_end(out, "run3", "365d", env, logs)
-        s["summary3"], s["checkpoint3"], s["after_run3"] = _summary(out), _checkpoint(ckpt_dir), _files(out)
+        s["summary3"], s["checkpoint3"], s["after_run3"] = _summary(out), _checkpoint(out), _files(out)
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
@@ -191,14 +183,15 @@ def scenario(tmp_path_factory):
 
 
 # ------------------------------------------------------------------------------------------ the tests
-def test_run1_was_killed_while_staging_before_its_commit(scenario):
+def test_run1_was_killed_with_its_files_written_before_its_commit(scenario):
     s = scenario
     assert s["rc1"] == -signal.SIGKILL
     assert all(f"partition {p}: reading from sequence number 0" in s["log1"] for p in PARTITIONS), s["log1"][-4000:]
     assert "committed run" not in s["log1"] and "Run summary" not in s["log1"]
-    staged = [f for f in s["after_kill"] if f.startswith("_staging/run1/")]
-    assert len(staged) >= KILL_AFTER_STAGED_FILES
-    assert [f for f in s["after_kill"] if not f.startswith("_staging/run1/")] == []   # no table, no checkpoint
+    written = [f for f in s["after_kill"] if f.endswith(".parquet")]
+    assert any(f.startswith("silver/reviews/run1-") for f in written), s["after_kill"][:20]
+    assert all(Path(f).name.startswith("run1-") for f in written)
+    assert [f for f in s["after_kill"] if "_delta_log" in f or "_intents" in f] == []   # no table, no commit
 
 
 def test_run2_started_over_and_dropped_the_killed_runs_staging(scenario):
@@ -206,8 +199,7 @@ def test_run2_started_over_and_dropped_the_killed_runs_staging(scenario):
     assert all(f"partition {p}: reading from sequence number 0" in s["log2"] for p in PARTITIONS), s["log2"][-4000:]
     assert "finishing the commit" not in s["log2"]                      # nothing was half committed
     for files in (s["after_run2"], s["after_run3"]):
-        assert [f for f in files if f.startswith("_staging/")] == []
-        assert [f for f in files if "run1" in f] == []
+        assert [f for f in files if "run1" in f] == []                  # its files were removed as orphans
     summary = s["summary2"]
     assert summary["eventhub"]["events_read"] == summary["reviews"]["records_read"] == s["stats1"].sent
     assert summary["reviews"]["reconciled"]
@@ -232,7 +224,7 @@ def test_run3_read_only_the_new_events_and_the_checkpoints_advanced(scenario):
         {p: s["next_seq2"][p] - 1 for p in PARTITIONS}
     for p in PARTITIONS:                                                # never backwards
         assert checkpoint["partitions"][p]["watermark_s"] >= s["checkpoint2"]["partitions"][p]["watermark_s"]
-    assert "_checkpoints/reviews/Default/_commit.json" not in s["after_run3"]
+    assert [f for f in s["after_run3"] if "_intents/" in f or "_staged/" in f] == []
     # every row / dead letter of run 3 comes after run 2's checkpoint
     for pid, seq, _ in s["runs"]["run3"][0] + s["runs"]["run3"][1]:
         assert seq > s["checkpoint2"]["partitions"][pid]["sequence_number"], (pid, seq)
@@ -242,7 +234,6 @@ def test_union_of_the_outputs_holds_every_event_exactly_once(scenario):
     s = scenario
     runs, events1, events2 = s["runs"], s["events1"], s["events2"]
     assert sorted(runs) == ["run2", "run3"]
-    assert {_run_of(p) for p in (s["out"] / "gold").rglob("*.parquet")} == {"run2", "run3"}
     published = {**events1, **events2}
     assert len(published) == len(events1) + len(events2)
     seen = Counter()
@@ -280,22 +271,19 @@ def test_union_of_the_outputs_holds_every_event_exactly_once(scenario):
 
 
 def test_gold_window_value_covers_the_rows_of_every_run(scenario):
-    """gold/reviews: per window, the pane the README calls the window's value (the last pane of the latest
-    run: runs carry the gold of windows they leave open over to the next) is one row, and its n_reviews is
-    the number of silver rows (of all runs) whose review time falls in the window."""
+    """gold/reviews holds one row per window (its current value, whatever run wrote it) and its n_reviews
+    is the number of silver rows (of all runs) whose review time falls in the window; the all-time row
+    counts them all."""
     out = scenario["out"]
-    gold = ds.dataset(str(out / "gold" / "reviews"), format="parquet").to_table().to_pylist()
+    gold = _outputs.gold(out, "reviews").to_pylist()
     times = [row["unix_review_time"] for run in scenario["runs"].values() for _, _, row in run[0]]
-    by_window: dict = {}
-    for row in gold:
-        by_window.setdefault(row["window_start"], []).append(row)
+    windows = [r for r in gold if r["window_start"] is not None]
+    assert len({r["window_start"] for r in windows}) == len(windows) > 0
     problems = []
-    for start, rows in sorted(by_window.items()):
-        top = max((r["run_id"], r["pane_index"]) for r in rows)
-        value = [r for r in rows if (r["run_id"], r["pane_index"]) == top]
-        lo, hi = start.timestamp(), rows[0]["window_end"].timestamp()
+    for row in windows:
+        lo, hi = row["window_start"].timestamp(), row["window_end"].timestamp()
         expected = sum(1 for t in times if lo <= t < hi)
-        if len(value) != 1 or value[0]["n_reviews"] != expected:
-            problems.append((start.date().isoformat(), expected, [(r["n_reviews"], r["pane_index"], r["pane_timing"],
-                                                                  r["pane_is_last"]) for r in value]))
-    assert problems == [], f"(window, silver rows, candidate window values): {problems}"
+        if row["n_reviews"] != expected:
+            problems.append((row["window_start"].date().isoformat(), expected, row["n_reviews"]))
+    assert problems == [], f"(window, silver rows, gold n_reviews): {problems}"
+    assert sum(r["n_reviews"] for r in windows) == len(times)
