@@ -83,13 +83,14 @@ def test_dataflow_dry_run_builds_the_batch_graph_offline(tmp_path, monkeypatch):
     assert not options.view_as(StandardOptions).streaming
 
 
-STREAM_LABELS = ("ReadEventHub", "EventsToReviews", "WriteDeadLetters", "WriteProductDeadLetters")
+STREAM_LABELS = ("ReadEventHub", "EventsToReviews", "WriteDeadLetters", "StageCommit")
 
 
 def test_dataflow_dry_run_builds_the_streaming_graph_offline(monkeypatch):
     """The same graph with the hub as source translates to a Dataflow streaming job: the SDF reader, the
-    shared composites, no local commit step (a truly unbounded run: the runner checkpoints), and no secret
-    anywhere in the job (a connection string in the environment must not leak into it)."""
+    shared composites, the commit made from inside the pipeline every --commit_interval (a truly unbounded
+    run: the runner checkpoints), and no secret anywhere in the job (a connection string in the environment
+    must not leak into it)."""
     from apache_beam.runners.runner import PipelineState
 
     secret = "Endpoint=sb://prod.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=TOPSECRET=;EntityPath=reviews"
@@ -104,7 +105,7 @@ def test_dataflow_dry_run_builds_the_streaming_graph_offline(monkeypatch):
         "--blob_service_endpoint=https://prodaccount.blob.core.windows.net", "--run_id=dry"])
     p = beam.Pipeline(options=options)
     outputs = build_pipeline(p, options)
-    assert "published" not in outputs and outputs["layout"].in_place
+    assert outputs["target"].commit_interval_s == 60          # commits from inside the pipeline
     result = p.run()
     assert result.state == PipelineState.DONE
     job = result.job
