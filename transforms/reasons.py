@@ -17,6 +17,9 @@ HTML_PAYLOAD = "html_payload"          # an HTML page / fragment instead of JSON
 MALFORMED_JSON = "malformed_json"      # not parseable JSON (truncated line, log line, ...)
 NOT_AN_OBJECT = "not_an_object"        # valid JSON but not an object ([...], "x", 3)
 WRONG_TYPE = "wrong_type"              # a field whose JSON type cannot be coerced; detail names the field
+TOO_DEEP = "too_deep"                  # containers nested deeper than transforms.parse.MAX_NESTING_DEPTH
+TOO_MANY_FIELDS = "too_many_fields"    # more than transforms.parse.MAX_RECORD_FIELDS object keys in all
+REVIEW_TIME_OUT_OF_RANGE = "review_time_out_of_range"  # a number, but outside the hard review-time bound
 EMPTY_EVENT = "empty_event"            # streaming: an event whose body is empty or whitespace
 
 # clean-stage reasons (reviews)
@@ -30,7 +33,8 @@ MISSING_REVIEW_TIME = "missing_review_time"    # unixReviewTime absent or null
 # window-stage reason (streaming): latest window end + allowed lateness <= the source's watermark
 TOO_LATE = "too_late"
 
-PARSE_REASONS = (INVALID_UTF8, TOO_LARGE, HTML_PAYLOAD, MALFORMED_JSON, NOT_AN_OBJECT, WRONG_TYPE)
+PARSE_REASONS = (INVALID_UTF8, TOO_LARGE, HTML_PAYLOAD, MALFORMED_JSON, NOT_AN_OBJECT, WRONG_TYPE, TOO_DEEP,
+                 TOO_MANY_FIELDS, REVIEW_TIME_OUT_OF_RANGE)
 REVIEW_CLEAN_REASONS = (MISSING_ASIN, MISSING_REVIEWER_ID, MISSING_OVERALL, OVERALL_NOT_NUMERIC,
                         OVERALL_OUT_OF_RANGE, MISSING_REVIEW_TIME)
 PRODUCT_CLEAN_REASONS = (MISSING_ASIN,)
