@@ -5,10 +5,16 @@ it and one of the reason codes below; a free-text ``detail`` says more (the fiel
 """
 
 # stages
+READ = "read"                  # a whole input file (record_type "file"): what could not be read of it
 PARSE = "parse"                # bytes -> JSON object (reviews and products)
 CLEAN = "clean"                # required fields and value rules (reviews)
 CLEAN_PRODUCTS = "clean_products"
 WINDOW = "window"              # streaming: every window of the record had closed when it arrived
+
+# read-stage reasons (record_type "file"; the detail names the byte offset, source_position the first line
+# not read whole); the lines before the fault are kept
+TRUNCATED_FILE = "truncated_file"      # a compressed stream that ends before its end marker (a cut upload)
+CORRUPT_FILE = "corrupt_file"          # bytes the decompressor rejects (corruption, not gzip at all)
 
 # parse-stage reasons
 INVALID_UTF8 = "invalid_utf8"          # the line is not valid UTF-8
@@ -38,4 +44,5 @@ PARSE_REASONS = (INVALID_UTF8, TOO_LARGE, HTML_PAYLOAD, MALFORMED_JSON, NOT_AN_O
 REVIEW_CLEAN_REASONS = (MISSING_ASIN, MISSING_REVIEWER_ID, MISSING_OVERALL, OVERALL_NOT_NUMERIC,
                         OVERALL_OUT_OF_RANGE, MISSING_REVIEW_TIME)
 PRODUCT_CLEAN_REASONS = (MISSING_ASIN,)
+FILE_REASONS = (TRUNCATED_FILE, CORRUPT_FILE)
 STREAM_REASONS = (EMPTY_EVENT, TOO_LATE)  # only events can be empty or late
