@@ -27,10 +27,11 @@ def main(argv=None):
     for noisy in ("apache_beam", "azure", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from beam_pipeline.commit import InputError
+    from beam_pipeline.options import checked_argv
     from beam_pipeline.pipeline import run
     from beam_pipeline.tables import TableError
     try:
-        summary = run(args)
+        summary = run(checked_argv(args))  # --a-b spellings of the job's options; unknown options: exit 2
     except (OptionsError, InputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,4 +1,12 @@
-"""The job's options: one PipelineOptions subclass, validated before any work starts."""
+"""The job's options: one PipelineOptions subclass, validated before any work starts.
+
+Option names. The job's own options are written ``--a_b``; ``--a-b`` is accepted for them as well
+(``normalize_argv``, applied by the CLI). An option no PipelineOptions class knows (the job's, or any of
+Beam's: ``--runner``, ``--temp_location``, ``--direct_num_workers``, ...) is an error, one line with the
+closest known name (``--windw_size``: did you mean ``--window_size``?): Beam alone would only log a
+warning and run with the defaults. ``validated`` and the CLI raise ``OptionsError`` for it, exit code 2.
+"""
+import difflib
 import os
 import re
 
@@ -19,6 +27,64 @@ def parse_duration(text):
 
 class OptionsError(ValueError):
     """Options that contradict each other or cannot work; raised before the pipeline is built."""
+
+
+def _parser(classes):
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for cls in classes:
+        cls._add_argparse_args(parser)  # pylint: disable=protected-access
+    return parser
+
+
+def _all_option_classes():
+    """Every PipelineOptions class Beam itself would parse with (its get_all_options does the same)."""
+    return {str(c): c for c in PipelineOptions.__subclasses__()}.values()
+
+
+def _option_strings(parser):
+    return {o for a in parser._actions for o in a.option_strings if o.startswith("--")}  # noqa: SLF001
+
+
+def normalize_argv(argv):
+    """``--a-b[=v]`` -> ``--a_b[=v]`` for the job's own options (ReviewsOptions); everything else as given."""
+    own = _option_strings(_parser([ReviewsOptions]))
+    out = []
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if name.startswith("--") and "-" in name[2:] and "--" + name[2:].replace("-", "_") in own:
+            arg = "--" + name[2:].replace("-", "_") + eq + value
+        out.append(arg)
+    return out
+
+
+def unknown_options_problem(argv):
+    """One line naming each option no PipelineOptions class knows, with the closest known name; None if
+    every option is known. Values that follow an unknown option (``--windw_size 1h``) are not options."""
+    parser = _parser(_all_option_classes())
+    _, unknown = parser.parse_known_args(list(argv or []))
+    names = [u for u in unknown if u.startswith("-")]
+    if not names:
+        return None
+    known = sorted(_option_strings(parser))
+    parts = []
+    for arg in names:
+        name = arg.partition("=")[0]
+        fixed = "--" + name.lstrip("-").replace("-", "_")
+        guess = [fixed] if fixed in known else difflib.get_close_matches(fixed, known, n=1, cutoff=0.75)
+        parts.append(f"{arg}" + (f" (did you mean {guess[0]}?)" if guess else ""))
+    return ("unknown option " if len(parts) == 1 else "unknown options ") + ", ".join(parts) \
+        + "; python -m beam_pipeline --help lists them"
+
+
+def checked_argv(argv):
+    """The CLI's arguments with the job's ``--a-b`` spellings normalised; OptionsError (one line) for an
+    option nobody knows."""
+    argv = normalize_argv(argv)
+    problem = unknown_options_problem(argv)
+    if problem:
+        raise OptionsError(problem)
+    return argv
 
 
 class ReviewsOptions(PipelineOptions):
@@ -143,6 +209,9 @@ def _split_paths(values):
 def validated(options):
     """-> (ReviewsOptions view, list of review patterns, list of product patterns); OptionsError if the
     options cannot work together. Called before the pipeline is built, so mistakes cost nothing."""
+    unknown = unknown_options_problem(getattr(options, "_flags", None) or [])
+    if unknown:  # first and alone: a misspelt option explains the other problems it would cause
+        raise OptionsError(unknown)
     o = options.view_as(ReviewsOptions)
     reviews, products = _split_paths(o.reviews), _split_paths(o.products)
     problems = []

@@ -31,7 +31,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from transforms.text import (ENTITY_PATTERN, NEGATION_PREFIX, NEGATION_SCOPE, NEGATORS, TAG_PATTERN,
-                             URL_PATTERN)
+                             UNCLOSED_TAG_PATTERN, URL_PATTERN)
 
 RAW_TEXT_FEATURES = ("summary", "review_text")
 LABEL = "label"
@@ -58,12 +58,19 @@ _ENTITIES = (("&nbsp;", " "), ("&lt;", "<"), ("&gt;", ">"), ("&quot;", '"'), ("&
              ("&#34;", '"'), ("&amp;", "&"))
 
 
+def _strip_markup(text):
+    """Complete tags and an unclosed one at the end; a lone opener's '<' goes with the punctuation below."""
+    text = tf.strings.regex_replace(text, TAG_PATTERN, " ")
+    return tf.strings.regex_replace(text, UNCLOSED_TAG_PATTERN, " ")
+
+
 def normalize_text(text):
     """tf.string tensor -> normalised model text (same rules as transforms.text.normalize_for_model)."""
-    text = tf.strings.regex_replace(text, TAG_PATTERN, " ")
+    text = _strip_markup(text)
     for entity, char in _ENTITIES:
         text = tf.strings.regex_replace(text, entity, char)
     text = tf.strings.regex_replace(text, ENTITY_PATTERN, " ")
+    text = _strip_markup(text)  # unescaped "&lt;b&gt;" is a tag too (the markup rule of transforms.text)
     text = tf.strings.regex_replace(text, URL_PATTERN, " ")
     text = tf.strings.lower(text, encoding="utf-8")
     text = tf.strings.regex_replace(text, "\u2019", "'")

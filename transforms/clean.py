@@ -17,12 +17,13 @@ Value rules:
     vote            "1,234" -> 1234; absent -> the 2014 schema's helpful[0] if present, else 0;
                     anything that is not digits after removing commas -> null
     unixReviewTime  -> review_time (UTC timestamp), review_date, year, month
-    reviewerName    entities unescaped
-    summary, reviewText   tags stripped (as spaces), entities unescaped, whitespace trimmed
+    reviewerName, summary, reviewText   the markup rule of ``transforms.text`` (``clean_html``): no markup
+                    left, escaped markup included (``&lt;script&gt;`` too), entities unescaped, whitespace
+                    trimmed on touched rows
     reviewText null -> summary (review_text_from_summary = true)
     review_length_words   runs of non-whitespace in review_text
     style           map with keys trimmed of spaces and the trailing ':' ("Size:" -> "Size"), values trimmed,
-                    entries in key order
+                    entries in key order; keys and values follow the markup rule too
     image           only entries that start with http (drops the corrupt "88" entries); image_count
 """
 import numpy as np
@@ -33,7 +34,7 @@ from transforms.dead_letters import DEFAULT_PAYLOAD_BYTES
 from transforms.expectations import EXPECTATIONS, apply_expectations
 from transforms.parse import STYLE_TYPE, raw_payloads
 from transforms.schemas import CLEAN_REVIEW_SCHEMA
-from transforms.text import clean_html, unescape_html, word_count
+from transforms.text import clean_html, word_count
 
 
 def _np(mask):
@@ -59,8 +60,8 @@ def clean_style(style):
     order depends on which lines share a batch; sorted, a review's row is the same however it was read);
     empty maps stay empty."""
     style = style.combine_chunks() if isinstance(style, pa.ChunkedArray) else style
-    keys = pc.utf8_trim(style.keys, characters=" :\t\n")
-    items = pc.utf8_trim_whitespace(style.items)
+    keys = pc.utf8_trim(clean_html(style.keys), characters=" :\t\n")  # the markup rule, as for all text
+    items = pc.utf8_trim_whitespace(clean_html(style.items))
     raw = style.offsets.to_numpy()
     lengths = np.diff(raw)
     if len(keys) == raw[-1] - raw[0] and lengths.size and lengths.max() > 1:
@@ -114,7 +115,7 @@ def clean_columns(t, source):
         "vote": parse_vote(t["vote"], t["helpful"]),
         "unix_review_time": t["unixReviewTime"],
         **review_time_columns(t["unixReviewTime"]),
-        "reviewer_name": unescape_html(t["reviewerName"]),
+        "reviewer_name": clean_html(t["reviewerName"]),
         "summary": summary,
         "review_text": text,
         "review_text_from_summary": from_summary,

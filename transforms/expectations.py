@@ -35,6 +35,10 @@ Shipped expectations
     asin_shape              asin is 10 characters of 0-9 / A-Z (ASIN, ISBN-10)  warn
 
 (``overall_out_of_range`` keeps the dead-letter reason the cleaner always gave an out-of-range rating.
+Review time has two rules, one per kind of wrong: a time no consumer can represent (outside 1900-01-01 ..
+2199-12-31 UTC, ``transforms.parse.MIN_REVIEW_TIME_S`` .. ``MAX_REVIEW_TIME_S``) never reaches this module:
+the parser dead-letters it (``review_time_out_of_range``); a representable but implausible time is this
+module's ``review_time_range`` (warn by default), whose range lies inside the hard bound (tested).
 The time range allows one day past "now": 2014/2018 review times are dates at midnight UTC, and a
 streaming review from east of UTC can carry tomorrow's date. ``now`` is the evaluation time unless given.
 Real asins: every asin and parent_asin of the shared 2018 and 2023 files has the ASIN shape; 23 rows of

@@ -4,8 +4,9 @@
 type changes (``"overall": "5.0"`` among numbers) fails the whole block. So parsing goes in three steps:
 
 1. A vectorised suspicion test over the chunk's bytes (numpy): lines that do not start with ``{`` or
-   end with ``}``, lines over the size limit, and lines holding a string ``overall`` (the one type
-   quirk seen in real feeds) are *suspects*. Only suspects are judged one by one with orjson.
+   end with ``}``, lines over the size limit, lines holding a string ``overall`` (the one type quirk
+   seen in real feeds), and lines whose shape could exceed the bounds below are *suspects*. Only
+   suspects are judged one by one with orjson.
 2. Arrow parses the rest. If it still fails (a defect the cheap test cannot see: a wrong type, a
    truncated line that happens to end in ``}``), its error names the row: that line is judged alone and
    the lines before and after it go back on the work stack as two pieces. A failure that names no row
@@ -39,8 +40,26 @@ set of columns whatever the source:
 A record's fields of the *other* schema are not read: they are rescued, with any field no schema knows,
 into ``_rescued_data`` (JSON text of the record's own values, re-read from its line only for the rows
 that have such fields, so the common case costs one validity test per column). ``schema_version`` says
-which schema the row followed. A review time that no timestamp can hold (outside years 1..9999) is
-``wrong_type``, like any value the canonical type cannot take.
+which schema the row followed.
+
+Shape bounds. Arrow must never see a record it cannot take: a value nested a few hundred levels deep
+made the job raise a RecursionError, a few thousand levels crashed the interpreter inside pyarrow, and
+objects with thousands of distinct keys make Arrow's type inference slow (a struct field per key). So a
+record nested deeper than ``MAX_NESTING_DEPTH`` is dead (``too_deep``), and one whose objects hold more
+than ``MAX_RECORD_FIELDS`` keys in all is dead (``too_many_fields``). The cheap test: a line with more
+``{``/``[`` bytes than the depth bound, or more ``:`` bytes than the key bound, is a suspect (every
+level opens a bracket and every key is followed by a colon, so a line under both counts is within both
+bounds whatever its strings hold); suspects are measured exactly on their parsed object. Arrays are
+bounded by ``--max_record_bytes`` only (a 100,000-entry array parses in a quarter of a second).
+
+Review time. One rule for every schema (2014/2018 ``unixReviewTime`` in seconds, 2023 ``timestamp`` in
+milliseconds, floored to seconds): a time that is not an integer (or integral number) is ``wrong_type``;
+an integer outside ``MIN_REVIEW_TIME_S`` .. ``MAX_REVIEW_TIME_S`` (1900-01-01 .. 2199-12-31 23:59:59
+UTC) is ``review_time_out_of_range``. That hard bound is what every consumer of silver and gold can
+represent with room to spare (nanosecond timestamps end in 2262, Python dates in 9999, a window end
+must still be a date); 1e12 seconds (year 33658) or 2**62 are not review times. Times inside the bound
+but implausible (before Amazon's first reviews, or in the future) are kept and counted by the
+``review_time_range`` warn expectation (``transforms.expectations``), whose range lies inside this one.
 
 The result is a ``ParsedBatch``: a table in ``PARSED_REVIEW_SCHEMA`` plus the chunk's raw lines as a
 zero-copy Arrow binary array, so later stages can quote the raw payload of a row they reject.
@@ -80,8 +99,12 @@ _SUSPECT_NEEDLES = (b'"overall": "', b'"overall":"')
 # 0.35 us per line, paid on every line; a chunk without 2023 records would pay it for nothing)
 _RATING_NEEDLES = (b'"rating": "', b'"rating":"')
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
-# review times a timestamp (and Python's datetime) can hold: 0001-01-01 .. 9999-12-31 23:59:59 UTC
-MIN_REVIEW_TIME_S, MAX_REVIEW_TIME_S = -62135596800, 253402300799
+# the hard bound of a review time (module docstring): 1900-01-01 00:00:00 .. 2199-12-31 23:59:59 UTC
+MIN_REVIEW_TIME_S, MAX_REVIEW_TIME_S = -2208988800, 7258118399
+# shape bounds (module docstring): nesting levels (the record itself is level 1) and object keys in all
+MAX_NESTING_DEPTH = 32
+MAX_RECORD_FIELDS = 1000
+_COLON = 0x3A
 
 
 class Chunk(NamedTuple):
@@ -130,17 +153,48 @@ def classify_line(line, max_record_bytes=DEFAULT_MAX_RECORD_BYTES):
             stripped.decode("utf-8")
         except UnicodeDecodeError as uerr:
             return None, Verdict(stage=reasons.PARSE, reason=reasons.INVALID_UTF8, detail=str(uerr))
+        if "depth limit" in str(err):  # orjson stops at 1024 levels: far past our bound, same verdict
+            return None, Verdict(stage=reasons.PARSE, reason=reasons.TOO_DEEP, detail=str(err))
         reason = reasons.HTML_PAYLOAD if stripped[:1] == b"<" else reasons.MALFORMED_JSON
         return None, Verdict(stage=reasons.PARSE, reason=reason, detail=str(err))
     if not isinstance(obj, dict):
         return None, Verdict(stage=reasons.PARSE, reason=reasons.NOT_AN_OBJECT,
                              detail=f"JSON {type(obj).__name__}")
-    return obj, None
+    return obj, shape_verdict(obj)
+
+
+def shape_verdict(obj, max_depth=MAX_NESTING_DEPTH, max_fields=MAX_RECORD_FIELDS):
+    """None when ``obj`` is within the shape bounds, else its dead Verdict (``too_deep`` or
+    ``too_many_fields``). Iterative, so a deep value cannot exhaust the stack measuring it."""
+    todo, fields = [(obj, 1)], 0
+    while todo:
+        value, depth = todo.pop()
+        if depth > max_depth:
+            return Verdict(stage=reasons.PARSE, reason=reasons.TOO_DEEP, detail=f"nested deeper than {max_depth}")
+        if isinstance(value, dict):
+            fields += len(value)
+            if fields > max_fields:
+                return Verdict(stage=reasons.PARSE, reason=reasons.TOO_MANY_FIELDS,
+                               detail=f"more than {max_fields} object keys")
+            todo += [(v, depth + 1) for v in value.values() if isinstance(v, (dict, list))]
+        else:
+            todo += [(v, depth + 1) for v in value if isinstance(v, (dict, list))]
+    return None
 
 
 class _WrongType(Exception):
+    reason = reasons.WRONG_TYPE
+
     def __init__(self, field, value):
         super().__init__(f"{field}: {type(value).__name__}")
+
+
+class _OutOfRange(_WrongType):
+    """A review time that is a number, but outside the hard bound (module docstring)."""
+    reason = reasons.REVIEW_TIME_OUT_OF_RANGE
+
+    def __init__(self, field, value):
+        Exception.__init__(self, f"{field}: {str(value)[:40]} outside {MIN_REVIEW_TIME_S}..{MAX_REVIEW_TIME_S} s")
 
 
 def _as_str(field, v):
@@ -160,7 +214,8 @@ def _as_bool(field, v):
 
 
 def _as_int(field, v):
-    """-> an int64 value or None (integral floats and digit strings too); anything else is wrong_type."""
+    """-> an int64 value or None (integral floats and digit strings too); an integer beyond int64 is out
+    of range (it is a number, only not a time); anything else is wrong_type."""
     if v is None:
         return None
     out = None
@@ -173,15 +228,17 @@ def _as_int(field, v):
             out = int(v.strip(), 10)
         except ValueError:
             pass
-    if out is None or not _INT64_MIN <= out <= _INT64_MAX:
+    if out is None:
         raise _WrongType(field, v)
+    if not _INT64_MIN <= out <= _INT64_MAX:
+        raise _OutOfRange(field, v)
     return out
 
 
 def _seconds(field, v):
-    """A review time in seconds that a timestamp can hold, or wrong_type."""
+    """A review time in seconds within the hard bound, or review_time_out_of_range."""
     if v is not None and not MIN_REVIEW_TIME_S <= v <= MAX_REVIEW_TIME_S:
-        raise _WrongType(field, v)
+        raise _OutOfRange(field, v)
     return v
 
 
@@ -314,8 +371,8 @@ def coerce_review(obj, line=None):
     try:
         for column, (field, fn) in coerce.items():
             record[column] = fn(field, obj.get(field))
-    except _WrongType as err:
-        return Verdict(stage=reasons.PARSE, reason=reasons.WRONG_TYPE, detail=str(err))
+    except _WrongType as err:  # or _OutOfRange, its own reason
+        return Verdict(stage=reasons.PARSE, reason=err.reason, detail=str(err))
     record["overall"], dead = _rating(_RATING[version], obj.get(_RATING[version]))
     if dead is not None:
         return dead
@@ -504,7 +561,7 @@ def _conform(table, positions, rows, raw_line):
     if lo.is_valid and (lo.as_py() < MIN_REVIEW_TIME_S or hi.as_py() > MAX_REVIEW_TIME_S):
         out = pc.fill_null(pc.or_(pc.less(times, MIN_REVIEW_TIME_S), pc.greater(times, MAX_REVIEW_TIME_S)), False)
         hit = np.flatnonzero(np.asarray(out))
-        if hit.size:  # judged alone: wrong_type
+        if hit.size:  # judged alone: review_time_out_of_range
             return hit
 
     # fields of the other schema, or of none: rescued from the row's own line
@@ -641,7 +698,15 @@ class _Lines:
         suspect = nonblank & ((first != _OPEN) | (last != _CLOSE) | (lengths > max_record_bytes))
         suspect[self.invalid_utf8()] = True
         suspect |= self.needle_lines(_SUSPECT_NEEDLES)
+        suspect |= self.byte_counts((buf | 0x20) == _OPEN) > MAX_NESTING_DEPTH  # '{' or '[' (0x5B | 0x20)
+        suspect |= self.byte_counts(buf == _COLON) > MAX_RECORD_FIELDS
         return nonblank, suspect
+
+    def byte_counts(self, mask):
+        """Per line, how many bytes ``mask`` (over the chunk's bytes) marks: a handful per review line,
+        so counting their positions costs far less than a cumulative sum over the whole chunk."""
+        line = np.searchsorted(self.ends, np.flatnonzero(mask))
+        return np.bincount(line, minlength=self.n + 1)[:self.n]
 
     def join(self, idx):
         """The lines ``idx`` (sorted) as one newline-separated buffer, zero-copy when contiguous."""
@@ -746,4 +811,5 @@ def raw_payloads(batch, rows):
 
 __all__ = ["Chunk", "ParsedBatch", "PARSED_REVIEW_SCHEMA", "parse_reviews", "classify_line", "coerce_review",
            "judge_review_line", "review_time_of", "struct_to_map", "raw_payloads", "image_urls_2023",
-           "loads_exact", "MIN_REVIEW_TIME_S", "MAX_REVIEW_TIME_S"]
+           "loads_exact", "shape_verdict", "MIN_REVIEW_TIME_S", "MAX_REVIEW_TIME_S", "MAX_NESTING_DEPTH",
+           "MAX_RECORD_FIELDS"]

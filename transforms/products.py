@@ -22,10 +22,10 @@ Record level (``clean_product``)
     rank or date field: those columns are null.
 
 Shared text rule (``clean_text``), used by title, brand, main_cat, categories and rank categories
-    * not a string -> null; HTML tags removed (``strip_tags``: complete ``<tag ...>`` and an unclosed
-      ``<tag ...`` cut off at the end of the string); entities unescaped (``unescape_html``: only
-      ``&name;`` / ``&#nn;`` forms, two passes so ``&amp;amp;`` and ``&amp;#39;`` resolve too);
-      whitespace runs collapsed to one space and stripped; empty -> null.
+    * not a string -> null; the markup rule every silver text follows (``transforms.text.clean_markup``:
+      tags stripped and entities unescaped until nothing changes, so ``&lt;script&gt;`` leaves no
+      ``<script>`` and ``&amp;amp;`` resolves; ``<3`` and ``a < b`` are text); whitespace runs
+      collapsed to one space and stripped; empty -> null.
 
 Fields
     * ``title`` (``clean_title``): ``clean_text``; then null when what is left is code or a markup
@@ -65,21 +65,18 @@ Fields
 from __future__ import annotations
 
 import datetime
-import html
 import math
 import re
 from typing import Any
 
 from transforms import reasons
 from transforms import schema_versions as sv
+from transforms.text import clean_markup
 
 MAX_CATEGORY_CHARS = 80
 CATEGORY_SENTINEL = "</span>"
 _INT64_MAX = 2**63 - 1
 
-_TAG = re.compile(r"<[A-Za-z/!][^<>]*>")
-_UNCLOSED_TAG = re.compile(r"<[A-Za-z/!][^<>]*$")
-_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 _WHITESPACE = re.compile(r"\s+")
 
 _CSS_BLOCK = re.compile(r"\{[^{}]*:[^{}]*\}")
@@ -112,29 +109,11 @@ _NO_PRICE: Price = (None, None, None)
 
 # --- text helpers -------------------------------------------------------------------------------
 
-def strip_tags(text: str) -> str:
-    """Replace each HTML tag with a space and cut an unclosed tag at the end of the string."""
-    return _UNCLOSED_TAG.sub(" ", _TAG.sub(" ", text))
-
-
-def unescape_html(text: str) -> str:
-    """Resolve ``&name;``/``&#nn;`` entities, twice so double-escaped ones (``&amp;amp;``) resolve.
-
-    Entities without the closing ``;`` are left alone (``html.unescape`` alone would turn
-    ``Cats&nothing`` into ``Cats¬hing``).
-    """
-    for _ in range(2):
-        if "&" not in text:
-            break
-        text = _ENTITY.sub(lambda m: html.unescape(m.group()), text)
-    return text
-
-
 def clean_text(value: object) -> str | None:
-    """Strip tags, unescape entities, collapse whitespace; null for non-strings and empty results."""
+    """The markup rule, then whitespace collapsed; null for non-strings and empty results."""
     if not isinstance(value, str):
         return None
-    text = _WHITESPACE.sub(" ", unescape_html(strip_tags(value))).strip()
+    text = _WHITESPACE.sub(" ", clean_markup(value)).strip()
     return text or None
 
 

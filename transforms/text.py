@@ -1,6 +1,26 @@
 """Text rules over Arrow string arrays: HTML tags, entities, word counts, and the model normalisation.
 
 Silver keeps the words people wrote: tags become spaces, entities are unescaped, whitespace is trimmed.
+
+The markup rule (one rule for every text silver holds: review text, summary, reviewer name, and the
+product title, brand, main category and categories through ``clean_markup``, its per-value twin).
+Contract: silver text holds no markup, and cleaning is idempotent.
+
+* Markup is what an HTML parser reads as markup: ``<`` followed by an ASCII letter (a tag), ``/`` (an
+  end tag), ``!`` (a comment or declaration) or ``?`` (a processing instruction): ``MARKUP_PATTERN``.
+  Any other ``<`` is text: ``<3``, ``a < b > c``, ``1<2``.
+* Stripping: a complete tag ``<x ...>`` becomes a space; an unclosed one at the end of the text (a cut
+  ``<span class="...``) is cut off; any other opener (``<b`` before another ``<``) loses its ``<``.
+* Entities: character references ending in ``;`` (``&amp;`` ``&#39;`` ``&#x2019;`` ``&rsquo;``, names of
+  2..32 characters, at most 7 decimal or 6 hex digits; ``AT&T`` and ``&bogus;`` stay) are unescaped,
+  ``&nbsp;`` as a plain space.
+* Unescaping can make markup (``&lt;script&gt;`` is ``<script>``) and more entities (``&amp;lt;``), so
+  strip-then-unescape is repeated until the text stops changing: the result is a fixed point, with no
+  markup and nothing left to unescape. Escaping nested more than ``MAX_MARKUP_PASSES`` levels deep is
+  hostile: what still changes then has the ``<`` of each opener and the ``&`` of each entity that would
+  still decode replaced by a space, which is a fixed point too.
+* Rows that were touched (they hold ``<`` or ``&``) then have whitespace runs collapsed and are trimmed.
+
 The model normalisation (``normalize_for_model``) goes further and in the right order: tags, then
 entities, then URLs, and only then lower case and punctuation (stripping punctuation first, as the
 seeds did, leaves ``br`` and ``http www`` fragments behind).
@@ -9,15 +29,20 @@ Only rows that hold ``<`` or ``&`` are touched by the HTML rules; finding them i
 the string bytes.
 """
 import html
+import re
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-TAG_PATTERN = r"<[^<>]*>"
+MARKUP_PATTERN = r"<[A-Za-z/!?]"
+TAG_PATTERN = r"<[A-Za-z/!?][^<>]*>"
+UNCLOSED_TAG_PATTERN = r"<[A-Za-z/!?][^<>]*$"   # RE2: $ is the end of the text
 URL_PATTERN = r"(?i)(?:https?://|www\.)\S+"
-# Named and numeric character references; the fixed list below handles the common ones vectorised.
-ENTITY_PATTERN = r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);"
+# Named and numeric character references (bounded: a 5,000-digit reference would make html.unescape
+# raise); the fixed list below handles the common ones vectorised.
+ENTITY_PATTERN = r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
+MAX_MARKUP_PASSES = 8
 COMMON_ENTITIES = (("&lt;", "<"), ("&gt;", ">"), ("&quot;", '"'), ("&#39;", "'"), ("&apos;", "'"),
                    ("&nbsp;", " "), ("&amp;", "&"))  # &amp; last: one level of unescaping, like html.unescape
 
@@ -61,12 +86,54 @@ def _contains_any(arr, needles):
 
 
 _COMMON_ENTITY_PATTERN = "&(?:lt|gt|quot|#39|apos|nbsp|amp);"
+_ENTITY = re.compile(ENTITY_PATTERN)
+_TAG, _UNCLOSED_TAG = re.compile(TAG_PATTERN), re.compile(UNCLOSED_TAG_PATTERN.replace("$", r"\Z"))
+_OPENER = re.compile(r"<([A-Za-z/!?])")
+
+
+def _unescape_entity(match):
+    return html.unescape(match.group()).replace("\xa0", " ")  # &nbsp; -> a plain space
+
+
+def unescape_text(text):
+    """One level of unescaping of one string ("&amp;lt;" -> "&lt;"), every reference on its own."""
+    return _ENTITY.sub(_unescape_entity, text) if "&" in text else text
+
+
+def strip_markup_text(text):
+    """Strip the markup of one string (the rule in the module docstring), one pass."""
+    if "<" not in text:
+        return text
+    return _OPENER.sub(r" \1", _UNCLOSED_TAG.sub(" ", _TAG.sub(" ", text)))
+
+
+def _neutralise_text(text):
+    """Still changing after MAX_MARKUP_PASSES: break every opener and every entity that would decode
+    with a space (a space can neither complete nor join an entity or a tag, so this is a fixed point)."""
+    text = _OPENER.sub(r" \1", text)
+    return _ENTITY.sub(lambda m: m.group() if _unescape_entity(m) == m.group() else " " + m.group()[1:], text)
+
+
+def clean_markup(text):
+    """One string -> its markup-free fixed point (module docstring); no whitespace rule. The per-value
+    twin of the vectorised ``clean_html`` (product fields are cleaned one record at a time)."""
+    for _ in range(MAX_MARKUP_PASSES):
+        out = unescape_text(strip_markup_text(text))
+        if out == text:
+            return out
+        text = out
+    return _settle(text)
+
+
+def _settle(text):
+    """After MAX_MARKUP_PASSES: the text if it is a fixed point, else neutralised."""
+    return text if unescape_text(strip_markup_text(text)) == text else _neutralise_text(text)
 
 
 def unescape_entities(arr):
-    """Unescape HTML character references exactly one level, like ``html.unescape`` ("&amp;lt;" ->
-    "&lt;"). Rows holding only the common entities are done vectorised; rows with any other reference
-    (&rsquo; &#8217; ...) go through ``html.unescape`` from their original text, which is rare."""
+    """Unescape HTML character references one level ("&amp;lt;" -> "&lt;"). Rows holding only the
+    common entities are done vectorised; rows with any other reference (&rsquo; &#8217; ...) go through
+    ``unescape_text`` from their original text, which is rare."""
     rare = pc.fill_null(pc.match_substring_regex(pc.replace_substring_regex(arr, _COMMON_ENTITY_PATTERN, ""),
                                                  ENTITY_PATTERN), False)
     original = arr
@@ -78,34 +145,49 @@ def unescape_entities(arr):
     values = arr.to_pylist()
     source = original.take(pa.array(idx)).to_pylist()
     for i, text in zip(idx, source):
-        values[i] = html.unescape(text).replace("\xa0", " ")  # &nbsp; -> a plain space, as above
+        values[i] = unescape_text(text)
+    return pa.array(values, type=arr.type)
+
+
+def strip_markup(arr):
+    """``strip_markup_text`` over an Arrow string array, one pass."""
+    arr = pc.replace_substring_regex(arr, TAG_PATTERN, " ")
+    arr = pc.replace_substring_regex(arr, UNCLOSED_TAG_PATTERN, " ")
+    return pc.replace_substring_regex(arr, r"<([A-Za-z/!?])", " \\1")
+
+
+def _markup_fixed_point(arr):
+    """Strip, unescape, again while anything changed; only the rows that changed go round again."""
+    todo = pa.array(np.arange(len(arr)))
+    for _ in range(MAX_MARKUP_PASSES):
+        part = arr.take(todo)
+        out = unescape_entities(strip_markup(part))
+        changed = pc.fill_null(pc.not_equal(out, part), False)
+        if not pc.any(changed).as_py():
+            return arr
+        keep = np.zeros(len(arr), dtype=bool)
+        keep[todo.to_numpy()] = True
+        arr = pc.replace_with_mask(arr, pa.array(keep), out)
+        todo = pc.filter(todo, changed)
+    values = arr.to_pylist()  # hostile: escaping nested deeper than MAX_MARKUP_PASSES
+    for i in todo.to_pylist():
+        values[i] = _settle(values[i])
     return pa.array(values, type=arr.type)
 
 
 def _clean_html_subset(arr):
-    arr = pc.replace_substring_regex(arr, TAG_PATTERN, " ")
-    arr = unescape_entities(arr)
+    arr = _markup_fixed_point(arr)
     return pc.utf8_trim_whitespace(pc.replace_substring_regex(arr, r"\s{2,}", " "))
 
 
 def clean_html(col):
-    """Strip tags (as spaces) and unescape entities; rows without ``<`` or ``&`` are left as they are."""
+    """The markup rule (module docstring): no markup left, entities unescaped to a fixed point, then
+    whitespace collapsed and trimmed; rows without ``<`` or ``&`` are left as they are."""
     out = []
     for chunk in _chunks(col):
         mask = _contains_any(chunk, ("<", "&"))
         if pc.any(mask).as_py():
             chunk = pc.replace_with_mask(chunk, mask, _clean_html_subset(pc.filter(chunk, mask)))
-        out.append(chunk)
-    return _rebuild(col, out)
-
-
-def unescape_html(col):
-    """Entities only (names and the like, where a ``<`` is text, not a tag)."""
-    out = []
-    for chunk in _chunks(col):
-        mask = _contains_any(chunk, ("&",))
-        if pc.any(mask).as_py():
-            chunk = pc.replace_with_mask(chunk, mask, unescape_entities(pc.filter(chunk, mask)))
         out.append(chunk)
     return _rebuild(col, out)
 

@@ -281,7 +281,9 @@ def test_images():
     ("&quot;Nick&quot;", '"Nick"'),
     ("Jos&eacute;", "Jos\u00e9"),
     ("  Amazon Customer  ", "  Amazon Customer  "),
-    ("<b>not a tag rule</b>", "<b>not a tag rule</b>"),  # names: entities only
+    ("<b>a tag rule too</b>", "a tag rule too"),  # names follow the markup rule like all silver text
+    ("&lt;script&gt;x&lt;/script&gt;", "x"),
+    ("Tom <3", "Tom <3"),
     (None, None),
 ])
 def test_reviewer_name(name, expected):

@@ -19,10 +19,10 @@ from transforms.products import (
     parse_date,
     parse_price,
     parse_rank,
-    strip_tags,
-    unescape_html,
 )
 from transforms.schemas import SILVER_PRODUCT_SCHEMA
+from transforms.text import clean_markup
+from transforms.text import strip_markup_text as strip_tags
 
 CSS_JUNK = (".a-box-inner{background-color:#fff}#alohaBuyBoxWidget .selected{background-color:#fffbf3;"
             "border-color:#e77600;box-shadow:0 0 3px rgba(228,121,17,.5)}")
@@ -63,13 +63,16 @@ def test_strip_tags(text, expected):
     ("no entities", "no entities"),
 ])
 def test_unescape_html(text, expected):
-    assert unescape_html(text) == expected
+    # product text follows the markup rule of transforms.text (entities unescaped to a fixed point)
+    assert clean_markup(text) == expected
 
 
 @pytest.mark.parametrize("value, expected", [
     ("  a \n\t b  ", "a b"),
     ("<b>Bold</b> &amp; more", "Bold & more"),
-    ("&lt;b&gt;", "<b>"),  # escaped markup is text, kept
+    ("&lt;b&gt;", None),  # escaped markup is markup once unescaped: stripped (issue 21)
+    ("&lt;script&gt;alert(1)&lt;/script&gt;", "alert(1)"),
+    ("a &lt; b", "a < b"),
     ("", None),
     ("   ", None),
     ("<span></span>", None),

@@ -183,7 +183,7 @@ def test_2023_clean_rejections(fields, stage, reason, detail):
     ({"rating": True}, reasons.WRONG_TYPE, "rating"),
     ({"timestamp": "yesterday"}, reasons.WRONG_TYPE, "timestamp"),
     ({"timestamp": 1.5}, reasons.WRONG_TYPE, "timestamp"),
-    ({"timestamp": 10 ** 17}, reasons.WRONG_TYPE, "timestamp"),  # year > 9999: no timestamp holds it
+    ({"timestamp": 10 ** 17}, reasons.REVIEW_TIME_OUT_OF_RANGE, "timestamp"),  # year > 2199: outside the bound
     ({"verified_purchase": 1}, reasons.WRONG_TYPE, "verified_purchase"),
     ({"text": {"body": "x"}}, reasons.WRONG_TYPE, "text"),
     ({"images": 3}, reasons.WRONG_TYPE, "images"),
@@ -211,11 +211,15 @@ def test_2023_every_rating_a_string():
     assert [rows[i + 1]["overall"] for i in range(100)] == [float(1 + i % 5) for i in range(100)]
 
 
-def test_legacy_time_out_of_timestamp_range_is_wrong_type():
+def test_legacy_time_out_of_the_hard_bound_is_out_of_range():
+    # the bound is 1900-01-01 .. 2199-12-31 23:59:59 UTC (transforms.parse): year 9999 is representable
+    # in Arrow but not a review time, and a window end after it would not be a date
     rows, dead, parse_dead = run([line(R2018), line(rec(R2018, unixReviewTime=253402300800)),
-                                  line(rec(R2018, unixReviewTime=253402300799))])
-    assert [(p, r) for p, _, r, _ in parse_dead] == [(2, reasons.WRONG_TYPE)]
-    assert rows[3]["review_date"] == dt.date(9999, 12, 31)
+                                  line(rec(R2018, unixReviewTime=253402300799)),
+                                  line(rec(R2018, unixReviewTime=7258118399))])
+    assert [(p, r) for p, _, r, _ in parse_dead] == [(2, reasons.REVIEW_TIME_OUT_OF_RANGE),
+                                                     (3, reasons.REVIEW_TIME_OUT_OF_RANGE)]
+    assert rows[4]["review_date"] == dt.date(2199, 12, 31)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from transforms.text import clean_html, normalize_for_model, unescape_html, word_count
+from transforms.text import clean_html, normalize_for_model, word_count
 
 
 def _s(values):
@@ -34,7 +34,10 @@ def _s(values):
     ("it&#39;s", "it's"),
     ("it&apos;s", "it's"),
     ("a&nbsp;&nbsp;b", "a b"),                          # &nbsp; -> space, then collapsed
-    ("&lt;b&gt;bold&lt;/b&gt;", "<b>bold</b>"),         # entities after tags: escaped tags stay as text
+    ("&lt;b&gt;bold&lt;/b&gt;", "bold"),                # escaped tags are tags once unescaped: stripped
+    ("&lt;script&gt;alert(1)&lt;/script&gt;", "alert(1)"),
+    ("a < b > c", "a < b > c"),                         # '<' not followed by a letter, / ! ?: text
+    ("a &lt; b", "a < b"),
     ("it&rsquo;s", "it\u2019s"),                        # not in the fixed list: html.unescape fallback
     ("it&#8217;s", "it\u2019s"),
     ("it&#x2019;s", "it\u2019s"),
@@ -80,33 +83,19 @@ def test_clean_html_sliced_array():
     assert clean_html(arr).to_pylist() == ["a b", "  keep  ", "x & y"]
 
 
-@pytest.mark.parametrize("text", ["&amp;lt;", "&amp;quot;x&amp;quot;", "&amp;#39;", "&amp;rsquo;",
-                                  "Tom &amp;amp; Jerry"])
-def test_clean_html_unescapes_exactly_one_level(text):
-    # documented: "&amp; last: one level of unescaping, like html.unescape"
-    expected = html.unescape(text)
-    assert "&" in expected  # the oracle itself keeps one level of escaping
+@pytest.mark.parametrize("text, expected", [
+    ("&amp;lt;", "<"), ("&amp;quot;x&amp;quot;", '"x"'), ("&amp;#39;", "'"), ("&amp;rsquo;", "\u2019"),
+    ("Tom &amp;amp; Jerry", "Tom & Jerry"), ("&amp;lt;b&amp;gt;x", "x"), ("&amp;amp;lt;3", "<3"),
+])
+def test_clean_html_unescapes_to_a_fixed_point(text, expected):
+    # the markup rule: strip and unescape until nothing changes (escaped markup cannot come back to life)
     assert clean_html(_s([text])).to_pylist() == [expected]
 
 
-# ---------------------------------------------------------------------------------------------------
-# unescape_html
-
-def test_unescape_html_entities_only():
+def test_clean_html_reviewer_name_style_text_keeps_lone_angles():
     values = ["Tom &amp; Jerry", "a <b> &lt; c", "a  &amp;  b", "it&rsquo;s", "plain  text", None, ""]
-    expected = ["Tom & Jerry", "a <b> < c", "a  &  b", "it\u2019s", "plain  text", None, ""]
-    assert unescape_html(_s(values)).to_pylist() == expected
-
-
-def test_unescape_html_chunked():
-    col = pa.chunked_array([_s(["&quot;x&quot;"]), _s([None, "y"])])
-    out = unescape_html(col)
-    assert isinstance(out, pa.ChunkedArray)
-    assert out.to_pylist() == ['"x"', None, "y"]
-
-
-def test_unescape_html_one_level():
-    assert unescape_html(_s(["Tom &amp;lt;3"])).to_pylist() == [html.unescape("Tom &amp;lt;3")]
+    expected = ["Tom & Jerry", "a < c", "a & b", "it\u2019s", "plain  text", None, ""]
+    assert clean_html(_s(values)).to_pylist() == expected
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,56 @@
+"""Option names (``beam_pipeline.options``, issue 21): misspelt or hyphenated options were ignored with a
+Beam warning and the job ran with its defaults. Now the job's own options accept ``--a_b`` and ``--a-b``,
+an option no PipelineOptions class knows is one clear line with the closest known name (OptionsError, exit
+code 2 from the CLI), and Beam's own runner options still pass."""
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_pipeline.options import OptionsError, ReviewsOptions, checked_argv, normalize_argv, validated
+
+BASE = ["--source=files", "--reviews=in/*.json", "--output=out"]
+BEAM = ["--runner=FnApiRunner", "--project=p", "--temp_location=/tmp/t", "--setup_file=./setup.py",
+        "--direct_num_workers=2", "--direct_running_mode=in_memory", "--region=r", "--streaming"]
+
+
+def test_hyphenated_job_options_mean_the_underscored_ones():
+    argv = checked_argv(BASE + ["--window-size=1h", "--window-period", "15m", "--full-refresh",
+                                "--max-record-bytes=4096"])
+    o = PipelineOptions(argv).view_as(ReviewsOptions)
+    assert (o.window_size, o.window_period, o.full_refresh, o.max_record_bytes) == ("1h", "15m", True, 4096)
+
+
+def test_beam_runner_options_still_pass():
+    assert checked_argv(BASE + BEAM) == BASE + BEAM
+
+
+def test_values_are_left_alone():
+    assert normalize_argv(["--reviews=a-b-c/x-y.json", "--run_id", "a-b"]) == ["--reviews=a-b-c/x-y.json",
+                                                                               "--run_id", "a-b"]
+
+
+@pytest.mark.parametrize("arg, hint", [
+    ("--windw_size=1h", "--window_size"),
+    ("--window_sise=1h", "--window_size"),
+    ("--outptu=x", "--output"),
+    ("--temp-location=/tmp", "--temp_location"),   # Beam's options: underscores only, as Beam parses them
+    ("--fullrefresh", "--full_refresh"),
+])
+def test_unknown_option_is_one_line_with_a_suggestion(arg, hint):
+    with pytest.raises(OptionsError) as err:
+        checked_argv(BASE + [arg])
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"unknown option {arg} (did you mean {hint}?)")
+
+
+def test_unknown_option_without_a_close_name():
+    with pytest.raises(OptionsError, match=r"^unknown option --zzzz;"):
+        checked_argv(BASE + ["--zzzz"])
+
+
+def test_validated_rejects_unknown_options_too():
+    # run(argv) called directly (not through the CLI) goes through validated()
+    with pytest.raises(OptionsError, match=r"unknown option --windw_size=1h \(did you mean --window_size\?\)"):
+        validated(PipelineOptions(BASE + ["--windw_size=1h"]))
+    o, reviews, _ = validated(PipelineOptions(BASE + ["--runner=FnApiRunner", "--direct_num_workers=1"]))
+    assert reviews == ["in/*.json"]
