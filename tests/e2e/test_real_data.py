@@ -51,7 +51,8 @@ def test_every_line_is_accounted_for(real_run):
         assert s["records_read"] == sum(len(v) for v in raw.values())
         assert s["records_read"] == s["silver_rows"] + s["dead_letters"] + s["duplicates_dropped"]
         assert s["reconciled"] is True
-    assert out.run_summary(output) == summary
+    stored = out.run_summary(output)
+    assert stored == {k: v for k, v in summary.items() if k not in ("table_versions", "commit_seconds")}
     rows = out.silver_reviews(output)
     assert rows.num_rows == summary["reviews"]["silver_rows"]
     assert out.silver_products(output).num_rows == summary["products"]["silver_rows"]
