@@ -148,18 +148,29 @@ def prepare_batch(o, review_patterns, product_patterns, run_id):
 # ---------------------------------------------------------------------------------------------------
 # the manifest the graph's last step writes
 
+def stage_gold(loc, run_id, name, partial):
+    """Inside the pipeline: one family's merged partial -> ``_pipeline/_staged/RUN_ID/gold-<family>.arrow``;
+    -> the item ``stage_manifest`` lists (None for an empty partial)."""
+    if partial is None or not partial.num_rows:
+        return None
+    path = io.join(loc.path(STAGED, run_id), f"gold-{name}.arrow")
+    io.write_bytes(coders.table_to_bytes(partial), path)
+    return {"gold": name, "path": path}
+
+
 def stage_manifest(loc, run_id, items):
-    """Inside the pipeline: add descriptions, gold partials and (streaming) the partitions' last positions
-    -> ``_pipeline/_staged/RUN_ID/``."""
+    """Inside the pipeline: add descriptions, gold partials (already staged: ``{"gold", "path"}``; or as
+    tables: ``{"gold", "partial"}``) and (streaming) the partitions' last positions -> the manifest under
+    ``_pipeline/_staged/RUN_ID/``."""
     root = loc.path(STAGED, run_id)
     adds = [i for i in items if "table" in i]
     positions = [i["position"] for i in items if "position" in i]
     golds = []
     for item in items:
-        if "gold" in item and item["partial"] is not None and item["partial"].num_rows:
-            path = io.join(root, f"gold-{item['gold']}.arrow")
-            io.write_bytes(coders.table_to_bytes(item["partial"]), path)
-            golds.append({"family": item["gold"], "path": path})
+        if "gold" in item:
+            staged = item if "path" in item else stage_gold(loc, run_id, item["gold"], item["partial"])
+            if staged is not None:
+                golds.append({"family": staged["gold"], "path": staged["path"]})
     manifest = io.join(root, "manifest.json")
     io.write_bytes(json.dumps({"run_id": run_id, "adds": adds, "gold": golds, "positions": positions}).encode(),
                    manifest)
