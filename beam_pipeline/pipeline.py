@@ -486,7 +486,8 @@ def build_pipeline(p, options, plan=None):
 
     staged = [enriched[SILVER]]
     staged.append(product_tables[PRODUCTS]
-                  | "KeyProductsFile" >> beam.Map(lambda kv: (None, kv))
+                  | "KeyProductsFile" >> beam.Map(lambda kv: (0, kv))   # typed: Arrow IPC, not pickle
+                  .with_output_types(typing.Tuple[int, typing.Tuple[int, pa.Table]])
                   | "GroupProductsFile" >> beam.GroupByKey()
                   | "WriteSilverProducts" >> beam.ParDo(WriteProductsFn(loc, run_id)))
     staged.append((enriched[GOLD], product_tables[GOLD])
