@@ -27,6 +27,7 @@ import logging
 import time
 import typing
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 import numpy as np
@@ -261,8 +262,15 @@ class DedupeAndEnrichFn(ThreadedDoFn):
 
     def setup(self):
         super().setup()
+        # the gold partials of a bucket are computed here while its Parquet files are written (both mostly
+        # outside the GIL): with one bucket in flight the second core would otherwise idle in this stage
+        self._gold_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="DedupeAndEnrichGold")
         if self.scorer is not None:
             self.scorer.load()  # once per process (cached by path): a missing or broken model fails here
+
+    def teardown(self):
+        self._gold_pool.shutdown(wait=True)
+        super().teardown()
 
     def process(self, element, products_by_bucket, known_by_bucket):
         bucket, tables = element
@@ -286,11 +294,10 @@ class DedupeAndEnrichFn(ThreadedDoFn):
         del reviews
         if self.scorer is not None:
             silver = self.scorer.score(silver)
-        partials = {name: coders.ArrowPayload.of(partial) for name, partial in gold.partials(
-            gold.review_facts(silver, self.scorer is not None), self.window, "reviews", self.families).items()}
+        partials = self._gold_pool.submit(gold_payloads, silver, self.window, self.families, self.scorer is not None)
         adds = tables.write_files(self.loc, tables.SILVER_REVIEWS, silver, self.run_id, self.target_rows,
                                   tag=f"b{bucket:03d}-")
-        return silver.num_rows, duplicates, earlier, matched, unmatched, partials, adds
+        return silver.num_rows, duplicates, earlier, matched, unmatched, partials.result(), adds
 
     def emit(self, result):
         if result is None:
@@ -306,6 +313,12 @@ class DedupeAndEnrichFn(ThreadedDoFn):
         for name, partial in partials.items():
             yield pvalue.TaggedOutput(GOLD, (name, partial))
         yield from adds
+
+
+def gold_payloads(silver, window, families, scored):
+    """Silver rows of a bucket -> {family: ArrowPayload of its gold partial}."""
+    return {name: coders.ArrowPayload.of(partial)
+            for name, partial in gold.partials(gold.review_facts(silver, scored), window, "reviews", families).items()}
 
 
 class MergeGoldFn(beam.CombineFn):
