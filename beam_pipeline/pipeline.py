@@ -12,7 +12,8 @@
                                              sentiment scoring when --sentiment_model is given
       |-> silver reviews               written by DedupeAndEnrich: Parquet, hive partitions year=/month=
       |-> WriteSilverProducts
-      |-> ComputeGold -> WriteGold      additive partials per bucket, merged per family
+      |-> GroupGoldPartials -> ComputeGold   additive partials per bucket (Arrow IPC payloads), merged
+                                        per family and staged for the commit step
     dead letters of every stage -> WriteDeadLetters (JSON lines)
     every staged file -> Publish        replaces the output tables at once
 
@@ -26,6 +27,7 @@ import logging
 import time
 import typing
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 import numpy as np
@@ -209,7 +211,8 @@ class ParseProducts(beam.PTransform):
 # dedupe, join, gold partials
 
 class DedupeProductsFn(beam.DoFn):
-    """(bucket, product rows) -> (bucket, products table deduplicated on asin) + gold partials."""
+    """(bucket, product rows) -> (bucket, products table deduplicated on asin) + gold partials
+    ((family, ArrowPayload), like DedupeAndEnrichFn's)."""
 
     def __init__(self, window):
         self.window = window
@@ -230,7 +233,7 @@ class DedupeProductsFn(beam.DoFn):
             if kept:
                 products = pa.concat_tables([products, pa.Table.from_pylist(kept, schema=SILVER_PRODUCT_SCHEMA)])
         for name, partial in gold.partials(gold.product_facts(products), self.window, "products").items():
-            yield pvalue.TaggedOutput(GOLD, (name, partial))
+            yield pvalue.TaggedOutput(GOLD, (name, coders.ArrowPayload.of(partial)))
         yield bucket, products
 
 
@@ -238,7 +241,9 @@ class DedupeAndEnrichFn(ThreadedDoFn):
     """(bucket, [encoded clean review tables]) + products of that bucket (side input) + content hashes of
     the reviews the silver table already holds (side input, incremental runs) -> the bucket's silver
     rows written as Parquet files into the silver table's folder (main output: their add descriptions,
-    committed at the end of the run) and gold partials per family.
+    committed at the end of the run) and gold partials per family, as (family, ArrowPayload): encoded
+    once, on the pool, instead of pickled by Beam at every step they pass (some partials have as many
+    rows as the bucket has reviewers).
 
     Writing here, rather than after a second shuffle, moves the silver data through the runner once
     instead of twice: the runner's data plane, not Arrow, is the job's largest cost."""
@@ -257,8 +262,15 @@ class DedupeAndEnrichFn(ThreadedDoFn):
 
     def setup(self):
         super().setup()
+        # the gold partials of a bucket are computed here while its Parquet files are written (both mostly
+        # outside the GIL): with one bucket in flight the second core would otherwise idle in this stage
+        self._gold_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="DedupeAndEnrichGold")
         if self.scorer is not None:
             self.scorer.load()  # once per process (cached by path): a missing or broken model fails here
+
+    def teardown(self):
+        self._gold_pool.shutdown(wait=True)
+        super().teardown()
 
     def process(self, element, products_by_bucket, known_by_bucket):
         bucket, tables = element
@@ -282,11 +294,10 @@ class DedupeAndEnrichFn(ThreadedDoFn):
         del reviews
         if self.scorer is not None:
             silver = self.scorer.score(silver)
-        partials = gold.partials(gold.review_facts(silver, self.scorer is not None), self.window, "reviews",
-                                 self.families)
+        partials = self._gold_pool.submit(gold_payloads, silver, self.window, self.families, self.scorer is not None)
         adds = tables.write_files(self.loc, tables.SILVER_REVIEWS, silver, self.run_id, self.target_rows,
                                   tag=f"b{bucket:03d}-")
-        return silver.num_rows, duplicates, earlier, matched, unmatched, partials, adds
+        return silver.num_rows, duplicates, earlier, matched, unmatched, partials.result(), adds
 
     def emit(self, result):
         if result is None:
@@ -304,8 +315,15 @@ class DedupeAndEnrichFn(ThreadedDoFn):
         yield from adds
 
 
+def gold_payloads(silver, window, families, scored):
+    """Silver rows of a bucket -> {family: ArrowPayload of its gold partial}."""
+    return {name: coders.ArrowPayload.of(partial)
+            for name, partial in gold.partials(gold.review_facts(silver, scored), window, "reviews", families).items()}
+
+
 class MergeGoldFn(beam.CombineFn):
-    """Partial gold tables of one family -> one merged partial (see transforms.gold)."""
+    """Partial gold tables of one family -> one merged partial (see transforms.gold). Streaming's combiner;
+    batch runs group the encoded partials instead (MergeGoldPartialsFn)."""
 
     def create_accumulator(self):
         return []
@@ -319,6 +337,29 @@ class MergeGoldFn(beam.CombineFn):
 
     def extract_output(self, acc):
         return gold.merge(acc)
+
+
+class MergeGoldPartialsFn(ThreadedDoFn):
+    """(family, [ArrowPayload of partials]) -> the family's merged partial, staged as a file for the commit
+    step (-> ``{"gold": family, "path": ...}``). A partial crosses the runner once, as bytes; the merge and
+    its encoding run on the pool, two families at a time."""
+
+    def __init__(self, loc, run_id):
+        self.loc, self.run_id = loc, run_id
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
+        name, payloads = element
+        yield from super().process((name, list(payloads)), timestamp, window)
+
+    def work(self, element):
+        from beam_pipeline import commit
+        name, payloads = element
+        merged = gold.merge([p.table() for p in payloads])
+        return commit.stage_gold(self.loc, self.run_id, name, merged)
+
+    def emit(self, item):
+        if item is not None:
+            yield item
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -417,7 +458,8 @@ def build_pipeline(p, options, plan=None):
     product_tables = (product_rows
                       | "GroupProducts" >> beam.GroupByKey()
                       | "DedupeProducts" >> beam.ParDo(DedupeProductsFn(window))
-                      .with_output_types(typing.Tuple[int, pa.Table]).with_outputs(GOLD, main=PRODUCTS))
+                      .with_output_types(typing.Tuple[int, pa.Table], **{GOLD: typing.Tuple[str, coders.ArrowPayload]})
+                      .with_outputs(GOLD, main=PRODUCTS))
 
     if streaming:
         from beam_pipeline import streaming as stream  # imports this module: not at the top
@@ -452,17 +494,19 @@ def build_pipeline(p, options, plan=None):
                                                                     scoring.scorer(o.sentiment_model)),
                                                   products_by_bucket=beam.pvalue.AsDict(product_tables[PRODUCTS]),
                                                   known_by_bucket=beam.pvalue.AsDict(known))
+                .with_output_types(dict, **{GOLD: typing.Tuple[str, coders.ArrowPayload]})
                 .with_outputs(GOLD, main=SILVER))
 
     staged = [enriched[SILVER]]
     staged.append(product_tables[PRODUCTS]
-                  | "KeyProductsFile" >> beam.Map(lambda kv: (None, kv))
+                  | "KeyProductsFile" >> beam.Map(lambda kv: (0, kv))   # typed: Arrow IPC, not pickle
+                  .with_output_types(typing.Tuple[int, typing.Tuple[int, pa.Table]])
                   | "GroupProductsFile" >> beam.GroupByKey()
                   | "WriteSilverProducts" >> beam.ParDo(WriteProductsFn(loc, run_id)))
     staged.append((enriched[GOLD], product_tables[GOLD])
                   | "FlattenGoldPartials" >> beam.Flatten()
-                  | "ComputeGold" >> beam.CombinePerKey(MergeGoldFn())
-                  | "TagGold" >> beam.MapTuple(lambda name, table: {"gold": name, "partial": table}))
+                  | "GroupGoldPartials" >> beam.GroupByKey()
+                  | "ComputeGold" >> beam.ParDo(MergeGoldPartialsFn(loc, run_id)))
     all_dead = dead | "FlattenDeadLetters" >> beam.Flatten()
     staged.append(all_dead
                   | "ShardDeadLetters" >> beam.Map(lambda d: (_dead_letter_shard(d), d))
