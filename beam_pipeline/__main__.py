@@ -41,7 +41,13 @@ def main(argv=None):
     ok = all(summary[k]["reconciled"] for k in ("reviews", "products"))
     if not ok:
         print("error: the counts do not reconcile (see the run summary)", file=sys.stderr)
-    return 0 if ok else 1
+        return 1
+    incomplete = sum(summary[k].get("files_incomplete", 0) for k in ("reviews", "products"))
+    if incomplete:
+        print(f"error: {incomplete} input file(s) could not be read to the end; what was read is committed "
+              "(see the dead letters with record_type 'file')", file=sys.stderr)
+        return 4
+    return 0
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import math
 import os
 import time
 import typing
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,6 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline import coders, io, tables
 from beam_pipeline.options import parse_duration
+from beam_pipeline.threaded import THREADS
 from beam_pipeline.tables import Location
 from transforms import gold
 from transforms.enrich import REVIEW_KEY, content_hashes_by_bucket
@@ -148,18 +150,30 @@ def prepare_batch(o, review_patterns, product_patterns, run_id):
 # ---------------------------------------------------------------------------------------------------
 # the manifest the graph's last step writes
 
+def stage_gold(loc, run_id, name, partial):
+    """Inside the pipeline: one family's merged partial -> ``_pipeline/_staged/RUN_ID/gold-<family>.arrow``;
+    -> the item ``stage_manifest`` lists (None for an empty partial)."""
+    if partial is None or not partial.num_rows:
+        return None
+    path = io.join(loc.path(STAGED, run_id), f"gold-{name}.arrow")
+    data = coders.table_to_bytes(partial)
+    io.write_bytes(data, path)
+    return {"gold": name, "path": path, "bytes": len(data)}
+
+
 def stage_manifest(loc, run_id, items):
-    """Inside the pipeline: add descriptions, gold partials and (streaming) the partitions' last positions
-    -> ``_pipeline/_staged/RUN_ID/``."""
+    """Inside the pipeline: add descriptions, gold partials (already staged: ``{"gold", "path"}``; or as
+    tables: ``{"gold", "partial"}``) and (streaming) the partitions' last positions -> the manifest under
+    ``_pipeline/_staged/RUN_ID/``."""
     root = loc.path(STAGED, run_id)
     adds = [i for i in items if "table" in i]
     positions = [i["position"] for i in items if "position" in i]
     golds = []
     for item in items:
-        if "gold" in item and item["partial"] is not None and item["partial"].num_rows:
-            path = io.join(root, f"gold-{item['gold']}.arrow")
-            io.write_bytes(coders.table_to_bytes(item["partial"]), path)
-            golds.append({"family": item["gold"], "path": path})
+        if "gold" in item:
+            staged = item if "path" in item else stage_gold(loc, run_id, item["gold"], item["partial"])
+            if staged is not None:
+                golds.append({"family": staged["gold"], "path": staged["path"], "bytes": staged["bytes"]})
     manifest = io.join(root, "manifest.json")
     io.write_bytes(json.dumps({"run_id": run_id, "adds": adds, "gold": golds, "positions": positions}).encode(),
                    manifest)
@@ -188,19 +202,22 @@ def _drop_staged(loc, run_id):
 
 def gold_tables(plan, manifest, top_reviewers):
     """-> {family: (finalised gold table, new state)} for the families this run computed."""
-    out = {}
     snapshot = tables.snapshot_versions(plan.loc)
-    for g in manifest["gold"]:
-        name = g["family"]
-        partial = coders.table_from_bytes(_read_bytes(g["path"]))
-        family = gold.family(name, top_reviewers)
-        state_rel = f"{tables.GOLD_STATE}/{name}"
-        if family.source == "reviews" and not plan.full_refresh and state_rel in snapshot:
-            old = tables.read(plan.loc, state_rel, snapshot[state_rel])
-            if old is not None and old.num_rows:  # stored in microseconds: back to the partial's own types
-                partial = gold.merge([old.select(partial.column_names).cast(partial.schema), partial])
-        out[name] = (tables.delta_compatible(gold.finalize(family, partial)), tables.delta_compatible(partial))
-    return out
+    return {g["family"]: gold_family(plan, snapshot, g, top_reviewers) for g in manifest["gold"]}
+
+
+def gold_family(plan, snapshot, staged, top_reviewers):
+    """One family's staged partial (a manifest ``gold`` entry), merged with its stored state ->
+    (finalised gold table, new state)."""
+    name = staged["family"]
+    partial = coders.table_from_bytes(_read_bytes(staged["path"]))
+    family = gold.family(name, top_reviewers)
+    state_rel = f"{tables.GOLD_STATE}/{name}"
+    if family.source == "reviews" and not plan.full_refresh and state_rel in snapshot:
+        old = tables.read(plan.loc, state_rel, snapshot[state_rel])
+        if old is not None and old.num_rows:  # stored in microseconds: back to the partial's own types
+            partial = gold.merge([old.select(partial.column_names).cast(partial.schema), partial])
+    return tables.delta_compatible(gold.finalize(family, partial)), tables.delta_compatible(partial)
 
 
 def _manifest(loc, run_id):
@@ -212,13 +229,24 @@ def _manifest(loc, run_id):
 
 
 def _gold_actions(plan, manifest, top_reviewers):
-    """Gold current values and their new state, both replaced whole (``gold_tables``)."""
+    """Gold current values and their new state, both replaced whole (``gold_family``). Families are
+    independent and Arrow and Parquet release the GIL, so they are built and written on a small pool,
+    largest first: the driver waits on this step alone, after the pipeline."""
+    snapshot = tables.snapshot_versions(plan.loc)
+
+    def family_actions(staged):
+        final, state = gold_family(plan, snapshot, staged, top_reviewers)
+        name = staged["family"]
+        return {rel: {"mode": "overwrite", "adds": tables.write_files(plan.loc, rel, table, plan.run_id),
+                      "schema": table.schema}
+                for rel, table in ((f"{tables.GOLD}/{name}", final), (f"{tables.GOLD_STATE}/{name}", state))}
+
+    staged = sorted(manifest["gold"], key=lambda g: -g.get("bytes", 0))
     actions = {}
-    for name, (final, state) in sorted(gold_tables(plan, manifest, top_reviewers).items()):
-        for rel, table in ((f"{tables.GOLD}/{name}", final), (f"{tables.GOLD_STATE}/{name}", state)):
-            actions[rel] = {"mode": "overwrite", "adds": tables.write_files(plan.loc, rel, table, plan.run_id),
-                            "schema": table.schema}
-    return actions
+    with ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="gold") as pool:
+        for family in pool.map(family_actions, staged):
+            actions.update(family)
+    return dict(sorted(actions.items()))
 
 
 def commit_batch(plan, o, summary, fail_after=None):

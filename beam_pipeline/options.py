@@ -338,7 +338,9 @@ Examples
   Dataflow:      add --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp --setup_file=./setup.py
 Without --runner the job runs in-process on Beam's FnApiRunner. Exit status: 0 when the run reconciles,
 1 when its counts do not, 2 for invalid options or inputs, 3 when the commit could not be made (another
-run committed first, storage unavailable): then nothing of the run is visible.
+run committed first, storage unavailable): then nothing of the run is visible; 4 when an input file
+could not be read to its end (truncated or corrupt .gz): its readable lines are committed and the file
+has a dead letter (record_type file).
 Tables: python -m beam_pipeline.tables --help (show, history, optimize, vacuum, recover)."""
 
 

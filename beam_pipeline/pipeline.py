@@ -12,7 +12,8 @@
                                              sentiment scoring when --sentiment_model is given
       |-> silver reviews               written by DedupeAndEnrich: Parquet, hive partitions year=/month=
       |-> WriteSilverProducts
-      |-> ComputeGold -> WriteGold      additive partials per bucket, merged per family
+      |-> GroupGoldPartials -> ComputeGold   additive partials per bucket (Arrow IPC payloads), merged
+                                        per family and staged for the commit step
     dead letters of every stage -> WriteDeadLetters (JSON lines)
     every staged file -> Publish        replaces the output tables at once
 
@@ -21,11 +22,10 @@ review) and the gold windows as columns. ``run(argv)`` is the entry point; it pr
 summary whose reconciliation ``records_read = silver + dead letters + duplicates`` must hold.
 """
 import datetime
-import json
 import logging
 import time
 import typing
-import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 import numpy as np
@@ -36,114 +36,28 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
 from beam_pipeline import coders, io, scoring, tables  # importing coders registers the Arrow coders
+from beam_pipeline.composites import (DEAD, CleanReviews, ParseReviews, WriteDeadLettersFn, count_dead, count_schema,
+                                      dead_letter_shard, gold_payloads)
 from beam_pipeline.threaded import ThreadedDoFn
-from beam_pipeline.options import hub_settings, parse_duration, validated, with_local_defaults
+from beam_pipeline.options import hub_settings, normalize_argv, parse_duration, validated, with_local_defaults
 from transforms import gold, keys, reasons, schema_versions
-from transforms.expectations import EXPECTATIONS, configure, failures, parse_overrides
-from transforms.clean import clean_reviews
-from transforms.dead_letters import counter_name, dead_letter
+from transforms.expectations import configure, failures, parse_overrides
+from transforms.dead_letters import dead_letter
 from transforms.enrich import content_hashes, dedupe_products, dedupe_reviews, enrich_with_products
-from transforms.parse import classify_line, parse_reviews
+from transforms.parse import classify_line
 from transforms.products import clean_product
 from transforms.schemas import SILVER_PRODUCT_SCHEMA
 from transforms.windows import WindowSpec
 
 LOG = logging.getLogger("reviews")
-DEAD = "dead_letters"
 SILVER, PRODUCTS, GOLD = "silver", "products", "gold"
 SILVER_REVIEWS_DIR, SILVER_PRODUCTS_DIR, GOLD_DIR, DEAD_DIR = (
     "silver/reviews", "silver/products", "gold", "dead_letters")
 EXISTING = "_existing"  # marks a product row the table already held (incremental runs)
-DEAD_LETTER_SHARDS = 4
-
-
-def count_dead(letters):
-    """One Beam counter increment per dead letter (namespace ``dead_letters``, ``type.stage.reason``)."""
-    for d in letters:
-        Metrics.counter(DEAD, counter_name(d["record_type"], d["stage"], d["reason"])).inc()
 
 
 # ---------------------------------------------------------------------------------------------------
 # reviews
-
-class ParseReviewsFn(ThreadedDoFn):
-    """Chunk -> ParsedBatch (main) + dead letters."""
-
-    def __init__(self, max_record_bytes, payload_bytes):
-        self.max_record_bytes, self.payload_bytes = max_record_bytes, payload_bytes
-        self.records = Metrics.counter("reviews", "records_read")
-
-    def work(self, chunk):
-        return parse_reviews(chunk, self.max_record_bytes, self.payload_bytes)
-
-    def emit(self, result):
-        batch, dead, records = result
-        self.records.inc(records)
-        count_dead(dead)
-        for d in dead:
-            yield pvalue.TaggedOutput(DEAD, d)
-        if batch.table.num_rows:
-            yield batch
-
-
-class StampedTable(typing.NamedTuple):
-    """A clean table from a streaming chunk, with the reader's metadata (``transforms.events.EventMeta``)."""
-    table: pa.Table
-    meta: object
-
-
-class CleanReviewsFn(ThreadedDoFn):
-    """ParsedBatch -> clean Arrow table (main; a StampedTable in streaming) + dead letters. Counts, per
-    batch, the rows each expectation failed (namespace ``expectations``, ``name.action``), and the clean
-    rows by schema version and by rescued field (namespaces ``schema_version``, ``rescued_fields``)."""
-
-    def __init__(self, payload_bytes, expectations=None):
-        self.payload_bytes = payload_bytes
-        self.expectations = expectations if expectations is not None else EXPECTATIONS
-
-    def work(self, batch):
-        result = clean_reviews(batch, self.payload_bytes, self.expectations)
-        table = result.table
-        return table, result[1], batch.meta, result.expectations, schema_versions.counts(table)
-
-    def emit(self, result):
-        table, dead, meta, checks, versions = result
-        for name, c in checks.items():
-            if c["failed_rows"]:
-                Metrics.counter("expectations", f"{name}.{c['action']}").inc(c["failed_rows"])
-        count_schema(versions, "review")
-        count_dead(dead)
-        for d in dead:
-            yield pvalue.TaggedOutput(DEAD, d)
-        if table.num_rows:  # streaming: the table travels on with its events' metadata
-            yield table if meta is None else StampedTable(table, meta)
-
-
-def count_schema(counts, record_type):
-    """Rows by schema version and by rescued field -> Beam counters (``transforms.schema_versions.counts``)."""
-    for version, n in counts.get("schema_version", {}).items():
-        Metrics.counter("schema_version", f"{record_type}.{version}").inc(n)
-    for field, n in counts.get("rescued_fields", {}).items():
-        Metrics.counter("rescued_fields", f"{record_type}.{field}").inc(n)
-
-
-class ParseReviews(beam.PTransform):
-    def __init__(self, max_record_bytes, payload_bytes):
-        super().__init__()
-        self.fn = ParseReviewsFn(max_record_bytes, payload_bytes)
-
-    def expand(self, chunks):
-        return chunks | beam.ParDo(self.fn).with_outputs(DEAD, main="batches")
-
-
-class CleanReviews(beam.PTransform):
-    def __init__(self, payload_bytes, expectations=None):
-        super().__init__()
-        self.fn = CleanReviewsFn(payload_bytes, expectations)
-
-    def expand(self, batches):
-        return batches | beam.ParDo(self.fn).with_outputs(DEAD, main="clean")
-
 
 class KeyByBucketFn(ThreadedDoFn):
     """Clean table -> (bucket, encoded sub-table) per hash bucket of asin; split and encoded on the pool."""
@@ -209,7 +123,8 @@ class ParseProducts(beam.PTransform):
 # dedupe, join, gold partials
 
 class DedupeProductsFn(beam.DoFn):
-    """(bucket, product rows) -> (bucket, products table deduplicated on asin) + gold partials."""
+    """(bucket, product rows) -> (bucket, products table deduplicated on asin) + gold partials
+    ((family, ArrowPayload), like DedupeAndEnrichFn's)."""
 
     def __init__(self, window):
         self.window = window
@@ -230,7 +145,7 @@ class DedupeProductsFn(beam.DoFn):
             if kept:
                 products = pa.concat_tables([products, pa.Table.from_pylist(kept, schema=SILVER_PRODUCT_SCHEMA)])
         for name, partial in gold.partials(gold.product_facts(products), self.window, "products").items():
-            yield pvalue.TaggedOutput(GOLD, (name, partial))
+            yield pvalue.TaggedOutput(GOLD, (name, coders.ArrowPayload.of(partial)))
         yield bucket, products
 
 
@@ -238,7 +153,9 @@ class DedupeAndEnrichFn(ThreadedDoFn):
     """(bucket, [encoded clean review tables]) + products of that bucket (side input) + content hashes of
     the reviews the silver table already holds (side input, incremental runs) -> the bucket's silver
     rows written as Parquet files into the silver table's folder (main output: their add descriptions,
-    committed at the end of the run) and gold partials per family.
+    committed at the end of the run) and gold partials per family, as (family, ArrowPayload): encoded
+    once, on the pool, instead of pickled by Beam at every step they pass (some partials have as many
+    rows as the bucket has reviewers).
 
     Writing here, rather than after a second shuffle, moves the silver data through the runner once
     instead of twice: the runner's data plane, not Arrow, is the job's largest cost."""
@@ -257,8 +174,15 @@ class DedupeAndEnrichFn(ThreadedDoFn):
 
     def setup(self):
         super().setup()
+        # the gold partials of a bucket are computed here while its Parquet files are written (both mostly
+        # outside the GIL): with one bucket in flight the second core would otherwise idle in this stage
+        self._gold_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="DedupeAndEnrichGold")
         if self.scorer is not None:
             self.scorer.load()  # once per process (cached by path): a missing or broken model fails here
+
+    def teardown(self):
+        self._gold_pool.shutdown(wait=True)
+        super().teardown()
 
     def process(self, element, products_by_bucket, known_by_bucket):
         bucket, tables = element
@@ -282,11 +206,10 @@ class DedupeAndEnrichFn(ThreadedDoFn):
         del reviews
         if self.scorer is not None:
             silver = self.scorer.score(silver)
-        partials = gold.partials(gold.review_facts(silver, self.scorer is not None), self.window, "reviews",
-                                 self.families)
+        partials = self._gold_pool.submit(gold_payloads, silver, self.window, self.families, self.scorer is not None)
         adds = tables.write_files(self.loc, tables.SILVER_REVIEWS, silver, self.run_id, self.target_rows,
                                   tag=f"b{bucket:03d}-")
-        return silver.num_rows, duplicates, earlier, matched, unmatched, partials, adds
+        return silver.num_rows, duplicates, earlier, matched, unmatched, partials.result(), adds
 
     def emit(self, result):
         if result is None:
@@ -304,21 +227,27 @@ class DedupeAndEnrichFn(ThreadedDoFn):
         yield from adds
 
 
-class MergeGoldFn(beam.CombineFn):
-    """Partial gold tables of one family -> one merged partial (see transforms.gold)."""
+class MergeGoldPartialsFn(ThreadedDoFn):
+    """(family, [ArrowPayload of partials]) -> the family's merged partial, staged as a file for the commit
+    step (-> ``{"gold": family, "path": ...}``). A partial crosses the runner once, as bytes; the merge and
+    its encoding run on the pool, two families at a time."""
 
-    def create_accumulator(self):
-        return []
+    def __init__(self, loc, run_id):
+        self.loc, self.run_id = loc, run_id
 
-    def add_input(self, acc, table):
-        acc.append(table)
-        return [gold.merge(acc)] if len(acc) >= 8 else acc
+    def process(self, element, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
+        name, payloads = element
+        yield from super().process((name, list(payloads)), timestamp, window)
 
-    def merge_accumulators(self, accs):
-        return [gold.merge([t for acc in accs for t in acc])]
+    def work(self, element):
+        from beam_pipeline import commit
+        name, payloads = element
+        merged = gold.merge([p.table() for p in payloads])
+        return commit.stage_gold(self.loc, self.run_id, name, merged)
 
-    def extract_output(self, acc):
-        return gold.merge(acc)
+    def emit(self, item):
+        if item is not None:
+            yield item
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -336,22 +265,6 @@ class WriteProductsFn(beam.DoFn):
         parts = [t for _, t in parts if t is not None and t.num_rows]
         if parts:
             yield from tables.write_files(self.loc, tables.SILVER_PRODUCTS, pa.concat_tables(parts), self.run_id)
-
-
-class WriteDeadLettersFn(beam.DoFn):
-    def __init__(self, loc, run_id):
-        self.loc, self.run_id = loc, run_id
-
-    def process(self, element):
-        shard, letters = element
-        letters = sorted(letters, key=lambda d: (d["source"] or "", d["source_position"] or 0))
-        from beam_pipeline.commit import DEAD_LETTER_TABLE_SCHEMA
-        t = pa.Table.from_pylist([{**d, "run_id": self.run_id} for d in letters], schema=DEAD_LETTER_TABLE_SCHEMA)
-        yield from tables.write_files(self.loc, tables.DEAD_LETTERS, t, self.run_id, tag=f"d{shard}-")
-
-
-def _dead_letter_shard(d):
-    return zlib.crc32(f"{d['source']}:{d['source_position']}".encode()) % DEAD_LETTER_SHARDS
 
 
 class StageRunOutputsFn(beam.DoFn):
@@ -402,10 +315,11 @@ def build_pipeline(p, options, plan=None):
 
     dead = []
     if product_patterns:
-        product_chunks = p | "ReadProducts" >> io.ReadFiles("products", product_patterns, chunk)
+        read_products = io.ReadFiles("products", product_patterns, chunk)
+        product_chunks = p | "ReadProducts" >> read_products
         products = product_chunks | "ParseProducts" >> ParseProducts(o.max_record_bytes, o.dead_letter_payload_bytes,
                                                                    n_buckets)
-        product_dead = products[DEAD]
+        product_dead = (products[DEAD], read_products.faults) | "ProductDeadLetters" >> beam.Flatten()
         product_rows = products.products
     else:
         product_dead = p | "NoProductDeadLetters" >> beam.Create([])
@@ -417,7 +331,8 @@ def build_pipeline(p, options, plan=None):
     product_tables = (product_rows
                       | "GroupProducts" >> beam.GroupByKey()
                       | "DedupeProducts" >> beam.ParDo(DedupeProductsFn(window))
-                      .with_output_types(typing.Tuple[int, pa.Table]).with_outputs(GOLD, main=PRODUCTS))
+                      .with_output_types(typing.Tuple[int, pa.Table], **{GOLD: typing.Tuple[str, coders.ArrowPayload]})
+                      .with_outputs(GOLD, main=PRODUCTS))
 
     if streaming:
         from beam_pipeline import streaming as stream  # imports this module: not at the top
@@ -436,14 +351,15 @@ def build_pipeline(p, options, plan=None):
     dead.append(product_dead)
 
     loc, run_id = plan.loc, plan.run_id
-    chunks = p | "ReadReviews" >> io.ReadFiles("reviews", plan.review_files, chunk)
+    read_reviews = io.ReadFiles("reviews", plan.review_files, chunk)
+    chunks = p | "ReadReviews" >> read_reviews
     parsed = chunks | "ParseReviews" >> ParseReviews(o.max_record_bytes, o.dead_letter_payload_bytes)
     cleaned = parsed.batches | "CleanReviews" >> CleanReviews(o.dead_letter_payload_bytes,
                                                               configure(parse_overrides(o.expectation or [])))
     review_buckets = (cleaned.clean
                       | "KeyReviewsByBucket" >> beam.ParDo(KeyByBucketFn(n_buckets))
                       .with_output_types(typing.Tuple[int, coders.ArrowPayload]))
-    dead += [parsed[DEAD], cleaned[DEAD]]
+    dead += [read_reviews.faults, parsed[DEAD], cleaned[DEAD]]
     known = p | "KnownReviews" >> beam.Create(sorted(plan.known.items()))
 
     enriched = (review_buckets
@@ -452,20 +368,22 @@ def build_pipeline(p, options, plan=None):
                                                                     scoring.scorer(o.sentiment_model)),
                                                   products_by_bucket=beam.pvalue.AsDict(product_tables[PRODUCTS]),
                                                   known_by_bucket=beam.pvalue.AsDict(known))
+                .with_output_types(dict, **{GOLD: typing.Tuple[str, coders.ArrowPayload]})
                 .with_outputs(GOLD, main=SILVER))
 
     staged = [enriched[SILVER]]
     staged.append(product_tables[PRODUCTS]
-                  | "KeyProductsFile" >> beam.Map(lambda kv: (None, kv))
+                  | "KeyProductsFile" >> beam.Map(lambda kv: (0, kv))   # typed: Arrow IPC, not pickle
+                  .with_output_types(typing.Tuple[int, typing.Tuple[int, pa.Table]])
                   | "GroupProductsFile" >> beam.GroupByKey()
                   | "WriteSilverProducts" >> beam.ParDo(WriteProductsFn(loc, run_id)))
     staged.append((enriched[GOLD], product_tables[GOLD])
                   | "FlattenGoldPartials" >> beam.Flatten()
-                  | "ComputeGold" >> beam.CombinePerKey(MergeGoldFn())
-                  | "TagGold" >> beam.MapTuple(lambda name, table: {"gold": name, "partial": table}))
+                  | "GroupGoldPartials" >> beam.GroupByKey()
+                  | "ComputeGold" >> beam.ParDo(MergeGoldPartialsFn(loc, run_id)))
     all_dead = dead | "FlattenDeadLetters" >> beam.Flatten()
     staged.append(all_dead
-                  | "ShardDeadLetters" >> beam.Map(lambda d: (_dead_letter_shard(d), d))
+                  | "ShardDeadLetters" >> beam.Map(lambda d: (dead_letter_shard(d), d))
                   | "GroupDeadLetters" >> beam.GroupByKey()
                   | "WriteDeadLetters" >> beam.ParDo(WriteDeadLettersFn(loc, run_id)))
     published = (staged
@@ -522,6 +440,9 @@ def summarize(counters):
             "duplicates_dropped": dups,
             "reconciled": read == silver + n_dead + dups,
             "files_read": get("io", f"{kind}.files_read"), "bytes_read": get("io", f"{kind}.bytes_read"),
+            # files that could not be read to their end (truncated or corrupt): what was read is counted
+            # above, the rest is unknown; each has a dead letter with record_type "file"
+            "files_incomplete": get("io", f"{kind}.files_incomplete"),
         }
     for kind, rtype in (("reviews", "review"), ("products", "product")):
         for ns, key in (("schema_version", "rows_by_schema_version"), ("rescued_fields", "rows_with_rescued_field")):
@@ -554,6 +475,11 @@ def _reconciliation_lines(summary):
     for kind in ("reviews", "products"):
         for reason, n in summary[kind]["dead_letters_by_reason"].items():
             lines.append(f"  dead letter  {kind[:-1]:8s} {reason:38s} {n:,}")
+    for kind in ("reviews", "products"):
+        if summary[kind].get("files_incomplete"):
+            lines.append(f"  INCOMPLETE  {summary[kind]['files_incomplete']:,} {kind[:-1]} file(s) could not be read to"
+                         f" the end (truncated or corrupt): their readable lines are counted above, the rest is"
+                         f" lost; see the dead letters with record_type 'file' (exit status 4)")
     return lines
 
 
@@ -612,7 +538,7 @@ def _print_batch_summary(summary, plan, seconds):
 def run(argv=None, save_main_session=False, fail_after=None):
     """Parse ``argv``, run the job to completion, commit its outputs, print the run summary; returns it.
     ``fail_after``: test hook, stop a batch commit after a phase (see ``beam_pipeline.tables.commit_run``)."""
-    options = PipelineOptions(argv)
+    options = PipelineOptions(normalize_argv(argv) if argv is not None else None)
     o, review_patterns, product_patterns = validated(options)  # fail fast, before anything starts
     with_local_defaults(options)
     options.view_as(SetupOptions).save_main_session = save_main_session

@@ -3,7 +3,7 @@ source is a hub.
 
     ReadEventHub                          EventBatch per partition poll (beam_pipeline.eventhub)
       -> PrepareEvents                    empty and too-late events -> dead letters; the rest -> Chunk
-      -> ParseReviews -> CleanReviews     the SAME composites as batch (imported from beam_pipeline.pipeline)
+      -> ParseReviews -> CleanReviews     the SAME composites as batch (beam_pipeline.composites)
       -> AssignEventTime                  rows -> one sub-batch per (window, asin shard), timestamped
       -> WindowReviews                    RowWindows + trigger (early / on time / late), discarding
       -> Deduplicate                      per shard and window (state): (partition, sequence number), the
@@ -21,7 +21,6 @@ source is a hub.
 import logging
 import time
 import typing
-import zlib
 
 import apache_beam as beam
 import numpy as np
@@ -38,7 +37,8 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from beam_pipeline import coders, scoring, tables
 from beam_pipeline.eventhub import ReadEventHub
 from beam_pipeline.options import parse_duration
-from beam_pipeline.pipeline import CleanReviews, MergeGoldFn, ParseReviews, count_dead
+from beam_pipeline.composites import (DEAD, CleanReviews, MergeGoldFn, ParseReviews, WriteDeadLettersFn, count_dead,
+                                      dead_letter_shard)
 from transforms import gold, keys, reasons
 from transforms.dead_letters import dead_letter
 from transforms.enrich import content_hashes, enrich_with_products
@@ -48,9 +48,8 @@ from transforms.schemas import SILVER_PRODUCT_SCHEMA
 from transforms.windows import window_rows
 
 LOG = logging.getLogger("reviews")
-DEAD, GOLD, STATE, POSITIONS = "dead_letters", "gold", "state", "positions"
+GOLD, STATE, POSITIONS = "gold", "state", "positions"
 PRIMARY = "_primary"  # the row's copy in its latest window: written to silver, counted once
-DEAD_LETTER_SHARDS = 4
 
 
 class WindowedRows(typing.NamedTuple):
@@ -413,15 +412,10 @@ class WriteDeadLetters(beam.PTransform):
         self.target = target
 
     def expand(self, letters):
-        from beam_pipeline.pipeline import WriteDeadLettersFn
         return (_commit_window(letters, "ForCommit", self.target.commit_interval_s)
-                | "Shard" >> beam.Map(lambda d: (_shard(d), d))
+                | "Shard" >> beam.Map(lambda d: (dead_letter_shard(d), d))
                 | "Group" >> beam.GroupByKey()
                 | "Write" >> beam.ParDo(WriteDeadLettersFn(self.target.loc, self.target.run_id)))
-
-
-def _shard(d):
-    return zlib.crc32(f"{d['source']}:{d['source_position']}".encode()) % DEAD_LETTER_SHARDS
 
 
 class EventsToReviews(beam.PTransform):

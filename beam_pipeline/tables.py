@@ -210,7 +210,7 @@ def file_stats(table):
         stats["nullCount"][name] = col.null_count
         if col.null_count == len(col) or not any(p(t) for p in _STAT_TYPES):
             continue
-        if pa.types.is_string(t) and pc.max(pc.utf8_length(col)).as_py() > 32:
+        if pa.types.is_string(t) and _longest_chars_over(col, 32):
             continue
         mm = pc.min_max(col)
         lo, hi = mm["min"].as_py(), mm["max"].as_py()
@@ -220,6 +220,16 @@ def file_stats(table):
             lo, hi = (x.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ") for x in (lo, hi))
         stats["minValues"][name], stats["maxValues"][name] = _json_value(lo), _json_value(hi)
     return json.dumps(stats)
+
+
+def _longest_chars_over(col, limit):
+    """Whether some value of string column ``col`` has more than ``limit`` characters. Byte lengths come
+    from the offsets alone, and a character is 1 to 4 bytes: only a column whose longest value is between
+    ``limit`` and ``4 * limit`` bytes needs its characters counted (review text never does)."""
+    longest = pc.max(pc.binary_length(col)).as_py() or 0
+    if longest <= limit or longest > 4 * limit:
+        return longest > limit
+    return pc.max(pc.utf8_length(col)).as_py() > limit
 
 
 def write_files(loc, rel, table, run_id, target_rows=None, tag=""):

@@ -261,13 +261,40 @@ def finalize(family, table, totals=True):
         table = table.append_column("agreement_share", pc.if_else(pc.equal(polar, 0.0), None, share))
     if family.top:
         return _top_per_window(table, family)
-    return table.sort_by([(c, "ascending") for c in WINDOW_COLUMNS + family.keys], )
+    return sort_rows(table, [(c, "ascending") for c in WINDOW_COLUMNS + family.keys])
+
+
+def sort_rows(table, sort_keys):
+    """``table.sort_by(sort_keys)`` with nulls last: the same order (both sorts are stable), faster.
+    Arrow's multi-key sort compares rows key by key (0.6 s for 627k brand rows, 1.2 s for 1.2M reviewer
+    rows); here each key's distinct values are ranked once, and the ranks, packed into one integer
+    per row, are sorted by numpy."""
+    if not table.num_rows:
+        return table
+    codes = [_sort_codes(table[name], order) for name, order in sort_keys]
+    widths = [max(1, int(n - 1).bit_length()) for _, n in codes]
+    if sum(widths) > 63:
+        return table.take(pa.array(np.lexsort([c for c, _ in codes][::-1])))
+    packed = np.zeros(table.num_rows, dtype=np.int64)
+    for (code, _), width in zip(codes, widths):
+        packed = (packed << width) | code
+    return table.take(pa.array(np.argsort(packed, kind="stable")))
+
+
+def _sort_codes(column, order):
+    """-> (rank of each value among the column's distinct values in ``order``, nulls last as in Arrow's
+    sort; number of distinct values)."""
+    encoded = column.combine_chunks().dictionary_encode(null_encoding="encode")
+    distinct = encoded.dictionary
+    rank = np.empty(len(distinct), dtype=np.int64)
+    rank[pc.array_sort_indices(distinct, order=order, null_placement="at_end").to_numpy()] = np.arange(len(distinct))
+    return rank[encoded.indices.to_numpy()], len(distinct)
 
 
 def _top_per_window(table, family):
     """Keep the ``top`` rows per window by n_reviews (ties: key ascending)."""
-    ordered = table.sort_by([("window_start", "ascending"), ("n_reviews", "descending")]
-                            + [(k, "ascending") for k in family.keys], )
+    ordered = sort_rows(table, [("window_start", "ascending"), ("n_reviews", "descending")]
+                        + [(k, "ascending") for k in family.keys])
     w = ordered["window_start"].cast(pa.int64()).fill_null(np.iinfo(np.int64).min).to_numpy()
     new_group = np.ones(len(w), dtype=bool)
     new_group[1:] = w[1:] != w[:-1]

@@ -15,7 +15,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline as _TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_pipeline.pipeline import DEAD, CleanReviews, MergeGoldFn, ParseReviews
+from beam_pipeline.composites import DEAD, CleanReviews, MergeGoldFn, ParseReviews
 from transforms import reasons as R
 from transforms.parse import Chunk
 from transforms.windows import TS

@@ -24,7 +24,7 @@ from apache_beam.testing.util import assert_that
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from beam_pipeline.pipeline import DEAD, CleanReviews, ParseReviews
+from beam_pipeline.composites import DEAD, CleanReviews, ParseReviews
 from transforms import reasons as R
 from transforms.parse import Chunk
 

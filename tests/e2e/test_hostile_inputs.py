@@ -30,3 +30,38 @@ def test_hyphenated_option_is_accepted(tmp_path):
     out = cli(f"--reviews={tmp_path}/*.json", f"--output={tmp_path}/out", "--window-size=oops")
     assert out.returncode == 2
     assert "not a duration: 'oops'" in out.stderr and "unknown option" not in out.stderr
+
+
+def test_truncated_gzip_input_is_committed_as_far_as_it_reads_and_exits_4(tmp_path):
+    """A review file cut in the middle (a partial upload): the job keeps every line it could read, the file
+    itself becomes one dead letter (record_type ``file``), the summary counts it, and the CLI exits 4."""
+    import gzip
+    import zlib
+
+    from runners.generate import generate
+    from tests.e2e import _outputs as out
+
+    generate(str(tmp_path / "data"), 400, files=2, seed=5)
+    files = sorted((tmp_path / "data" / "reviews").glob("*.jsonl"))
+    whole, cut = files[0].read_bytes(), files[1].read_bytes()
+    land = tmp_path / "land"
+    land.mkdir()
+    (land / "a.jsonl.gz").write_bytes(gzip.compress(whole))
+    packed = gzip.compress(cut)
+    (land / "b.jsonl.gz").write_bytes(packed[:len(packed) // 2])
+    recovered = zlib.decompressobj(wbits=31).decompress(packed[:len(packed) // 2])  # what a stock reader gets
+    res = cli("--source=files", f"--reviews={land}/*.jsonl.gz", f"--output={tmp_path}/out", "--run_id=cut")
+    assert res.returncode == 4, res.stderr[-3000:]
+    assert "could not be read to the end" in res.stderr
+    summary = out.run_summary(str(tmp_path / "out"))
+    r = summary["reviews"]
+    assert r["files_incomplete"] == 1 and r["files_read"] == 2
+    assert r["reconciled"] is True
+    letters = out.dead_letters(str(tmp_path / "out"))
+    file_letters = [d for d in letters if d["record_type"] == "file"]
+    assert [(d["stage"], d["reason"], d["source"].rsplit("/", 1)[1]) for d in file_letters] == \
+        [("read", "truncated_file", "b.jsonl.gz")]
+    # every line of a, and every whole line of b before the cut (and perhaps the cut line itself) are counted
+    whole_lines = sum(1 for line in whole.splitlines() if line.strip())
+    assert whole_lines + recovered.count(b"\n") <= r["records_read"] <= whole_lines + recovered.count(b"\n") + 1
+    assert out.silver_reviews(str(tmp_path / "out")).num_rows == r["silver_rows"]
