@@ -24,6 +24,7 @@ setup(
         "azure-identity>=1.15",
         # Delta Lake tables (delta-rs): the commit step and every reader of the tables
         "deltalake>=1.6,<2",
+        "implicit>=0.7.3", "scipy>=1.11", "threadpoolctl>=3",  # training.recommend (ALS, sparse kNN)
         # The local Event Hubs endpoint speaks through the SDK's own AMQP codec: pin what it is tested with.
         "azure-eventhub==5.15.1",
     ],
