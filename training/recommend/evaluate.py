@@ -194,8 +194,10 @@ def _summary(rank: np.ndarray, cats: np.ndarray, n_boot: int, seed: int) -> dict
     return out
 
 
-def run(enc: Encoded, features, cfg: dict | None = None, tuned: dict | None = None) -> dict:
-    """The whole protocol -> a JSON-able report (figures, intervals, the tuned configuration, leak check)."""
+def run(enc: Encoded, features, cfg: dict | None = None, tuned: dict | None = None,
+        only: tuple | None = None) -> dict:
+    """The whole protocol -> a JSON-able report (figures, intervals, the tuned configuration, leak check).
+    ``only``: evaluate just these models (item-kNN and shipped are always evaluated)."""
     cfg = {**DEFAULTS, **(cfg or {})}
     t0 = time.perf_counter()
     held = split.leave_last_out(enc.user, enc.ts, enc.item)
@@ -214,6 +216,8 @@ def run(enc: Encoded, features, cfg: dict | None = None, tuned: dict | None = No
     shipped = hybrid(comps, tuned["weights"], tuned["decay"])
     models = {"random": comps["random"], "popularity": comps["popularity"], "item-kNN": comps["knn"],
               "ALS": comps["als"], "content": comps["content"], "shipped": shipped}
+    if only is not None:
+        models = {k: v for k, v in models.items() if k in set(only) | {"item-kNN", "shipped"}}
     cats = enc.category[held]
     ranks, results = {}, {}
     for name, model in models.items():
