@@ -548,13 +548,17 @@ def run(argv=None, save_main_session=False, fail_after=None):
     run_id = o.run_id or default_run_id()
     loc = tables.Location(o.output)
     tables.register_run(loc, run_id)
+    finished = False
     try:
         if o.source == "eventhub":
-            return _run_streaming(options, o, run_id)
-        plan = commit.prepare_batch(o, review_patterns, product_patterns, run_id)
-        return _run_batch(options, o, plan, fail_after)
+            summary = _run_streaming(options, o, run_id)
+        else:
+            plan = commit.prepare_batch(o, review_patterns, product_patterns, run_id)
+            summary = _run_batch(options, o, plan, fail_after)
+        finished = True
+        return summary
     finally:
-        tables.unregister_run(loc, run_id)
+        tables.unregister_run(loc, run_id, wait_s=None if finished else 5)
 
 
 def _run_streaming(options, o, run_id):

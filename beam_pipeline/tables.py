@@ -526,13 +526,27 @@ def register_run(loc, run_id):
                 loc.path(RUNNING, f"{run_id}.json"), loc)
 
 
-def unregister_run(loc, run_id):
+def unregister_run(loc, run_id, wait_s=None):
+    """Remove the run marker. ``wait_s``: after a failed run (the store may be down, and the storage
+    client retries for minutes), give it that long on a background thread, then leave it: a stale marker
+    only delays another run's orphan cleanup (``live_runs``)."""
     path = loc.path(RUNNING, f"{run_id}.json")
-    try:
-        if _exists(path):
-            FileSystems.delete([path])
-    except Exception:  # noqa: BLE001 - best effort: a stale marker only delays cleanup
-        LOG.warning("could not remove the run marker %s", path)
+
+    def remove():
+        try:
+            if _exists(path):
+                FileSystems.delete([path])
+        except Exception:  # noqa: BLE001 - best effort: a stale marker only delays cleanup
+            LOG.warning("could not remove the run marker %s", path)
+
+    if wait_s is None:
+        return remove()
+    import threading
+    worker = threading.Thread(target=remove, name="unregister-run", daemon=True)
+    worker.start()
+    worker.join(wait_s)
+    if worker.is_alive():
+        LOG.warning("the run marker %s is left behind (storage not answering)", path)
 
 
 def live_runs(loc):

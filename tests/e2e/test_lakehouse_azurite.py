@@ -34,6 +34,9 @@ def test_storage_down_during_the_commit(tmp_path, monkeypatch):
         raise
     port = az.port
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", az.connection_string)
+    # the store is down on purpose: fail each table operation after one short retry, not 4 x 30 s
+    monkeypatch.setenv("DELTA_MAX_RETRIES", "1")
+    monkeypatch.setenv("DELTA_RETRY_TIMEOUT", "3s")
     try:
         data = tmp_path / "data"
         generate(str(data), 1500, files=2, seed=41)
