@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 DEFAULT_N = 50
-TIME = pa.timestamp("s", tz="UTC")
+TIME = pa.timestamp("us", tz="UTC")   # Delta's one timestamp unit (also inside lists)
 SCHEMA = pa.schema([("reviewer_id", pa.string()), ("brands", pa.list_(pa.string())),
                     ("brand_times", pa.list_(TIME)), ("n_brands", pa.int32())])
 EVENT_SCHEMA = pa.schema([("reviewer_id", pa.string()), ("time", pa.int64()), ("brand", pa.string())])
@@ -38,13 +38,15 @@ def events_from_silver(silver):
                      "brand": silver["brand"]}, schema=EVENT_SCHEMA)
 
 
-def _ranks(column):
+def _sorted_codes(column):
+    """-> (code of each value: its rank among the distinct values, ascending; the distinct values in
+    ascending order), so that ``values.take(code)`` gives the column back."""
     encoded = column.combine_chunks().dictionary_encode() if isinstance(column, pa.ChunkedArray) \
         else column.dictionary_encode()
     order = pc.array_sort_indices(encoded.dictionary).to_numpy()
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
-    return rank[encoded.indices.to_numpy()], encoded.dictionary
+    return rank[encoded.indices.to_numpy()], encoded.dictionary.take(pa.array(order))
 
 
 def recent_brands(events, n=DEFAULT_N):
@@ -59,8 +61,8 @@ def recent_brands(events, n=DEFAULT_N):
     if not events.num_rows:
         return SCHEMA.empty_table()
     latest = events.group_by(["reviewer_id", "brand"], use_threads=False).aggregate([("time", "max")])
-    reviewer, reviewers = _ranks(latest["reviewer_id"])
-    brand, brands = _ranks(latest["brand"])
+    reviewer, reviewers = _sorted_codes(latest["reviewer_id"])
+    brand, brands = _sorted_codes(latest["brand"])
     time = latest["time_max"].to_numpy().astype(np.int64)
     order = np.lexsort((brand, -time, reviewer))   # reviewer asc, newest first, brand name asc
     r = reviewer[order]
@@ -72,7 +74,7 @@ def recent_brands(events, n=DEFAULT_N):
     heads = np.flatnonzero(np.concatenate([[True], r[1:] != r[:-1]]))
     offsets = pa.array(np.concatenate([heads, [r.size]]).astype(np.int32), pa.int32())
     brand_values = brands.take(pa.array(brand[order]))
-    time_values = pa.array(time[order], pa.int64()).cast(TIME)
+    time_values = pa.array(time[order] * 1_000_000, pa.timestamp("us", tz="UTC"))
     return pa.table({
         "reviewer_id": reviewers.take(pa.array(r[heads])),
         "brands": pa.ListArray.from_arrays(offsets, brand_values),
@@ -89,7 +91,7 @@ def lists_to_events(lists):
     times = pc.list_flatten(lists["brand_times"])
     return pa.table({
         "reviewer_id": lists["reviewer_id"].take(pa.array(np.repeat(np.arange(lists.num_rows), lengths))),
-        "time": times.cast(pa.timestamp("s", tz="UTC")).cast(pa.int64()),
+        "time": pc.divide(times.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()), 1_000_000),
         "brand": pc.list_flatten(lists["brands"]),
     }, schema=EVENT_SCHEMA)
 
