@@ -64,7 +64,9 @@ class Insights(typing.NamedTuple):
 
     @classmethod
     def of(cls, o):
-        return cls(*(getattr(o, name, default) for name, default in cls._field_defaults.items()))
+        """From the options (``--insights`` is ``enabled``; an option missing keeps its default)."""
+        return cls(*(getattr(o, "insights" if name == "enabled" else name, default)
+                     for name, default in cls._field_defaults.items()))
 
 
 class InputError(ValueError):
