@@ -25,6 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.keys import argsort_packed, dense_codes
+
 DEFAULT_N = 50
 TIME = pa.timestamp("us", tz="UTC")   # Delta's one timestamp unit (also inside lists)
 SCHEMA = pa.schema([("reviewer_id", pa.string()), ("brands", pa.list_(pa.string())),
@@ -60,11 +62,19 @@ def recent_brands(events, n=DEFAULT_N):
     events = events.filter(valid)
     if not events.num_rows:
         return SCHEMA.empty_table()
-    latest = events.group_by(["reviewer_id", "brand"], use_threads=False).aggregate([("time", "max")])
-    reviewer, reviewers = _sorted_codes(latest["reviewer_id"])
-    brand, brands = _sorted_codes(latest["brand"])
-    time = latest["time_max"].to_numpy().astype(np.int64)
-    order = np.lexsort((brand, -time, reviewer))   # reviewer asc, newest first, brand name asc
+    reviewer, reviewers = _sorted_codes(events["reviewer_id"])
+    brand, brands = _sorted_codes(events["brand"])
+    time = events["time"].to_numpy().astype(np.int64)
+    # each (reviewer, brand)'s latest time: sort by the pair, then time, and keep each pair's last row
+    pair = reviewer * len(brands) + brand
+    by_pair = argsort_packed([(pair, int(pair.max()) + 1), dense_codes(time)])
+    last = np.ones(by_pair.size, dtype=bool)
+    last[:-1] = pair[by_pair][1:] != pair[by_pair][:-1]
+    latest = by_pair[last]
+    reviewer, brand, time = reviewer[latest], brand[latest], time[latest]
+    t_code, n_times = dense_codes(time)
+    # reviewer ascending, newest first, brand name ascending
+    order = argsort_packed([(reviewer, len(reviewers)), (n_times - 1 - t_code, n_times), (brand, len(brands))])
     r = reviewer[order]
     first = np.ones(r.size, dtype=bool)
     first[1:] = r[1:] != r[:-1]

@@ -49,6 +49,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.keys import argsort_packed, dense_codes
+
 RULES = ("zscore", "open_avenues")
 OPEN_AVENUES_CANDIDATES = 10
 OPEN_AVENUES_MIN_GROWTH = 0.10
@@ -79,7 +81,8 @@ def _series(daily, key):
     day = table["day"].cast(pa.int32()).to_numpy().astype(np.int64) if table.num_rows else np.zeros(0, np.int64)
     code = _key_ranks(table[key]) if table.num_rows else np.zeros(0, np.int64)
     count = table[COUNT].to_numpy().astype(np.int64) if table.num_rows else np.zeros(0, np.int64)
-    order = np.lexsort((day, code))
+    order = argsort_packed([(code, int(code.max()) + 1 if code.size else 1), dense_codes(day)]) if day.size \
+        else np.zeros(0, np.int64)
     return day[order], code[order], count[order], table[key].take(pa.array(order))
 
 
@@ -103,7 +106,11 @@ def _window_sums(day, code, count, days):
 def _ranked(day, code, count, score, top):
     """Row indices ordered per day by (score desc, count desc, key asc), and each one's rank in its day;
     -> (indices kept, their ranks) with rank <= top."""
-    order = np.lexsort((code, -count, -score, day))
+    s_code, n_s = dense_codes(-score)
+    c_code, n_c = dense_codes(-count)
+    d_code, n_d = dense_codes(day)
+    order = argsort_packed([(d_code, n_d), (s_code, n_s), (c_code, n_c), (code, int(code.max()) + 1 if code.size else 1)]) \
+        if day.size else np.zeros(0, np.int64)
     d = day[order]
     first = np.ones(d.size, dtype=bool)
     first[1:] = d[1:] != d[:-1]
