@@ -13,6 +13,12 @@ every table.
 Gold on an incremental run: the graph computes additive partials of the new rows only; here they are
 merged with the stored partials (``_state/gold/<family>``) and finalised, so every window's row is
 the value over all runs. Product families are recomputed from the whole products table each run.
+
+Insights (``--insights``, docs/insights.md), built here from what the commit already holds, the same way
+in batch and streaming: the trending tables from the merged state of the ``daily_*`` families
+(``transforms.trending``), ``gold/distinct_counts`` from the merged state of ``top_reviewers`` and
+``reviews_by_main_cat``, and ``insights/recent_brands`` from the run's new silver rows merged with the
+stored table (``transforms.recent_brands.merge_recent``: equal to the rule over all of silver).
 """
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ from beam_pipeline import coders, io, tables
 from beam_pipeline.options import parse_duration
 from beam_pipeline.threaded import THREADS
 from beam_pipeline.tables import Location
-from transforms import gold
+from transforms import gold, recent_brands, trending
 from transforms.enrich import REVIEW_KEY, content_hashes_by_bucket
 from transforms.windows import TS
 from transforms.schemas import DEAD_LETTER_SCHEMA, SILVER_PRODUCT_SCHEMA, SILVER_REVIEW_SCHEMA
@@ -44,6 +50,23 @@ DEAD_LETTER_TABLE_SCHEMA = pa.schema([*DEAD_LETTER_SCHEMA, ("run_id", pa.string(
 ROW_BYTES = 300            # Parquet bytes per silver row (snappy), measured on generated and real reviews
 BUCKET_INPUT_BYTES = 64 << 20   # input bytes (uncompressed) per shuffle bucket when --shuffle_buckets=0
 GZ_RATIO = 3.5             # uncompressed / gzip size of review JSON lines (real files: 3.1-3.8)
+
+
+class Insights(typing.NamedTuple):
+    """The insight options the commit needs (``--insights`` and its siblings; defaults as the options')."""
+    enabled: bool = True
+    trending_rule: str = "zscore"
+    trending_days: int = 7
+    trending_top: int = 20
+    trending_min_count: int = 3
+    recent_brands: int = 50
+    rating_min_reviews: int = 10
+
+    @classmethod
+    def of(cls, o):
+        """From the options (``--insights`` is ``enabled``; an option missing keeps its default)."""
+        return cls(*(getattr(o, "insights" if name == "enabled" else name, default)
+                     for name, default in cls._field_defaults.items()))
 
 
 class InputError(ValueError):
@@ -200,24 +223,66 @@ def _drop_staged(loc, run_id):
 # ---------------------------------------------------------------------------------------------------
 # the commit
 
-def gold_tables(plan, manifest, top_reviewers):
+def gold_tables(plan, manifest, top_reviewers, insights=Insights()):
     """-> {family: (finalised gold table, new state)} for the families this run computed."""
     snapshot = tables.snapshot_versions(plan.loc)
-    return {g["family"]: gold_family(plan, snapshot, g, top_reviewers) for g in manifest["gold"]}
+    return {g["family"]: gold_family(plan, snapshot, g, top_reviewers, insights) for g in manifest["gold"]}
 
 
-def gold_family(plan, snapshot, staged, top_reviewers):
+def gold_family(plan, snapshot, staged, top_reviewers, insights=Insights()):
     """One family's staged partial (a manifest ``gold`` entry), merged with its stored state ->
     (finalised gold table, new state)."""
     name = staged["family"]
     partial = coders.table_from_bytes(_read_bytes(staged["path"]))
-    family = gold.family(name, top_reviewers)
+    family = gold.family(name, top_reviewers, insights.rating_min_reviews)
     state_rel = f"{tables.GOLD_STATE}/{name}"
     if family.source == "reviews" and not plan.full_refresh and state_rel in snapshot:
         old = tables.read(plan.loc, state_rel, snapshot[state_rel])
         if old is not None and old.num_rows:  # stored in microseconds: back to the partial's own types
             partial = gold.merge([old.select(partial.column_names).cast(partial.schema), partial])
     return tables.delta_compatible(gold.finalize(family, partial)), tables.delta_compatible(partial)
+
+
+# the families whose merged state the insights derive tables from
+_DERIVING = frozenset(tables.TRENDING) | {"top_reviewers", "reviews_by_main_cat"}
+
+
+def insight_tables(states, insights):
+    """{family: merged state} -> {table: insight table derived from them}: the trending tables (from the
+    daily families) and gold/distinct_counts (from top_reviewers and reviews_by_main_cat)."""
+    out = {}
+    for name, (rel, key) in tables.TRENDING.items():
+        if name in states:
+            out[rel] = trending.trending(states[name], key, insights.trending_days, insights.trending_top,
+                                         insights.trending_rule, insights.trending_min_count)
+    if "top_reviewers" in states or "reviews_by_main_cat" in states:
+        out[f"{tables.GOLD}/distinct_counts"] = gold.distinct_counts(states.get("top_reviewers"),
+                                                                      states.get("reviews_by_main_cat"))
+    return out
+
+
+def _silver_events(loc, adds):
+    """The recent-brands events of the silver files a run wrote (add descriptions)."""
+    parts = []
+    for a in adds:
+        with FileSystems.open(loc.path(tables.SILVER_REVIEWS, a["path"])) as fh:
+            parts.append(pq.read_table(fh, columns=["reviewer_id", "unix_review_time", "brand"]))
+    if not parts:
+        return recent_brands.EVENT_SCHEMA.empty_table()
+    return recent_brands.events_from_silver(pa.concat_tables(parts))
+
+
+def recent_brands_table(plan, snapshot, adds, n):
+    """The run's new silver rows merged with the stored insights/recent_brands (none on a full refresh)
+    -> the new table; None when nothing changes (no new rows)."""
+    events = _silver_events(plan.loc, adds)
+    old = None
+    if not plan.full_refresh and tables.RECENT_BRANDS in snapshot:
+        old = tables.read(plan.loc, tables.RECENT_BRANDS, snapshot[tables.RECENT_BRANDS])
+    if not events.num_rows and not plan.full_refresh:
+        return None
+    return recent_brands.merge_recent(old, events, n) if old is not None and old.num_rows \
+        else recent_brands.recent_brands(events, n)
 
 
 def _manifest(loc, run_id):
@@ -228,24 +293,42 @@ def _manifest(loc, run_id):
     return manifest, by_table
 
 
-def _gold_actions(plan, manifest, top_reviewers):
-    """Gold current values and their new state, both replaced whole (``gold_family``). Families are
+def _gold_actions(plan, manifest, top_reviewers, insights=Insights(), silver_adds=()):
+    """Gold current values and their new state, both replaced whole (``gold_family``), and with
+    ``insights.enabled`` the insight tables (``insight_tables``, ``recent_brands_table``). Families are
     independent and Arrow and Parquet release the GIL, so they are built and written on a small pool,
     largest first: the driver waits on this step alone, after the pipeline."""
     snapshot = tables.snapshot_versions(plan.loc)
 
-    def family_actions(staged):
-        final, state = gold_family(plan, snapshot, staged, top_reviewers)
-        name = staged["family"]
+    def write(rel, table):
         return {rel: {"mode": "overwrite", "adds": tables.write_files(plan.loc, rel, table, plan.run_id),
-                      "schema": table.schema}
-                for rel, table in ((f"{tables.GOLD}/{name}", final), (f"{tables.GOLD_STATE}/{name}", state))}
+                      "schema": tables.delta_compatible(table).schema}}
+
+    def family_actions(staged):
+        final, state = gold_family(plan, snapshot, staged, top_reviewers, insights)
+        name = staged["family"]
+        out = {}
+        for rel, table in ((f"{tables.GOLD}/{name}", final), (f"{tables.GOLD_STATE}/{name}", state)):
+            out.update(write(rel, table))
+        return out, (name, state) if insights.enabled and name in _DERIVING else None
+
+    def recent_actions():
+        table = recent_brands_table(plan, snapshot, list(silver_adds), insights.recent_brands)
+        return {} if table is None else write(tables.RECENT_BRANDS, table)
 
     staged = sorted(manifest["gold"], key=lambda g: -g.get("bytes", 0))
-    actions = {}
+    actions, states = {}, {}
     with ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="gold") as pool:
-        for family in pool.map(family_actions, staged):
+        recent = pool.submit(recent_actions) if insights.enabled else None
+        for family, state in pool.map(family_actions, staged):
             actions.update(family)
+            if state is not None:
+                states[state[0]] = state[1]
+        if insights.enabled:
+            derived = insight_tables(states, insights)
+            for result in pool.map(lambda item: write(*item), derived.items()):
+                actions.update(result)
+            actions.update(recent.result())
     return dict(sorted(actions.items()))
 
 
@@ -264,10 +347,12 @@ def commit_batch(plan, o, summary, fail_after=None):
     if tables.SILVER_PRODUCTS in by_table or plan.full_refresh:
         actions[tables.SILVER_PRODUCTS] = {"mode": "overwrite", "adds": by_table.get(tables.SILVER_PRODUCTS, []),
                                            "schema": SILVER_PRODUCT_SCHEMA}
-    actions.update(_gold_actions(plan, manifest, o.top_reviewers))
+    actions.update(_gold_actions(plan, manifest, o.top_reviewers, Insights.of(o),
+                                 by_table.get(tables.SILVER_REVIEWS, [])))
     if plan.full_refresh:  # families an earlier run wrote and this one did not compute (a model dropped since)
         for rel in tables.all_tables(loc):
-            if rel.startswith((tables.GOLD + "/", tables.GOLD_STATE + "/")) and rel not in actions:
+            if rel.startswith((tables.GOLD + "/", tables.GOLD_STATE + "/", tables.INSIGHTS + "/")) \
+                    and rel not in actions:
                 t = tables.open_table(loc, rel)
                 actions[rel] = {"mode": "overwrite", "adds": [], "schema": pa.schema(t.schema().to_arrow())}
     ingested = pa.Table.from_pylist(
@@ -368,7 +453,7 @@ def _open_windows(loc, snapshot, spec, watermark_s, lateness_s=0):
     return out
 
 
-def commit_stream(plan, top_reviewers, summary, fail_after=None):
+def commit_stream(plan, top_reviewers, summary, fail_after=None, insights=Insights()):
     """A streaming run's (or firing's) one run commit: silver and dead letters appended, gold current
     values and state replaced (merged with the stored state exactly as batch), the pane changelog
     appended, and the hub positions (when ``plan.checkpoint_key``) in the event log's commit row.
@@ -387,7 +472,7 @@ def commit_stream(plan, top_reviewers, summary, fail_after=None):
             with FileSystems.open(loc.path(rel, adds[0]["path"])) as fh:
                 schema = pq.read_schema(fh)
             actions[rel] = {"mode": "append", "adds": adds, "schema": schema}
-    actions.update(_gold_actions(plan, manifest, top_reviewers))
+    actions.update(_gold_actions(plan, manifest, top_reviewers, insights, by_table.get(tables.SILVER_REVIEWS, [])))
     positions = None
     if plan.checkpoint_key is not None:
         positions = merged_positions(plan.checkpoint, combine_positions(manifest["positions"]),

@@ -148,6 +148,39 @@ class ReviewsOptions(PipelineOptions):
         g.add_argument("--run_id", default=None,
                        help="this run's id: the prefix of every file it writes and its rows in the event log "
                             "(letters, digits and _ only). Default: a UTC timestamp")
+        i = parser.add_argument_group("reviews job, insights (docs/insights.md)")
+        i.add_argument("--insights", type=_boolean, default=True, metavar="true|false",
+                       help="compute the insights: the trending tables insights/trending_{products,brands,"
+                            "main_cats}, insights/recent_brands, and the gold families daily_products, "
+                            "daily_brands, daily_main_cats, reviews_by_month, top_words, top_summaries, "
+                            "top_reviewer_names, rating_by_product, rating_by_brand, products_by_secondary_cat "
+                            "and distinct_counts. Default true; --insights=false or --no_insights leaves them out "
+                            "(an incremental run leaves the insight tables earlier runs wrote as they were; with "
+                            "--full_refresh they are emptied). Turning insights on after runs without them needs "
+                            "--full_refresh for complete series")
+        i.add_argument("--no_insights", dest="insights", action="store_false",
+                       help="the same as --insights=false")
+        i.add_argument("--trending_rule", choices=("zscore", "open_avenues"), default="zscore",
+                       help="how the trending tables score a (day, key): 'zscore', the end day's count against "
+                            "the trailing days' mean, over max(sample variance, mean, 1) (a Poisson floor); "
+                            "'open_avenues', the Open Avenues project's rule (top 10 by count on the day, kept "
+                            "with day-over-day growth >= 10 %%) with its flaws fixed. Default zscore")
+        i.add_argument("--trending_days", type=int, default=7,
+                       help="the sliding window of the trending rules, in days: the end day and DAYS - 1 "
+                            "trailing days (days without reviews count 0). Default 7")
+        i.add_argument("--trending_top", type=int, default=20,
+                       help="keys kept per day in each trending table (ranked by score, then count, then key). "
+                            "Default 20")
+        i.add_argument("--trending_min_count", type=int, default=3,
+                       help="a key trends on a day only with at least this many reviews that day (and the "
+                            "open_avenues growth is measured against at least this many). Default 3")
+        i.add_argument("--recent_brands", type=int, default=50,
+                       help="how many distinct brands insights/recent_brands keeps per reviewer, newest first by "
+                            "review time. Changing it applies to reviewers with new reviews; --full_refresh "
+                            "recomputes every list. Default 50")
+        i.add_argument("--rating_min_reviews", type=int, default=10,
+                       help="products and brands need at least this many reviews to enter the top and bottom by "
+                            "mean rating (gold rating_by_product, rating_by_brand). Default 10")
         s = parser.add_argument_group("reviews job, streaming (--source=eventhub)")
         s.add_argument("--event_hub_connection_env", default="EVENTHUB_CONNECTION_STRING",
                        help="NAME of the environment variable holding the Event Hubs connection string (the string "
@@ -197,6 +230,18 @@ class ReviewsOptions(PipelineOptions):
                             "written every DURATION of processing time, each commit a run of its own in the event "
                             "log. Bounded runs commit once, at the end, with their partitions' positions. "
                             "Default 60s")
+
+
+def _boolean(text):
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text!r} (use true or false)")
+
+
+_boolean.__name__ = "boolean"   # argparse names the type in its error message
 
 
 def _split_paths(values):
@@ -258,7 +303,8 @@ def validated(options):
     if o.run_id is not None and not re.fullmatch(r"[A-Za-z0-9_]{1,64}", o.run_id):
         problems.append(f"--run_id {o.run_id!r}: use 1-64 letters, digits or _ (it names files)")
     for name, low in (("top_reviewers", 1), ("shuffle_buckets", 0), ("target_file_mb", 1), ("chunk_mb", 1),
-                      ("max_record_bytes", 1024),
+                      ("max_record_bytes", 1024), ("trending_days", 2), ("trending_top", 1),
+                      ("trending_min_count", 1), ("recent_brands", 1), ("rating_min_reviews", 1),
                       ("dead_letter_payload_bytes", 0)):
         if getattr(o, name) < low:
             problems.append(f"--{name} must be at least {low}")
@@ -335,12 +381,17 @@ Examples
   streaming:     export EVENTHUB_CONNECTION_STRING=...      # or --event_hub_namespace + DefaultAzureCredential
                  python -m beam_pipeline --source=eventhub --output=out/stream --stop_after_idle_s=10 \
                      --products='data/metadata/*.jsonl.gz' --window_size=1d --allowed_lateness=1d
+  no insights:   add --no_insights (or --insights=false): no trending, recent brands or insight gold families
+  trending:      add --trending_rule=open_avenues --trending_days=7 --trending_top=20 --trending_min_count=3
   Dataflow:      add --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp --setup_file=./setup.py
 Without --runner the job runs in-process on Beam's FnApiRunner. Exit status: 0 when the run reconciles,
 1 when its counts do not, 2 for invalid options or inputs, 3 when the commit could not be made (another
 run committed first, storage unavailable): then nothing of the run is visible; 4 when an input file
 could not be read to its end (truncated or corrupt .gz): its readable lines are committed and the file
 has a dead letter (record_type file).
+Insights (on by default): Delta tables insights/trending_products, insights/trending_brands,
+insights/trending_main_cats, insights/recent_brands and the insight gold families; docs/insights.md
+documents every rule with worked examples.
 Tables: python -m beam_pipeline.tables --help (show, history, optimize, vacuum, recover)."""
 
 

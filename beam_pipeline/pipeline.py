@@ -126,8 +126,8 @@ class DedupeProductsFn(beam.DoFn):
     """(bucket, product rows) -> (bucket, products table deduplicated on asin) + gold partials
     ((family, ArrowPayload), like DedupeAndEnrichFn's)."""
 
-    def __init__(self, window):
-        self.window = window
+    def __init__(self, window, insights=True):
+        self.window, self.families = window, gold.product_families(insights)
         self.rows = Metrics.counter("products", "silver_rows")
         self.duplicates = Metrics.counter("products", "duplicates_dropped")
 
@@ -144,7 +144,8 @@ class DedupeProductsFn(beam.DoFn):
             kept = [r for r in existing if r["asin"] not in fresh]
             if kept:
                 products = pa.concat_tables([products, pa.Table.from_pylist(kept, schema=SILVER_PRODUCT_SCHEMA)])
-        for name, partial in gold.partials(gold.product_facts(products), self.window, "products").items():
+        for name, partial in gold.partials(gold.product_facts(products), self.window, "products",
+                                           self.families).items():
             yield pvalue.TaggedOutput(GOLD, (name, coders.ArrowPayload.of(partial)))
         yield bucket, products
 
@@ -162,9 +163,9 @@ class DedupeAndEnrichFn(ThreadedDoFn):
 
     in_flight = 1  # a bucket's working set is large (peak RSS at 1M: 2.2 GB with 2 in flight, 1.9 GB with 1)
 
-    def __init__(self, window, loc, run_id, target_rows, scorer=None):
+    def __init__(self, window, loc, run_id, target_rows, scorer=None, insights=True):
         self.window, self.loc, self.run_id, self.target_rows, self.scorer = window, loc, run_id, target_rows, scorer
-        self.families = gold.review_families(scorer is not None)
+        self.families = gold.review_families(scorer is not None, insights)
         self.silver = Metrics.counter("reviews", "silver_rows")
         self.scored = Metrics.counter("reviews", "scored_rows")
         self.duplicates = Metrics.counter("reviews", "duplicates_dropped")
@@ -330,7 +331,7 @@ def build_pipeline(p, options, plan=None):
                         | "WithExistingProducts" >> beam.Flatten())
     product_tables = (product_rows
                       | "GroupProducts" >> beam.GroupByKey()
-                      | "DedupeProducts" >> beam.ParDo(DedupeProductsFn(window))
+                      | "DedupeProducts" >> beam.ParDo(DedupeProductsFn(window, o.insights))
                       .with_output_types(typing.Tuple[int, pa.Table], **{GOLD: typing.Tuple[str, coders.ArrowPayload]})
                       .with_outputs(GOLD, main=PRODUCTS))
 
@@ -365,7 +366,7 @@ def build_pipeline(p, options, plan=None):
     enriched = (review_buckets
                 | "GroupReviewsByBucket" >> beam.GroupByKey()
                 | "DedupeAndEnrich" >> beam.ParDo(DedupeAndEnrichFn(window, loc, run_id, plan.target_rows,
-                                                                    scoring.scorer(o.sentiment_model)),
+                                                                    scoring.scorer(o.sentiment_model), o.insights),
                                                   products_by_bucket=beam.pvalue.AsDict(product_tables[PRODUCTS]),
                                                   known_by_bucket=beam.pvalue.AsDict(known))
                 .with_output_types(dict, **{GOLD: typing.Tuple[str, coders.ArrowPayload]})
@@ -593,7 +594,8 @@ def _run_streaming(options, o, run_id):
             "expectations with action 'fail' were not met: " + ", ".join(f"{k} on {n:,} rows" for k, n in failed.items())
             + f"; run {run_id} committed nothing and its events will be read again")
     if outputs["target"].commit_interval_s is None:
-        summary["table_versions"] = commit.commit_stream(plan, o.top_reviewers, summary)
+        summary["table_versions"] = commit.commit_stream(plan, o.top_reviewers, summary,
+                                                         insights=commit.Insights.of(o))
     _print_stream_summary(summary, plan, time.monotonic() - started)
     return summary
 
@@ -613,7 +615,7 @@ def _run_batch(options, o, plan, fail_after=None):
     summary["output"] = o.output
     summary["options"] = {"source": o.source, "reviews": o.reviews, "products": o.products,
                           "window_size": o.window_size, "window_period": o.window_period,
-                          "sentiment_model": o.sentiment_model, "run_id": plan.run_id}
+                          "sentiment_model": o.sentiment_model, "run_id": plan.run_id, "insights": o.insights}
     summary["files"] = plan.file_counts
     summary["full_refresh"] = plan.full_refresh
     summary["shuffle_buckets"] = plan.n_buckets

@@ -220,9 +220,9 @@ class EnrichPaneFn(beam.DoFn):
     Rows are joined with the products of their asin bucket (the side input is keyed like the batch
     shuffle) and, with a ``scorer`` (``beam_pipeline.scoring``), scored by the sentiment model."""
 
-    def __init__(self, spec, n_buckets, scorer=None):
+    def __init__(self, spec, n_buckets, scorer=None, insights=True):
         self.spec, self.n_buckets, self.scorer = spec, n_buckets, scorer
-        self.families = gold.review_families(scorer is not None)
+        self.families = gold.review_families(scorer is not None, insights)
         self.silver = Metrics.counter("reviews", "silver_rows")
         self.scored = Metrics.counter("reviews", "scored_rows")
         self.matched = Metrics.counter("reviews", "products_matched")
@@ -332,7 +332,8 @@ class StageCommitFn(beam.DoFn):
             return
         firing = f"{self.target.run_id}c{time.time_ns() // 1000}"
         commit.stage_manifest(self.target.loc, firing, items)
-        yield commit.commit_stream(commit.StreamPlan.for_firing(self.target, firing), self.settings, None)
+        yield commit.commit_stream(commit.StreamPlan.for_firing(self.target, firing), self.settings.top_reviewers,
+                                   None, insights=commit.Insights.of(self.settings))
 
 
 def _commit_window(pcoll, label, interval_s):
@@ -357,8 +358,9 @@ class WindowedReviews(beam.PTransform):
     ``_state/gold``): they join this run's panes, so a pane's value covers the rows of every run."""
 
     def __init__(self, target, spec, clock, allowed_lateness_s, early_firing_s, n_buckets, top_reviewers,
-                 payload_bytes, shards=1, sentiment_model=None):
+                 payload_bytes, shards=1, sentiment_model=None, insights=True):
         super().__init__()
+        self.insights = insights
         self.target, self.spec, self.clock = target, spec, clock
         self.lateness, self.early, self.n_buckets = allowed_lateness_s, early_firing_s, n_buckets
         self.top_reviewers, self.payload_bytes, self.shards = top_reviewers, payload_bytes, shards
@@ -378,7 +380,7 @@ class WindowedReviews(beam.PTransform):
         panes = (deduped
                  | "GroupPanes" >> beam.GroupByKey()
                  | "EnrichPanes" >> beam.ParDo(EnrichPaneFn(self.spec, self.n_buckets,
-                                                            scoring.scorer(self.sentiment_model)),
+                                                            scoring.scorer(self.sentiment_model), self.insights),
                                                beam.pvalue.AsDict(product_tables))
                  .with_output_types(typing.Tuple[int, coders.ArrowPayload])
                  .with_outputs(GOLD, STATE, main="silver"))
@@ -387,7 +389,7 @@ class WindowedReviews(beam.PTransform):
                   | "WriteSilver" >> beam.ParDo(WriteSilverFn(self.target)))
         state = (_commit_window(panes[STATE], "StateForCommit", interval)
                  | "MergeState" >> beam.CombinePerKey(MergeGoldFn()))
-        families = frozenset(f.name for f in gold.review_families(bool(self.sentiment_model)))
+        families = frozenset(f.name for f in gold.review_families(bool(self.sentiment_model), self.insights))
         carried = (carried  # a family this run does not compute (a model dropped since) is not carried on
                    | "OnlyComputedFamilies" >> beam.Filter(lambda kv, names=families: kv[0] in names)
                    | "WindowCarriedGold" >> beam.WindowInto(RowWindows()))  # Flatten needs one window type
@@ -424,9 +426,10 @@ class EventsToReviews(beam.PTransform):
     products by bucket)``; returns WindowedReviews' dict plus ``positions`` and every review dead letter."""
 
     def __init__(self, target, spec, clock, allowed_lateness_s, early_firing_s, n_buckets, top_reviewers,
-                 max_record_bytes, payload_bytes, shards=1, sentiment_model=None, expectations=None):
+                 max_record_bytes, payload_bytes, shards=1, sentiment_model=None, expectations=None, insights=True):
         super().__init__()
         self.shards, self.sentiment_model, self.expectations = shards, sentiment_model, expectations
+        self.insights = insights
         self.target, self.spec, self.clock = target, spec, clock
         self.lateness, self.early, self.n_buckets, self.top_reviewers = (allowed_lateness_s, early_firing_s,
                                                                          n_buckets, top_reviewers)
@@ -440,7 +443,7 @@ class EventsToReviews(beam.PTransform):
         cleaned = parsed.batches | "CleanReviews" >> CleanReviews(self.payload_bytes, self.expectations)
         out = (cleaned.clean, product_tables, *extra) | "WindowedReviews" >> WindowedReviews(
             self.target, self.spec, self.clock, self.lateness, self.early, self.n_buckets, self.top_reviewers,
-            self.payload_bytes, self.shards, self.sentiment_model)
+            self.payload_bytes, self.shards, self.sentiment_model, self.insights)
         out["dead_letters"] = ((prepared[DEAD], parsed[DEAD], cleaned[DEAD], out["dead_letters"])
                                | "FlattenDeadLetters" >> beam.Flatten())
         out["positions"] = prepared[POSITIONS]
@@ -464,7 +467,7 @@ def build_streaming(p, o, target, spec, settings, reader_config, checkpoint, pro
     out = (events, product_tables, known, carried) | "EventsToReviews" >> EventsToReviews(
         target, spec, o.event_time, lateness, early, o.shuffle_buckets or 8, o.top_reviewers, o.max_record_bytes,
         o.dead_letter_payload_bytes, o.stream_shards, o.sentiment_model,
-        configure(parse_overrides(o.expectation or [])))
+        configure(parse_overrides(o.expectation or [])), o.insights)
     dead = (out["dead_letters"], product_dead | "WindowProductDeadLetters" >> beam.WindowInto(GlobalWindows())) \
         | "AllDeadLetters" >> beam.Flatten()
     dead_adds = dead | "WriteDeadLetters" >> WriteDeadLetters(target)

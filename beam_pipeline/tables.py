@@ -6,6 +6,8 @@ Layout under the output root (a local path or ``azfs://ACCOUNT/CONTAINER/PATH``)
     silver/reviews  silver/products  dead_letters  gold/<family>      the tables people read
     gold_changelog/<family>       streaming: every pane of a window (early / on time / late), appended
     _state/gold/<family>          additive gold partials (what a later run or pane merges into)
+    insights/trending_<kind>      trending products, brands, main categories per day (from _state/gold/daily_*)
+    insights/recent_brands        each reviewer's most recent distinct brands
     _pipeline/events              the event log: one row per commit step of every run (a streaming
                                   run's row also holds its hub partitions' positions: the checkpoint)
     _pipeline/ingested_files      every input file a batch run ingested (path, size, modification time)
@@ -55,6 +57,11 @@ EVENTS, INGESTED = "_pipeline/events", "_pipeline/ingested_files"
 INTENTS = "_pipeline/_intents"
 SILVER_REVIEWS, SILVER_PRODUCTS, DEAD_LETTERS, GOLD, GOLD_STATE, GOLD_CHANGELOG = (
     "silver/reviews", "silver/products", "dead_letters", "gold", "_state/gold", "gold_changelog")
+INSIGHTS = "insights"
+RECENT_BRANDS = f"{INSIGHTS}/recent_brands"
+TRENDING = {"daily_products": (f"{INSIGHTS}/trending_products", "asin"),    # daily family -> (table, key)
+            "daily_brands": (f"{INSIGHTS}/trending_brands", "brand"),
+            "daily_main_cats": (f"{INSIGHTS}/trending_main_cats", "main_cat")}
 DEFAULT_TARGET_FILE_MB = 128
 
 EVENT_SCHEMA = pa.schema([

@@ -13,6 +13,30 @@ so they are never averaged twice. Rows whose window is null are the all-time tot
 ``n_products`` (distinct asins) is additive here only because the shuffle buckets partition asins;
 merging totals of separate runs would double-count products seen in both.
 
+The ``insight`` families (``--insights``, on by default; docs/insights.md) carry the seeds' remaining
+dashboard metrics and the daily series trending is computed from:
+
+* ``daily_products`` / ``daily_brands`` / ``daily_main_cats``: reviews per (UTC day of the review, key),
+  all-time rows only (``windowed=False``): the daily count series itself, additive over buckets, panes and
+  runs, so batch and streaming hold identical series (``transforms.trending`` ranks them at the commit);
+* ``reviews_by_month``: reviews and mean rating per calendar month, windowed like the rest;
+* ``top_words`` (top 3,000 words per rating-derived sentiment, stop words removed, with each word's share),
+  ``top_summaries`` (most frequent summaries, lower-cased and trimmed) and ``top_reviewer_names`` (most
+  active reviewers by name, with their share of all reviews): all-time only. Their partials must keep
+  every distinct word, summary or name (a top-N cut is exact only over the merged counts), so their
+  state grows with the vocabulary; per window it would grow with the vocabulary times the windows, for
+  rankings that are noise inside one day. Words are counted in the summary (the review title): the review
+  text has about 15 times as many words, which at 1M reviews costs more than the whole budget of the
+  insights (docs/insights.md has the measurement);
+* ``rating_by_product`` / ``rating_by_brand``: all-time reviews and rating sum per product and brand; the
+  published table keeps the top and bottom ``top`` by mean rating among those with at least
+  ``min_reviews`` reviews (``--rating_min_reviews``);
+* ``products_by_secondary_cat``: products per secondary category (``categories[1]`` of the metadata);
+* ``distinct_counts`` (derived, ``DERIVED``): distinct reviewers and products per window and in all. Not a
+  family of its own: the ``top_reviewers`` state already holds one row per (window, reviewer) and the
+  ``reviews_by_main_cat`` state one per (window, main category, product), so the distinct counts are
+  their row counts, exact across buckets, panes and runs, at no cost in the graph (``distinct_counts``).
+
 The ``PREDICTED_FAMILIES`` measure the sentiment model's predictions (``--sentiment_model``): they are
 computed and written only when a model scored the run (``review_families(scored=True)``), next to the
 rating-derived families, which never change. Their agreement with the rating counts only reviews with a
@@ -27,6 +51,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import labels
+from transforms.text import STOP_WORDS, normalize_for_model
 from transforms.windows import TS, with_windows
 
 WINDOW_COLUMNS = ("window_start", "window_end")
@@ -47,6 +72,14 @@ class Family:
     top: int | None = None  # keep the top groups by n_reviews per window
     windowed: bool = True   # False: all-time only (product facts have no event time)
     source: str = "reviews"
+    insight: bool = False   # computed only with --insights (the default)
+    count: str | None = None  # the count column's name (default n_reviews / n_products)
+    top_within: tuple = ()  # the top cut is per window and per these keys
+    share: bool = False     # with ``top``: add share = count / the (window, top_within) group's total
+    skip_null: bool = False  # with ``top``: rows whose keys hold a null are not ranked
+    tokens: str | None = None  # facts column split into words: the family counts (keys..., word) per word
+    extremes: bool = False  # with ``top``: the top and bottom ``top`` by mean rating (``min_reviews`` reviews)
+    min_reviews: int = 10
 
 
 FAMILIES = (
@@ -64,6 +97,34 @@ FAMILIES = (
     Family("products_by_main_cat", ("main_cat",), "products and mean image count per main category (metadata)",
            sums=("image_count",), windowed=False, source="products"),
 )
+TOP_WORDS = 3000
+INSIGHT_FAMILIES = (
+    Family("daily_products", ("day", "asin"), "reviews per UTC day x product (the trending series)",
+           windowed=False, insight=True),
+    Family("daily_brands", ("day", "brand"), "reviews per UTC day x brand (the trending series)",
+           windowed=False, insight=True),
+    Family("daily_main_cats", ("day", "main_cat"), "reviews per UTC day x main category (the trending series)",
+           windowed=False, insight=True),
+    Family("reviews_by_month", ("year", "month"), "reviews and mean rating per calendar month of the review",
+           sums=("overall",), insight=True),
+    Family("top_words", ("sentiment", "word"), "top 3,000 summary words per rating-derived sentiment, stop words "
+           "removed, with their share (all time)", windowed=False, insight=True, count="n_occurrences",
+           top=TOP_WORDS, top_within=("sentiment",), share=True, skip_null=True, tokens="summary"),
+    Family("top_summaries", ("summary_norm",), "most frequent summaries, lower-cased and trimmed, with their share "
+           "(all time)", windowed=False, insight=True, top=100, share=True, skip_null=True),
+    Family("top_reviewer_names", ("reviewer_name",), "most active reviewers by name, with their share of all "
+           "reviews (all time)", windowed=False, insight=True, top=100, share=True, skip_null=True),
+    Family("rating_by_product", ("asin",), "top and bottom products by mean rating, among those with at least "
+           "--rating_min_reviews reviews (all time)", sums=("overall",), windowed=False, insight=True, top=10,
+           skip_null=True, extremes=True),
+    Family("rating_by_brand", ("brand",), "top and bottom brands by mean rating, among those with at least "
+           "--rating_min_reviews reviews (all time)", sums=("overall",), windowed=False, insight=True, top=10,
+           skip_null=True, extremes=True),
+    Family("products_by_secondary_cat", ("secondary_cat",), "products per secondary category (categories[1] of "
+           "the metadata)", windowed=False, source="products", insight=True),
+)
+FAMILIES = FAMILIES + INSIGHT_FAMILIES
+DERIVED = ("distinct_counts",)   # gold tables derived at the commit from other families' state
 _PREDICTED = dict(sums=("sentiment_probability",),
                   counts=(("rated_polar", "rated_polar"), ("agree_with_rating", "agree_with_rating")))
 PREDICTED_FAMILIES = (
@@ -79,15 +140,26 @@ ALL_FAMILIES = FAMILIES + PREDICTED_FAMILIES
 FAMILY_BY_NAME = {f.name: f for f in ALL_FAMILIES}
 
 
-def family(name, top_reviewers=None):
-    """The family called ``name``, with the top-N cut set to ``top_reviewers`` where the family has one."""
+def family(name, top_reviewers=None, min_reviews=None):
+    """The family called ``name``, with the top-N cut set to ``top_reviewers`` where the family is the
+    top_reviewers one, and ``min_reviews`` where it ranks by rating (``extremes``)."""
     fam = FAMILY_BY_NAME[name]
-    return dataclass_replace(fam, top=top_reviewers) if fam.top and top_reviewers else fam
+    if name == "top_reviewers" and top_reviewers:
+        fam = dataclass_replace(fam, top=top_reviewers)
+    if fam.extremes and min_reviews:
+        fam = dataclass_replace(fam, min_reviews=min_reviews)
+    return fam
 
 
-def review_families(scored):
-    """The families a run computes: the rating-derived ones, and the predicted ones when a model scored it."""
-    return ALL_FAMILIES if scored else FAMILIES
+def review_families(scored, insights=True):
+    """The families a run computes: the rating-derived ones (the insight ones unless ``insights`` is
+    false), and the predicted ones when a model scored it."""
+    fams = ALL_FAMILIES if scored else FAMILIES
+    return fams if insights else tuple(f for f in fams if not f.insight)
+
+
+def product_families(insights=True):
+    return tuple(f for f in FAMILIES if f.source == "products" and (insights or not f.insight))
 
 
 def length_bucket(words):
@@ -115,6 +187,11 @@ def review_facts(silver, scored=False):
         "positive": pc.cast(pc.equal(sid, 2), pa.int64()),
         "negative": pc.cast(pc.equal(sid, 0), pa.int64()),
         "length_bucket": length_bucket(silver["review_length_words"]),
+        "day": pc.cast(silver["unix_review_time"], TS).cast(pa.date32()),
+        "month": silver["month"],
+        "reviewer_name": silver["reviewer_name"],
+        "summary": silver["summary"],
+        "summary_norm": normalized_summary(silver["summary"]),
     })
     if not scored:
         return facts
@@ -129,6 +206,58 @@ def review_facts(silver, scored=False):
     return facts
 
 
+def normalized_summary(summary):
+    """Summaries -> lower case, outer whitespace trimmed; empty -> null (the most-frequent-summaries key)."""
+    s = pc.utf8_trim_whitespace(pc.utf8_lower(summary))
+    return pc.if_else(pc.equal(pc.binary_length(s), 0), pa.scalar(None, pa.string()), s)
+
+
+def words(text):
+    """Texts -> (word array, index of each word's text): the model normalisation (``normalize_for_model``:
+    markup, URLs, lower case, punctuation and digits removed), split on spaces, stop words (Spark's
+    English list, the seeds') dropped."""
+    tokens = pc.utf8_split_whitespace(normalize_for_model(pc.fill_null(text, "")))
+    flat = pc.list_flatten(tokens)
+    parent = pc.list_parent_indices(tokens)
+    keep = pc.and_(pc.greater(pc.binary_length(flat), 0), pc.invert(pc.is_in(flat, value_set=_STOP_WORDS)))
+    return flat.filter(keep), parent.filter(keep)
+
+
+_STOP_WORDS = pa.array(sorted(STOP_WORDS), pa.string())
+
+
+def _token_counts(facts, family):
+    """Review facts -> the family's partial: occurrences per (other keys, word) of the words of
+    ``family.tokens``. Texts repeat a lot (summaries: about 10k distinct in 1M reviews), so each distinct
+    text is tokenised once and its words are weighted by how often (per key) it occurs: exact, and the
+    cost follows the distinct texts, not the reviews."""
+    others = [k for k in family.keys if k != "word"]
+    text = facts[family.tokens]
+    encoded = (text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text).dictionary_encode()
+    per_text = pa.table({**{k: facts[k] for k in others}, "_text": encoded.indices}) \
+        .group_by(others + ["_text"], use_threads=False).aggregate([([], "count_all")])
+    per_text = per_text.filter(pc.is_valid(per_text["_text"]))
+    flat, parent = words(encoded.dictionary)
+    parent = parent.to_numpy().astype(np.int64)
+    n_words = np.bincount(parent, minlength=len(encoded.dictionary)) if parent.size \
+        else np.zeros(len(encoded.dictionary), np.int64)
+    first = np.concatenate([[0], np.cumsum(n_words)])        # the words of text i: flat[first[i]:first[i+1]]
+    code = per_text["_text"].to_numpy().astype(np.int64)
+    reps = n_words[code]
+    row = np.repeat(np.arange(per_text.num_rows), reps)
+    within = np.arange(row.size) - np.repeat(np.cumsum(reps) - reps, reps)
+    exploded = {k: per_text[k].take(pa.array(row)) for k in others}
+    exploded["word"] = flat.take(pa.array(first[code][row] + within))
+    exploded["_n"] = per_text["count_all"].take(pa.array(row))
+    out = _group(_with_null_window(pa.table(exploded)), list(WINDOW_COLUMNS + family.keys),
+                 [("_n", "sum", _count_name(family))])
+    return out
+
+
+def _count_name(family):
+    return family.count or ("n_reviews" if family.source == "reviews" else "n_products")
+
+
 def _group(table, group, aggs):
     """group_by with explicit output names: ``aggs`` is [(column or None, arrow op, output name)]."""
     spec = [([], op) if col is None else (col, op) for col, op, _ in aggs]
@@ -139,8 +268,7 @@ def _group(table, group, aggs):
 
 
 def _aggregate(table, family, group):
-    count = "n_reviews" if family.source == "reviews" else "n_products"
-    aggs = [(None, "count_all", count)]
+    aggs = [(None, "count_all", _count_name(family))]
     aggs += [(c, "sum", f"sum_{c}") for c in family.sums]
     aggs += [(c, "min", f"min_{c}") for c in family.mins]
     aggs += [(c, "max", f"max_{c}") for c in family.maxs]
@@ -155,16 +283,28 @@ def _with_null_window(table):
 
 
 def product_facts(products):
-    """Silver product rows -> the columns the product families group and sum."""
-    return products.select(["asin", "main_cat", "image_count"])
+    """Silver product rows -> the columns the product families group and sum (``secondary_cat``: the
+    second level of the category path, null when the path is shorter)."""
+    cats = products["categories"]
+    cats = cats.combine_chunks() if isinstance(cats, pa.ChunkedArray) else cats
+    second = pc.list_slice(pc.fill_null(cats, pa.scalar([], cats.type)), 1, 2)   # [] or [categories[1]]
+    idx = np.zeros(len(cats), dtype=np.int64)
+    idx[pc.list_parent_indices(second).to_numpy()] = np.arange(len(pc.list_flatten(second)))
+    has = pc.greater(pc.list_value_length(second), 0).to_numpy(zero_copy_only=False)
+    secondary = pc.list_flatten(second).cast(pa.string()).take(pa.array(idx, mask=~has))
+    return pa.table({"asin": products["asin"], "main_cat": products["main_cat"],
+                     "image_count": products["image_count"], "secondary_cat": secondary})
 
 
 def partials(facts, spec, source="reviews", families=FAMILIES):
     """Fact rows (``review_facts`` or ``product_facts``) -> {family name: partial table}."""
     wanted = [f for f in families if f.source == source]
-    windowed = with_windows(facts, spec) if any(f.windowed for f in wanted) else None
+    windowed = with_windows(facts, spec) if any(f.windowed and not f.tokens for f in wanted) else None
     out = {}
     for fam in wanted:
+        if fam.tokens:  # all-time counts of the words of a text column (windowed=False)
+            out[fam.name] = _token_counts(facts, fam)
+            continue
         parts = []
         # a distinct count is carried exactly: the counted column stays a key of the partial (finalize
         # counts its rows), so partials of separate runs, panes or buckets merge without double counting
@@ -190,7 +330,7 @@ def window_partials(facts, start_s, end_s, source="reviews", families=FAMILIES):
         .append_column("window_end", pa.array(np.full(n, end_s, dtype=np.int64), TS))
     out = {}
     for fam in families:
-        if fam.source != source or not fam.windowed:
+        if fam.source != source or not fam.windowed or fam.tokens:
             continue
         exact = dataclass_replace(fam, distinct=())
         out[fam.name] = _aggregate(windowed, exact, WINDOW_COLUMNS + fam.keys + tuple(c for c, _ in fam.distinct))
@@ -248,7 +388,7 @@ def finalize(family, table, totals=True):
     if totals and family.windowed and table["window_start"].null_count == 0:  # totals = the window rows re-aggregated
         total = _reaggregate(table.drop_columns(list(WINDOW_COLUMNS)), list(family.keys))
         table = pa.concat_tables([table, _with_null_window(total).select(table.column_names)])
-    n = pc.cast(table["n_reviews" if family.source == "reviews" else "n_products"], pa.float64())
+    n = pc.cast(table[_count_name(family)], pa.float64())
     derived = (("sum_overall", "mean_overall"), ("sum_positive", "positive_share"),
                ("sum_negative", "negative_share"), ("sum_image_count", "mean_image_count"),
                ("sum_sentiment_probability", "mean_sentiment_probability"))
@@ -259,6 +399,8 @@ def finalize(family, table, totals=True):
         polar = pc.cast(table["n_rated_polar"], pa.float64())
         share = pc.divide(pc.cast(table["n_agree_with_rating"], pa.float64()), polar)
         table = table.append_column("agreement_share", pc.if_else(pc.equal(polar, 0.0), None, share))
+    if family.extremes:
+        return _extremes(table, family)
     if family.top:
         return _top_per_window(table, family)
     return sort_rows(table, [(c, "ascending") for c in WINDOW_COLUMNS + family.keys])
@@ -291,14 +433,114 @@ def _sort_codes(column, order):
     return rank[encoded.indices.to_numpy()], len(distinct)
 
 
+def _group_starts(table, columns):
+    """Bool numpy: rows of a table sorted by ``columns`` where a new group of those columns starts."""
+    new_group = np.zeros(table.num_rows, dtype=bool)
+    if table.num_rows:
+        new_group[0] = True
+    for name in columns:
+        codes, _ = _sort_codes(table[name], "ascending")
+        new_group[1:] |= codes[1:] != codes[:-1]
+    return new_group
+
+
+def _ranks(new_group):
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(len(new_group)), 0))
+    return np.arange(len(new_group)) - group_start + 1
+
+
 def _top_per_window(table, family):
-    """Keep the ``top`` rows per window by n_reviews (ties: key ascending)."""
-    ordered = sort_rows(table, [("window_start", "ascending"), ("n_reviews", "descending")]
-                        + [(k, "ascending") for k in family.keys])
-    w = ordered["window_start"].cast(pa.int64()).fill_null(np.iinfo(np.int64).min).to_numpy()
-    new_group = np.ones(len(w), dtype=bool)
-    new_group[1:] = w[1:] != w[:-1]
-    group_start = np.maximum.accumulate(np.where(new_group, np.arange(len(w)), 0))
-    rank = np.arange(len(w)) - group_start + 1
+    """Keep the ``top`` rows per window (and per ``top_within`` keys) by count (ties: key ascending);
+    ``share``: each row's count over its group's total, before the cut (nulls included)."""
+    count = _count_name(family)
+    groups = ("window_start",) + family.top_within
+    ordered = sort_rows(table, [(g, "ascending") for g in groups] + [(count, "descending")]
+                        + [(k, "ascending") for k in family.keys if k not in family.top_within])
+    new_group = _group_starts(ordered, groups)
+    if family.share:
+        n = ordered[count].to_numpy().astype(np.float64)
+        starts = np.flatnonzero(new_group)
+        totals = np.add.reduceat(n, starts) if n.size else n
+        ordered = ordered.append_column("share", pa.array(n / np.repeat(totals, np.diff(np.append(starts, n.size)))))
+    if family.skip_null:
+        valid = np.ones(ordered.num_rows, dtype=bool)
+        for k in family.keys:
+            valid &= np.asarray(ordered[k].is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        if not valid.all():
+            ordered = ordered.filter(pa.array(valid))
+            new_group = _group_starts(ordered, groups)
+    rank = _ranks(new_group)
     ordered = ordered.append_column("rank", pa.array(rank, pa.int32()))
     return ordered.filter(pa.array(rank <= family.top))
+
+
+def _extremes(table, family):
+    """The ``top`` highest and lowest by mean rating per window among rows with at least
+    ``min_reviews`` reviews and no null key; ties: more reviews first, then key ascending. Column ``end``
+    says which list a row is in ("top" or "bottom"); a key can be in both when few qualify."""
+    keep = pc.greater_equal(table["n_reviews"], family.min_reviews)
+    for k in family.keys:
+        keep = pc.and_(keep, pc.is_valid(table[k]))
+    table = table.filter(keep)
+    parts = []
+    for end, order in (("top", "descending"), ("bottom", "ascending")):
+        ordered = sort_rows(table, [("window_start", "ascending"), ("mean_overall", order),
+                                    ("n_reviews", "descending")] + [(k, "ascending") for k in family.keys])
+        rank = _ranks(_group_starts(ordered, ("window_start",)))
+        ordered = ordered.append_column("end", pa.array([end] * ordered.num_rows, pa.string())) \
+            .append_column("rank", pa.array(rank, pa.int32()))
+        parts.append(ordered.filter(pa.array(rank <= family.top)))
+    return pa.concat_tables(parts)
+
+
+# ---------------------------------------------------------------------------------------------------
+# derived tables
+
+def distinct_counts(reviewers_state, products_state):
+    """Distinct reviewers and products per window and in all (null window) -> ``gold/distinct_counts``.
+
+    ``reviewers_state``: the merged ``top_reviewers`` partial (a row per window and reviewer);
+    ``products_state``: the merged ``reviews_by_main_cat`` partial (a row per window, main category and
+    product, with all-time rows of its own). Either may be None."""
+    parts = []
+    for state, column, name in ((reviewers_state, "reviewer_id", "n_reviewers"),
+                                (products_state, "asin", "n_products")):
+        if state is None or not state.num_rows:
+            parts.append(pa.table({"window_start": pa.array([], TS), "window_end": pa.array([], TS),
+                                   name: pa.array([], pa.int64())}))
+            continue
+        windowed = state.filter(pc.is_valid(state["window_start"]))
+        # the reviewers' state has one row per (window, reviewer): counting rows is enough; a product can
+        # sit under two main categories when its metadata changed between runs, so products are distinct
+        op = ((None, "count_all", name) if column == "reviewer_id" else (column, "count_distinct", name))
+        per_window = _group(windowed, list(WINDOW_COLUMNS), [op])
+        alltime = state.filter(pc.is_null(state["window_start"]))
+        if not alltime.num_rows:    # fixed windows: every reviewer is in exactly one window per review
+            alltime = windowed
+        total = pc.count_distinct(alltime[column]).as_py()
+        parts.append(pa.concat_tables([
+            per_window.cast(pa.schema([("window_start", TS), ("window_end", TS), (name, pa.int64())])),
+            pa.table({"window_start": pa.nulls(1, TS), "window_end": pa.nulls(1, TS),
+                      name: pa.array([total], pa.int64())})]))
+    reviewers, products = parts
+    out = _outer_join_windows(reviewers, products)
+    return sort_rows(out, [(c, "ascending") for c in WINDOW_COLUMNS])
+
+
+def _outer_join_windows(a, b):
+    """Two per-window tables (one count column each) -> one row per window of either, counts 0 where a
+    side has none (the null window, all time, joins the null window)."""
+    low = np.iinfo(np.int64).min
+    parts = []
+    for t, mine, other in ((a, "n_reviewers", "n_products"), (b, "n_products", "n_reviewers")):
+        parts.append(pa.table({"_s": pc.fill_null(t["window_start"].cast(pa.int64()), low),
+                               "_e": pc.fill_null(t["window_end"].cast(pa.int64()), low),
+                               mine: t[mine], other: pa.array(np.zeros(t.num_rows, np.int64))})
+                     .select(["_s", "_e", "n_reviewers", "n_products"]))
+    merged = _group(pa.concat_tables(parts), ["_s", "_e"], [("n_reviewers", "sum", "n_reviewers"),
+                                                            ("n_products", "sum", "n_products")])
+    out = {}
+    for col, name in (("_s", "window_start"), ("_e", "window_end")):
+        values = merged[col]
+        out[name] = pc.if_else(pc.equal(values, low), pa.scalar(None, TS), values.cast(TS))
+    return pa.table({**out, "n_reviewers": merged["n_reviewers"], "n_products": merged["n_products"]})

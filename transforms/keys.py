@@ -97,3 +97,24 @@ def split_by_bucket(table, bucket_ids):
     ends = np.concatenate([cuts, [len(order)]])
     taken = table.take(pa.array(order))
     return [(int(sorted_ids[s]), taken.slice(s, e - s)) for s, e in zip(starts, ends) if e > s]
+
+
+# ---------------------------------------------------------------------------------------------------
+# ordering by several integer keys
+
+def dense_codes(values):
+    """int64 numpy -> (dense rank of each value, number of distinct values)."""
+    uniq, inverse = np.unique(values, return_inverse=True)
+    return inverse.astype(np.int64), len(uniq)
+
+
+def argsort_packed(keys):
+    """[(codes, number of codes)], most significant first -> the stable ascending order of the rows.
+    Packed into one int64 per row when they fit (one numpy sort instead of a multi-key lexsort)."""
+    bits = [max(1, int(n - 1).bit_length()) for _, n in keys]
+    if sum(bits) > 62:
+        return np.lexsort([c for c, _ in keys][::-1])
+    packed = np.zeros(keys[0][0].size, dtype=np.int64)
+    for (codes, _), width in zip(keys, bits):
+        packed = (packed << width) | codes
+    return np.argsort(packed, kind="stable")

@@ -204,7 +204,7 @@ def test_no_stray_files_after_a_finished_run(plain_data, tmp_path):
     assert not out.staged_files(output)
     # what a reader sees: the Delta tables, the pipeline's own tables, nothing else
     visible = {p.relative_to(output).parts[0] for p in output.rglob("*") if p.is_file()}
-    assert visible == {"silver", "gold", "dead_letters", "_pipeline", "_state"}
+    assert visible == {"silver", "gold", "dead_letters", "_pipeline", "_state", "insights"}
     assert not (output / "_pipeline" / "_staged").exists()
 
 

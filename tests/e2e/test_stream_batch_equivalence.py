@@ -33,6 +33,7 @@ N_REVIEWS = 3000
 BLOCK = 25
 WINDOW = "30d"
 LINEAGE = ("source", "source_position")
+INSIGHT_OPTIONS = ("--trending_min_count=1", "--trending_days=5")   # small data: non-empty trending tables
 
 
 def _ordered_lines(data):
@@ -68,7 +69,7 @@ def both(tmp_path_factory):
 
     batch_out = str(root / "batch")
     batch = run(["--runner=FnApiRunner", "--source=files", f"--reviews={published}", f"--products={products}",
-                 f"--output={batch_out}", f"--window_size={WINDOW}", "--run_id=batch"])
+                 f"--output={batch_out}", f"--window_size={WINDOW}", "--run_id=batch", *INSIGHT_OPTIONS])
 
     hub = LocalEventHubs(root / "hub", partitions=4, fsync=False).start()
     try:
@@ -78,7 +79,7 @@ def both(tmp_path_factory):
         stream_out = str(root / "stream")
         stream = run(["--runner=FnApiRunner", "--source=eventhub", f"--products={products}",
                       f"--output={stream_out}", f"--window_size={WINDOW}", f"--max_out_of_orderness={ooo}s",
-                      "--start_position=earliest", "--stop_after_idle_s=2", "--run_id=stream"])
+                      "--start_position=earliest", "--stop_after_idle_s=2", "--run_id=stream", *INSIGHT_OPTIONS])
     finally:
         os.environ.pop("EVENTHUB_CONNECTION_STRING", None)
         hub.stop()
@@ -143,13 +144,35 @@ def test_identical_gold_tables(both, family):
     assert _rows(b, family) == _rows(s, family)
 
 
-@pytest.mark.parametrize("family", [f for f in gold.FAMILIES if f.source == "reviews"], ids=lambda f: f.name)
+@pytest.mark.parametrize("family", [f for f in gold.FAMILIES if f.source == "reviews" and f.windowed],
+                         ids=lambda f: f.name)
 def test_changelog_last_pane_is_the_gold_row(both, family):
     g = _gold(both["stream"][0], family.name)
     g = g.filter(g["window_start"].is_valid())
     last = _last_panes(both["stream"][0], family.name).select(g.column_names)
     assert last.num_rows == g.num_rows > 10
     assert _rows(g, family) == _rows(last, family)
+
+
+INSIGHT_TABLES = ("insights/trending_products", "insights/trending_brands", "insights/trending_main_cats",
+                  "insights/recent_brands", "gold/distinct_counts")
+
+
+def test_new_gold_families_are_compared():
+    """Every insight family that reads reviews is among the families the tests above compare."""
+    names = {f.name for f in gold.FAMILIES if f.source == "reviews"}
+    assert {f.name for f in gold.INSIGHT_FAMILIES if f.source == "reviews"} <= names
+    assert set(gold.DERIVED) == {"distinct_counts"}
+
+
+@pytest.mark.parametrize("rel", INSIGHT_TABLES)
+def test_identical_insight_tables(both, rel):
+    """Trending tables (from the merged daily state), distinct counts (from the top_reviewers and
+    reviews_by_main_cat state) and recent brands (from the new silver rows) are the same in both modes."""
+    b = out.table(both["batch"][0], rel)
+    s = out.table(both["stream"][0], rel).select(b.column_names)
+    assert b.num_rows > 0
+    assert sorted(map(repr, b.to_pylist())) == sorted(map(repr, s.to_pylist()))
 
 
 def test_dead_letters_carry_partition_and_sequence_number(both):

@@ -495,7 +495,8 @@ def test_products_family():
     rows = [prod("P1", "Books", 2), prod("P2", "Books", 0), prod("P3", "Toys", 5), prod("P4", None, 1)]
     parts = [pa.Table.from_pylist(rows[:2], schema=SILVER_PRODUCT_SCHEMA),
              pa.Table.from_pylist(rows[2:], schema=SILVER_PRODUCT_SCHEMA)]
-    partial = [gold.partials(gold.product_facts(t), WindowSpec(DAY), source="products") for t in parts]
+    partial = [gold.partials(gold.product_facts(t), WindowSpec(DAY), source="products",
+                             families=gold.product_families(insights=False)) for t in parts]
     assert set(partial[0]) == {"products_by_main_cat"}
     family = gold.FAMILY_BY_NAME["products_by_main_cat"]
     out = gold.finalize(family, gold.merge([p["products_by_main_cat"] for p in partial]))
@@ -507,4 +508,6 @@ def test_products_family():
 def test_partials_cover_every_review_family():
     whole, _, _ = silver_parts()
     p = gold.partials(gold.review_facts(whole), WindowSpec(DAY))
-    assert set(p) == {f.name for f in gold.FAMILIES if f.source == "reviews"} == set(SPEC)
+    assert set(p) == {f.name for f in gold.FAMILIES if f.source == "reviews"}
+    core = gold.partials(gold.review_facts(whole), WindowSpec(DAY), families=gold.review_families(False, False))
+    assert set(core) == {f.name for f in gold.FAMILIES if f.source == "reviews" and not f.insight} == set(SPEC)

@@ -54,3 +54,32 @@ def test_validated_rejects_unknown_options_too():
         validated(PipelineOptions(BASE + ["--windw_size=1h"]))
     o, reviews, _ = validated(PipelineOptions(BASE + ["--runner=FnApiRunner", "--direct_num_workers=1"]))
     assert reviews == ["in/*.json"]
+
+
+@pytest.mark.parametrize("args, enabled", [([], True), (["--insights=false"], False), (["--insights=true"], True),
+                                           (["--no_insights"], False), (["--no-insights"], False),
+                                           (["--insights", "no"], False)])
+def test_insights_switch(args, enabled):
+    from beam_pipeline.commit import Insights
+    o, _, _ = validated(PipelineOptions(checked_argv(BASE + args)))
+    assert o.insights is enabled
+    assert Insights.of(o).enabled is enabled
+
+
+def test_insight_options_and_their_checks():
+    from beam_pipeline.commit import Insights
+    o, _, _ = validated(PipelineOptions(checked_argv(BASE + ["--trending-rule=open_avenues", "--trending_days=3",
+                                                             "--trending_top=5", "--recent_brands=7"])))
+    assert Insights.of(o) == Insights(True, "open_avenues", 3, 5, 3, 7, 10)
+    with pytest.raises(OptionsError, match="--trending_days must be at least 2"):
+        validated(PipelineOptions(checked_argv(BASE + ["--trending_days=1"])))
+    with pytest.raises(SystemExit):
+        validated(PipelineOptions(checked_argv(BASE + ["--trending_rule=hot"])))
+
+
+def test_help_explains_every_insight_option():
+    from beam_pipeline.options import help_text
+    text = help_text()
+    for name in ("--insights", "--no_insights", "--trending_rule", "--trending_days", "--trending_top",
+                 "--trending_min_count", "--recent_brands", "--rating_min_reviews", "docs/insights.md"):
+        assert name in text, name
