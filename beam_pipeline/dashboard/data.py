@@ -224,7 +224,7 @@ class Root:
             t = tables.open_table(self.loc, rel, version)
             if t is None:
                 return None
-            ds = t.to_pyarrow_dataset()
+            ds = plain_dataset(t)
             names = ds.schema.names
             cols = [c for c in columns if c in names] if columns else None
             flt = None
@@ -270,6 +270,18 @@ class Root:
             return None
         names = [n for n in os.listdir(log) if n.endswith(".json") and n[:-5].isdigit()]
         return max((int(n[:-5]) for n in names), default=None)
+
+
+def plain_dataset(delta_table):
+    """The table's Parquet files as a pyarrow dataset WITHOUT the per-file expressions delta-rs derives from
+    the Delta statistics. delta-rs 1.6 turns a column without min/max statistics (the job writes none for
+    strings over 32 characters) into ``col >= null``, so any filter on that column drops the whole file
+    (silently: ``reviewer_id == X`` found 0 of 40 rows). Parquet's own row-group statistics still prune."""
+    import pyarrow.dataset as pds
+    ds = delta_table.to_pyarrow_dataset()
+    fmt = pds.ParquetFileFormat()
+    frags = [fmt.make_fragment(f.path, filesystem=ds.filesystem) for f in ds.get_fragments()]
+    return pds.FileSystemDataset(frags, ds.schema, fmt, ds.filesystem)
 
 
 def check_root(root):
@@ -897,7 +909,15 @@ def trending(root, day=None):
             all_days.update(t["day"].to_pylist())
     days = sorted(all_days)
     out["days"] = [d.isoformat() for d in days]
-    chosen = _day(day) if day else (days[-1] if days else None)
+    # default: the latest day on which the most kinds have trends
+    kinds_per_day = {}
+    for t in loaded.values():
+        if t is not None and t.num_rows:
+            for d in set(t["day"].to_pylist()):
+                kinds_per_day[d] = kinds_per_day.get(d, 0) + 1
+    best = max(kinds_per_day.values(), default=0)
+    default = max((d for d, n in kinds_per_day.items() if n == best), default=None)
+    chosen = _day(day) if day else default
     out["day"] = chosen.isoformat() if chosen else None
     for kind, (rel, key, daily) in TRENDING.items():
         t = loaded[kind]
@@ -986,7 +1006,7 @@ def reviewer(root, reviewer_id):
         import pyarrow.dataset as pds
 
         def build():
-            ds = tables.open_table(root.loc, tables.SILVER_REVIEWS, version).to_pyarrow_dataset()
+            ds = plain_dataset(tables.open_table(root.loc, tables.SILVER_REVIEWS, version))
             return ds.to_table(columns=HISTORY_COLUMNS, filter=pds.field("reviewer_id") == reviewer_id)
         h = root._cached(("history", version, reviewer_id), build)
         h = h.sort_by([("unix_review_time", "descending"), ("asin", "ascending")])
