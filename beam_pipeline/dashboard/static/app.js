@@ -327,7 +327,7 @@
   }
 
   function card(chart) {
-    const c = el("section", {class: "card " + (chart.kind || ""), "data-chart": chart.id});
+    const c = el("section", {class: "card kind-" + (chart.kind || "none"), "data-chart": chart.id});
     c.appendChild(el("h3", {}, chart.title));
     if (chart.subtitle) c.appendChild(el("p", {class: "subtitle"}, chart.subtitle));
     if (chart.kind === "missing") {
