@@ -308,6 +308,13 @@ def _silver(root):
     return root.derived("silver", [tables.SILVER_REVIEWS], build)
 
 
+def _distinct_ids(root):
+    t = root.read(tables.SILVER_REVIEWS, ["reviewer_id", "asin"])
+    if t is None:
+        return None
+    return pc.count_distinct(t["reviewer_id"]).as_py(), pc.count_distinct(t["asin"]).as_py()
+
+
 def _silver_mask(t, f):
     mask = None
 
@@ -438,13 +445,10 @@ class Insights:
                 items += [("distinct reviewers", d["n_reviewers"][0].as_py()),
                           ("distinct products", d["n_products"][0].as_py())]
                 src.append(self._src("gold/distinct_counts"))
-            else:
-                s = _silver(self.root)
-                if s is not None:
-                    items += [("distinct reviewers", self.root.derived(
-                        "n_reviewers", [tables.SILVER_REVIEWS], lambda: pc.count_distinct(s["reviewer_id"]).as_py())),
-                              ("distinct products", self.root.derived(
-                                  "n_products", [tables.SILVER_REVIEWS], lambda: pc.count_distinct(s["asin"]).as_py()))]
+            else:   # two columns of silver, counted once per silver version
+                ids = self.root.derived("distinct", [tables.SILVER_REVIEWS], lambda: _distinct_ids(self.root))
+                if ids is not None:
+                    items += [("distinct reviewers", ids[0]), ("distinct products", ids[1])]
                     src.append(self._src("silver/reviews", note="gold/distinct_counts not computed yet: counted "
                                                                 "from silver"))
         p = self._products_by_main_cat_table()
@@ -498,11 +502,12 @@ class Insights:
         if g is not None:
             return g.rename_columns(["n" if c == "n_reviews" else c for c in g.column_names]), self._src(
                 "gold/reviews_by_month")
-        s = _silver(self.root)
-        if s is None:
+        def build():
+            s = self.root.read(tables.SILVER_REVIEWS, ["year", "month", "overall"])
+            return None if s is None else _group_count(s, ["year", "month"], [("overall", "sum", "sum_overall")])
+        t = self.root.derived("by_month", [tables.SILVER_REVIEWS], build)
+        if t is None:
             return None, None
-        t = self.root.derived("by_month", [tables.SILVER_REVIEWS],
-                              lambda: _group_count(s, ["year", "month"], [("overall", "sum", "sum_overall")]))
         return t, self._src("silver/reviews", note="gold/reviews_by_month not computed yet: counted from silver")
 
     def per_year_month(self):

@@ -12,7 +12,7 @@
     "not verified": "#e0823d", "from rating": "#3b6ea5", "from model": "#8a6bb8"};
   const FILTER_NAMES = {time: "time range", main_cat: "main category", brand: "brand", verified: "verified only"};
 
-  const state = {root: 0, page: "insights", params: {}, version: null, recVersion: null, meta: null,
+  const state = {metaLoaded: Promise.resolve(), root: 0, page: "insights", params: {}, version: null, recVersion: null, meta: null,
     renderSeq: 0, dead: {offset: 0, reason: "", stage: "", record_type: "", q: ""}};
 
   // ---------------------------------------------------------------------------------------- DOM helpers
@@ -646,8 +646,10 @@
     if (!quiet) setStatus("loading…", "busy");
     try {
       await PAGES[state.page](main, seq);
+      await state.metaLoaded;
       if (seq === state.renderSeq) {
         document.body.dataset.ready = state.page + ":" + state.version;
+        performance.mark("dashboard-ready");
         setStatus(`event log v${state.version}` + (state.updated ? ` · updated ${state.updated}` : ""), "ok");
       }
     } catch (err) {
@@ -719,9 +721,10 @@
     });
     window.addEventListener("hashchange", () => { parseHash(); render(); });
     parseHash();
-    await loadMeta();
-    state.recVersion = (await api("/api/version")).recommendations_version;
-    await render();
+    // the filter choices and the first page load side by side: the first view waits for neither in turn
+    state.metaLoaded = loadMeta();
+    const version = api("/api/version").then(v => { state.recVersion = v.recommendations_version; });
+    await Promise.all([state.metaLoaded, version, render()]);
     setInterval(poll, POLL_MS);
   }
 
