@@ -904,6 +904,14 @@ def _day(v):
 
 
 def trending(root, day=None):
+    """The trending tables for ``day`` (default: the latest day on which the most kinds have trends), each
+    key with its daily counts; cached per table versions and day."""
+    rels = [rel for rel, _, _ in TRENDING.values()] + [f"{GOLD}/{d}" for _, _, d in TRENDING.values()]
+    return root.derived(f"trending:{day}", rels + [tables.SILVER_REVIEWS, tables.SILVER_PRODUCTS],
+                        lambda: _trending(root, day))
+
+
+def _trending(root, day=None):
     out = {"kinds": {}}
     all_days = set()
     loaded = {}
