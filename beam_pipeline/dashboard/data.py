@@ -416,10 +416,6 @@ class Insights:
     def _from_silver(self):
         return self.silver is not None
 
-    def _silver_or_all(self):
-        """Filtered silver when a filter is set; the whole silver otherwise (for fallbacks)."""
-        return self.silver if self.silver is not None else filtered_silver(self.root, {})
-
     # each chart method returns a chart dict (with "id", "title")
 
     def kpis(self):

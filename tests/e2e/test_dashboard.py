@@ -243,14 +243,15 @@ def act(driver, page, script):
 
 
 def set_filter(driver, page, **values):
-    """Set filter inputs, fire their change events, wait for the redraw."""
-    previous = js(driver, "return document.body.dataset.ready")
+    """Set filter inputs and fire their change events in one script (so only the last redraw completes),
+    then wait for that redraw."""
     js(driver, "document.body.dataset.ready = 'stale'")
-    for key, value in values.items():
-        js(driver, """
-            const el = document.getElementById('f-' + arguments[0]);
-            if (el.type === 'checkbox') el.checked = !!arguments[1]; else el.value = arguments[1];
-            el.dispatchEvent(new Event('change'));""", key, value)
+    js(driver, """
+        for (const [key, value] of Object.entries(arguments[0])) {
+          const el = document.getElementById('f-' + key);
+          if (el.type === 'checkbox') el.checked = !!value; else el.value = value;
+          el.dispatchEvent(new Event('change'));
+        }""", values)
     return wait_ready(driver, page, previous="stale")
 
 
