@@ -286,10 +286,21 @@ def test_insights_page_numbers_and_filters(site, browser):
     shown = table_rows(d, '[data-chart="brands"]')
     assert [(row[0], int(row[1].replace(",", ""))) for row in shown[:5]] == [
         (label(b), n) for b, n in sorted(brands.items(), key=lambda x: (-x[1], x[0] is None, x[0] or ""))[:5]]
-    # the charts of tables not written yet say what writes them (this job version may or may not have insights)
-    for fam in ("top_words", "top_summaries"):
+    # insight families: drawn from their tables when the job wrote them, else named as not computed yet
+    for fam in ("top_words", "top_summaries", "top_reviewer_names", "rating_by_brand", "products_by_secondary_cat"):
         if read(site["out"], f"gold/{fam}") is None:
-            assert "not computed yet" in js(d, f"return document.querySelector('[data-chart={fam}]').textContent")
+            chart = {"products_by_secondary_cat": "secondary_cats"}.get(fam, fam)
+            assert "not computed yet" in js(d, f"return document.querySelector('[data-chart={chart}]').textContent")
+    words = read(site["out"], "gold/top_words")
+    if words is not None:
+        for s in ("negative", "neutral", "positive"):
+            want = sorted(((r["word"], r["n_occurrences"]) for r in words.to_pylist() if r["sentiment"] == s),
+                          key=lambda x: (-x[1], x[0]))[:15]
+            assert chart_values(d, "top_words", s) == {w: float(n) for w, n in want}
+    summaries = read(site["out"], "gold/top_summaries")
+    if summaries is not None:
+        want = sorted(((r["summary_norm"], r["n_reviews"]) for r in summaries.to_pylist()), key=lambda x: (-x[1], x[0]))
+        assert chart_values(d, "top_summaries", "reviews") == {w: float(n) for w, n in want[:15]}
     screenshot(d, site, "insights")
 
     # filters: verified only, then a main category, then a brand, then a time range

@@ -365,7 +365,8 @@
       case "groups":
         c.appendChild(el("div", {class: "groups"}, chart.groups.map((g, i) => el("div", {class: "group", "data-group": g.name},
           el("h4", {}, g.name),
-          hbarChart({title: g.name, labels: g.labels, series: [{name: g.name, values: g.values}]})))));
+          hbarChart({title: g.name, labels: g.labels, series: [{name: g.name, values: g.values}]}),
+          dataTable({labels: g.labels, series: [{name: g.name, values: g.values}]})))));
         break;
       default:
         c.appendChild(el("p", {}, "unknown chart kind " + chart.kind));
