@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 AZURITE := node_modules/.bin/azurite-blob
 
 .PHONY: install run test test-fast bench train-real stop clean help
+.PHONY: dashboard chromium
+DASHBOARD_OUTPUTS ?= out/batch out/batch_scored out/stream
 
 help:
 	@echo "make run     - set up, start Azurite and the local Event Hubs endpoint, run the batch job from azfs:// into Delta"
@@ -16,6 +18,8 @@ help:
 	@echo "               the raw azure-eventhub consumer at 20k and 100k events, training and scoring (bench/results/)"
 	@echo "make train-real - the batch job over ../shared/data/amazon, then the sentiment model trained and evaluated"
 	@echo "               on categories it never saw, next to two baselines (out/model_real/report.md)"
+	@echo "make dashboard - serve the dashboard on the tables make run wrote ($(DASHBOARD_OUTPUTS)) at"
+	@echo "               http://127.0.0.1:8050/ (DASHBOARD_ARGS='--port 8051' to change; --help lists its options)"
 	@echo "make stop    - stop the Azurite and the Event Hubs endpoint started by make run"
 	@echo "make clean   - remove outputs and local state (keeps .venv and node_modules)"
 
@@ -36,6 +40,20 @@ run: install
 
 test: install
 	$(PY) -m pytest tests -q -p no:cacheprovider --durations=10
+
+# The browser tests need Debian's chromium and chromium-driver: installed here when missing and root (CI);
+# otherwise those tests fail and say how to install them.
+test: chromium
+chromium:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium and chromium-driver (apt-get) for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else echo "chromium / chromium-driver missing and not root on Debian: the dashboard's browser tests will fail" \
+	    "(sudo apt-get install chromium chromium-driver)"; fi
+
+dashboard: install
+	$(PY) -m beam_pipeline.dashboard $(addprefix --output=,$(DASHBOARD_OUTPUTS)) $(DASHBOARD_ARGS)
 
 test-fast: install
 	$(PY) -m pytest tests -q -p no:cacheprovider -m "not e2e"

@@ -14,7 +14,9 @@ setup(
     description="One Apache Beam graph for Amazon reviews: ADLS JSON or Event Hubs -> silver Parquet, "
                 "windowed gold metrics, dead letters, and a tf.Transform sentiment model",
     python_requires=">=3.10,<3.13",
-    packages=["beam_pipeline", "transforms", "training", "runners"],
+    packages=["beam_pipeline", "beam_pipeline.dashboard", "transforms", "training", "runners"],
+    # the dashboard's page: served from the package, never from a CDN
+    package_data={"beam_pipeline.dashboard": ["static/*.html", "static/*.js", "static/*.css"]},
     install_requires=[
         f"apache-beam[azure]=={BEAM_VERSION}",
         "pyarrow>=17,<26",
@@ -34,7 +36,8 @@ setup(
         "scoring": ["tensorflow==2.21.0"],
         # [gcp] lets the tests build the Dataflow graph offline (--dry_run) and lets you launch on Dataflow
         "dataflow": [f"apache-beam[gcp]=={BEAM_VERSION}"],
-        "dev": ["pytest>=8", "hypothesis>=6", "duckdb>=1.0", f"apache-beam[gcp]=={BEAM_VERSION}"],
-        "test": ["pytest>=8", "hypothesis>=6", "duckdb>=1.0", f"apache-beam[gcp]=={BEAM_VERSION}"],
+        # selenium drives Debian's chromium + chromium-driver in the dashboard's browser tests
+        "dev": ["pytest>=8", "hypothesis>=6", "duckdb>=1.0", f"apache-beam[gcp]=={BEAM_VERSION}", "selenium>=4.20"],
+        "test": ["pytest>=8", "hypothesis>=6", "duckdb>=1.0", f"apache-beam[gcp]=={BEAM_VERSION}", "selenium>=4.20"],
     },
 )

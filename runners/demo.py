@@ -439,6 +439,9 @@ def main(argv=None):
             break
     print(f"\n{'Done' if ok else 'FAILED'} in {time.monotonic() - started:.1f} s ({', '.join(timings)}). Azurite "
           f"and the Event Hubs endpoint keep running for inspection; `make stop` stops both.")
+    if ok:
+        print(f"Dashboard over these tables: `make dashboard`, then open http://127.0.0.1:8050/ (or .venv/bin/python -m "
+              f"beam_pipeline.dashboard --output={a.output} --output={a.scored_output} --output={a.stream_output})")
     return 0 if ok else 1
 
 
