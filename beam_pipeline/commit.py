@@ -28,6 +28,7 @@ import math
 import os
 import time
 import typing
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
@@ -191,6 +192,7 @@ def stage_manifest(loc, run_id, items):
     root = loc.path(STAGED, run_id)
     adds = [i for i in items if "table" in i]
     positions = [i["position"] for i in items if "position" in i]
+    recent = [i["recent_brands"] for i in items if "recent_brands" in i]   # streaming: the speed layer's lists
     golds = []
     for item in items:
         if "gold" in item:
@@ -198,8 +200,8 @@ def stage_manifest(loc, run_id, items):
             if staged is not None:
                 golds.append({"family": staged["gold"], "path": staged["path"], "bytes": staged["bytes"]})
     manifest = io.join(root, "manifest.json")
-    io.write_bytes(json.dumps({"run_id": run_id, "adds": adds, "gold": golds, "positions": positions}).encode(),
-                   manifest)
+    io.write_bytes(json.dumps({"run_id": run_id, "adds": adds, "gold": golds, "positions": positions,
+                               "recent_brands": recent}).encode(), manifest)
     return manifest
 
 
@@ -272,10 +274,29 @@ def _silver_events(loc, adds):
     return recent_brands.events_from_silver(pa.concat_tables(parts))
 
 
-def recent_brands_table(plan, snapshot, adds, n):
-    """The run's new silver rows merged with the stored insights/recent_brands (none on a full refresh)
-    -> the new table; None when nothing changes (no new rows)."""
-    events = _silver_events(plan.loc, adds)
+def stage_recent_brands(loc, run_id, lists):
+    """Inside a streaming pipeline: the speed layer's lists (a recent-brands table) ->
+    ``_pipeline/_staged/RUN_ID/recent_brands.arrow``; -> the item ``stage_manifest`` lists."""
+    path = io.join(loc.path(STAGED, run_id), f"recent_brands-{uuid.uuid4().hex[:12]}.arrow")  # one per firing
+    io.write_bytes(coders.table_to_bytes(lists), path)
+    return {"recent_brands": path}
+
+
+def _staged_recent_events(manifest):
+    """The events behind the lists a streaming run's speed layer staged (None: a batch manifest)."""
+    paths = manifest.get("recent_brands")
+    if not paths:
+        return None
+    lists = [coders.table_from_bytes(_read_bytes(p)) for p in paths]
+    return recent_brands.lists_to_events(pa.concat_tables(lists))
+
+
+def recent_brands_table(plan, snapshot, adds, n, staged_events=None):
+    """The run's new silver rows (batch), or the lists its speed layer kept in Beam state (streaming:
+    ``staged_events``), merged with the stored insights/recent_brands (none on a full refresh) -> the new
+    table; None when nothing changes. The merge is exact (``transforms.recent_brands``), so both give the
+    table the rule gives over all of silver."""
+    events = staged_events if staged_events is not None else _silver_events(plan.loc, adds)
     old = None
     if not plan.full_refresh and tables.RECENT_BRANDS in snapshot:
         old = tables.read(plan.loc, tables.RECENT_BRANDS, snapshot[tables.RECENT_BRANDS])
@@ -313,7 +334,8 @@ def _gold_actions(plan, manifest, top_reviewers, insights=Insights(), silver_add
         return out, (name, state) if insights.enabled and name in _DERIVING else None
 
     def recent_actions():
-        table = recent_brands_table(plan, snapshot, list(silver_adds), insights.recent_brands)
+        table = recent_brands_table(plan, snapshot, list(silver_adds), insights.recent_brands,
+                                    _staged_recent_events(manifest))
         return {} if table is None else write(tables.RECENT_BRANDS, table)
 
     staged = sorted(manifest["gold"], key=lambda g: -g.get("bytes", 0))

@@ -39,7 +39,7 @@ from beam_pipeline.eventhub import ReadEventHub
 from beam_pipeline.options import parse_duration
 from beam_pipeline.composites import (DEAD, CleanReviews, MergeGoldFn, ParseReviews, WriteDeadLettersFn, count_dead,
                                       dead_letter_shard)
-from transforms import gold, keys, reasons
+from transforms import gold, keys, reasons, recent_brands
 from transforms.dead_letters import dead_letter
 from transforms.enrich import content_hashes, enrich_with_products
 from transforms.events import UNKNOWN, prepare_events, row_event_times
@@ -314,6 +314,56 @@ class WriteChangelogFn(beam.DoFn):
         yield from tables.write_files(self.target.loc, f"{tables.GOLD_CHANGELOG}/{name}", rows, self.target.run_id)
 
 
+class RecentBrandEventsFn(beam.DoFn):
+    """(shard, silver payload of a pane) -> (reviewer_id, [(review time, brand)]) per reviewer with a brand."""
+
+    def process(self, element):
+        _, payload = element
+        events = recent_brands.events_from_silver(payload.table())
+        by_reviewer = {}
+        for reviewer, t, brand in zip(events["reviewer_id"].to_pylist(), events["time"].to_pylist(),
+                                      events["brand"].to_pylist()):
+            if reviewer is not None and t is not None and brand:
+                by_reviewer.setdefault(reviewer, []).append((t, brand))
+        yield from by_reviewer.items()
+
+
+class RecentBrandsFn(beam.DoFn):
+    """The speed layer: Beam state per reviewer keeps the last N distinct brands by event time
+    (``transforms.recent_brands.merge_recent_list``: a brand's place follows its latest review time, not
+    the arrival order, so out-of-order events land where they belong). Emits the reviewer's list whenever
+    it changes; the commit merges the last one into ``insights/recent_brands``."""
+
+    RECENT = userstate.ReadModifyWriteStateSpec("recent", beam_coders.PickleCoder())
+
+    def __init__(self, n):
+        self.n = n
+
+    def process(self, element, recent=beam.DoFn.StateParam(RECENT)):
+        reviewer, events = element
+        old = recent.read() or []
+        new = recent_brands.merge_recent_list(old, events, self.n)
+        if new != old:
+            recent.write(new)
+            yield reviewer, new
+
+
+class StageRecentBrandsFn(beam.DoFn):
+    """(None, [(reviewer_id, [(time, brand)])]) -> the lists as one recent-brands table staged for the commit.
+    A reviewer's later emissions contain the earlier ones (and merging is exact), so all are merged."""
+
+    def __init__(self, target, n):
+        self.target, self.n = target, n
+
+    def process(self, element):
+        from beam_pipeline import commit
+        _, lists = element
+        rows = [(reviewer, t, brand) for reviewer, items in lists for t, brand in items]
+        events = pa.table({"reviewer_id": [r for r, _, _ in rows], "time": [t for _, t, _ in rows],
+                           "brand": [b for _, _, b in rows]}, schema=recent_brands.EVENT_SCHEMA)
+        yield commit.stage_recent_brands(self.target.loc, self.target.run_id, recent_brands.recent_brands(events, self.n))
+
+
 class StageCommitFn(beam.DoFn):
     """Everything one commit holds (add descriptions, merged gold partials, last positions) -> the
     manifest under ``_pipeline/_staged/``. A bounded run stages once and the driver commits after the
@@ -358,9 +408,9 @@ class WindowedReviews(beam.PTransform):
     ``_state/gold``): they join this run's panes, so a pane's value covers the rows of every run."""
 
     def __init__(self, target, spec, clock, allowed_lateness_s, early_firing_s, n_buckets, top_reviewers,
-                 payload_bytes, shards=1, sentiment_model=None, insights=True):
+                 payload_bytes, shards=1, sentiment_model=None, insights=True, recent_n=recent_brands.DEFAULT_N):
         super().__init__()
-        self.insights = insights
+        self.insights, self.recent_n = insights, recent_n
         self.target, self.spec, self.clock = target, spec, clock
         self.lateness, self.early, self.n_buckets = allowed_lateness_s, early_firing_s, n_buckets
         self.top_reviewers, self.payload_bytes, self.shards = top_reviewers, payload_bytes, shards
@@ -402,8 +452,19 @@ class WindowedReviews(beam.PTransform):
         changelog = (_commit_window(gold_panes, "ChangelogForCommit", interval)
                      | "GroupChangelog" >> beam.GroupByKey()
                      | "WriteChangelog" >> beam.ParDo(WriteChangelogFn(self.target)))
-        return {"silver": silver, "gold": gold_panes, "changelog": changelog, "state": state,
-                "dead_letters": assigned[DEAD]}
+        out = {"silver": silver, "gold": gold_panes, "changelog": changelog, "state": state,
+               "dead_letters": assigned[DEAD]}
+        if self.insights:  # the speed layer: each reviewer's recent brands in Beam state
+            out["recent_brands"] = (panes.silver
+                                    | "RecentBrandEvents" >> beam.ParDo(RecentBrandEventsFn())
+                                    | "GlobalRecentBrands" >> beam.WindowInto(GlobalWindows())
+                                    | "RecentBrands" >> beam.ParDo(RecentBrandsFn(self.recent_n)))
+            out["recent_brands_staged"] = (_commit_window(out["recent_brands"], "RecentBrandsForCommit", interval)
+                                           | "KeyRecentBrands" >> beam.Map(lambda kv: (None, kv))
+                                           | "GroupRecentBrands" >> beam.GroupByKey()
+                                           | "StageRecentBrands" >> beam.ParDo(StageRecentBrandsFn(self.target,
+                                                                                                  self.recent_n)))
+        return out
 
 
 class WriteDeadLetters(beam.PTransform):
@@ -426,10 +487,11 @@ class EventsToReviews(beam.PTransform):
     products by bucket)``; returns WindowedReviews' dict plus ``positions`` and every review dead letter."""
 
     def __init__(self, target, spec, clock, allowed_lateness_s, early_firing_s, n_buckets, top_reviewers,
-                 max_record_bytes, payload_bytes, shards=1, sentiment_model=None, expectations=None, insights=True):
+                 max_record_bytes, payload_bytes, shards=1, sentiment_model=None, expectations=None, insights=True,
+                 recent_n=recent_brands.DEFAULT_N):
         super().__init__()
         self.shards, self.sentiment_model, self.expectations = shards, sentiment_model, expectations
-        self.insights = insights
+        self.insights, self.recent_n = insights, recent_n
         self.target, self.spec, self.clock = target, spec, clock
         self.lateness, self.early, self.n_buckets, self.top_reviewers = (allowed_lateness_s, early_firing_s,
                                                                          n_buckets, top_reviewers)
@@ -443,7 +505,7 @@ class EventsToReviews(beam.PTransform):
         cleaned = parsed.batches | "CleanReviews" >> CleanReviews(self.payload_bytes, self.expectations)
         out = (cleaned.clean, product_tables, *extra) | "WindowedReviews" >> WindowedReviews(
             self.target, self.spec, self.clock, self.lateness, self.early, self.n_buckets, self.top_reviewers,
-            self.payload_bytes, self.shards, self.sentiment_model, self.insights)
+            self.payload_bytes, self.shards, self.sentiment_model, self.insights, self.recent_n)
         out["dead_letters"] = ((prepared[DEAD], parsed[DEAD], cleaned[DEAD], out["dead_letters"])
                                | "FlattenDeadLetters" >> beam.Flatten())
         out["positions"] = prepared[POSITIONS]
@@ -467,12 +529,13 @@ def build_streaming(p, o, target, spec, settings, reader_config, checkpoint, pro
     out = (events, product_tables, known, carried) | "EventsToReviews" >> EventsToReviews(
         target, spec, o.event_time, lateness, early, o.shuffle_buckets or 8, o.top_reviewers, o.max_record_bytes,
         o.dead_letter_payload_bytes, o.stream_shards, o.sentiment_model,
-        configure(parse_overrides(o.expectation or [])), o.insights)
+        configure(parse_overrides(o.expectation or [])), o.insights, o.recent_brands)
     dead = (out["dead_letters"], product_dead | "WindowProductDeadLetters" >> beam.WindowInto(GlobalWindows())) \
         | "AllDeadLetters" >> beam.Flatten()
     dead_adds = dead | "WriteDeadLetters" >> WriteDeadLetters(target)
     interval = target.commit_interval_s
-    items = [out["silver"], out["changelog"], dead_adds,
+    items = [out["silver"], out["changelog"], dead_adds] + ([out["recent_brands_staged"]] if "recent_brands_staged" in out
+                                                            else []) + [
              out["state"] | "TagState" >> beam.MapTuple(lambda name, t: {"gold": name, "partial": t}),
              _commit_window(out["positions"], "PositionsForCommit", interval)
              | "TagPositions" >> beam.MapTuple(lambda pid, pos: {"position": [pid, pos[0], pos[1]]})]

@@ -59,6 +59,9 @@ SILVER_REVIEWS, SILVER_PRODUCTS, DEAD_LETTERS, GOLD, GOLD_STATE, GOLD_CHANGELOG 
     "silver/reviews", "silver/products", "dead_letters", "gold", "_state/gold", "gold_changelog")
 INSIGHTS = "insights"
 RECENT_BRANDS = f"{INSIGHTS}/recent_brands"
+# the top folders the job writes under its root: orphan cleanup looks nowhere else, so other tools' tables
+# kept beside them (e.g. ROOT/recommendations from training.recommend) are never touched
+OWN_FOLDERS = ("silver", "gold", "gold_changelog", "_state", "dead_letters", "_pipeline", INSIGHTS)
 TRENDING = {"daily_products": (f"{INSIGHTS}/trending_products", "asin"),    # daily family -> (table, key)
             "daily_brands": (f"{INSIGHTS}/trending_brands", "brand"),
             "daily_main_cats": (f"{INSIGHTS}/trending_main_cats", "main_cat")}
@@ -627,7 +630,7 @@ def _data_folders(loc):
         p = path.replace(os.sep, "/")
         if "/_delta_log/" not in p and p.startswith(root + "/"):
             folders.add(posixpath.dirname(p[len(root) + 1:]))
-    return sorted(folders)
+    return sorted(f for f in folders if f.split("/", 1)[0] in OWN_FOLDERS)
 
 
 def all_tables(loc):
@@ -664,11 +667,24 @@ def read(loc, rel, version=None, columns=None):
 
 
 def dataset(loc, rel, version=None):
-    """A pyarrow dataset of the table (what DuckDB, pandas and Polars read)."""
+    """A pyarrow dataset of the table (what DuckDB, pandas and Polars read), files of that version only."""
     if version is None:
         version = snapshot_versions(loc).get(rel)
     t = open_table(loc, rel, version)
-    return None if t is None else t.to_pyarrow_dataset()
+    return None if t is None else plain_dataset(t)
+
+
+def plain_dataset(delta_table):
+    """The version's Parquet files as a pyarrow dataset WITHOUT the per-file expressions delta-rs derives
+    from the Delta statistics. delta-rs 1.6 turns a column without min/max statistics (``file_stats``
+    writes none for strings over 32 characters) into ``col >= null``, so a filter on that column silently
+    dropped whole files (DuckDB ``where title = ...`` found 0 of 20 rows). Parquet's own row-group
+    statistics still prune."""
+    import pyarrow.dataset as pds
+    full = delta_table.to_pyarrow_dataset()
+    fmt = pds.ParquetFileFormat()
+    fragments = [fmt.make_fragment(f.path, filesystem=full.filesystem) for f in full.get_fragments()]
+    return pds.FileSystemDataset(fragments, full.schema, fmt, full.filesystem)
 
 
 # ---------------------------------------------------------------------------------------------------

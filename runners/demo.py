@@ -1,10 +1,10 @@
-"""`make run`: the whole job end to end on the local stack, batch, model, then streaming, with embedded
-defaults.
+"""`make run`: the whole job end to end on the local stack, batch, insights, model, then streaming, with
+embedded defaults.
 
     python -m runners.demo [--reviews 20000] [--seed 7] [--output out/batch]
                            [--model-output out/model] [--scored-output out/batch_scored]
                            [--stream-reviews 3000] [--stream-seed 8] [--stream-output out/stream]
-                           [--only {batch,model,stream}]
+                           [--only {batch,insights,model,stream}]
 
 Batch leg:
 1. starts Azurite (the local Azure Blob / ADLS stand-in) on 127.0.0.1:10000, or reuses the running one;
@@ -17,6 +17,12 @@ Batch leg:
 5. lands one newly generated file in the container and runs the job again (incremental, the default): it
    reads only that file, and the versions move on;
 6. says how to query the tables.
+
+Insights leg (from the batch leg's tables):
+1. prints the trending products of the day with the most trending rows (insights/trending_products);
+2. picks the reviewer with the most recent brands and prints them, newest first (insights/recent_brands);
+3. trains the recommender on the batch leg's silver (python -m training.recommend train, exported under
+   OUTPUT/recommendations) and prints that reviewer's recommendations with the product titles.
 
 Model leg:
 1. trains a small sentiment model on the batch leg's silver (python -m training: tf.Transform + Keras,
@@ -154,6 +160,62 @@ def batch_leg(a):
           f"  .venv/bin/python -m beam_pipeline.tables show {a.output}      (history, optimize, vacuum: --help)",
           flush=True)
     return ok
+
+
+def insights_leg(a):
+    """Trending products, one reviewer's recent brands and their recommendations, from the batch leg's tables."""
+    from beam_pipeline import tables
+    loc = tables.Location(a.output)
+    trending = tables.read(loc, tables.TRENDING["daily_products"][0])
+    if trending is None or not trending.num_rows:
+        print(f"[insights 1/3] no trending table under {a.output}/insights (was the batch leg run with --no_insights?)")
+        return False
+    days = trending.group_by("day").aggregate([([], "count_all")]).sort_by([("count_all", "descending"),
+                                                                             ("day", "descending")])
+    day = days["day"][0].as_py()
+    top = trending.filter(pa_compute().equal(trending["day"], days["day"][0])).sort_by("rank").slice(0, 5)
+    print(f"[insights 1/3] trending products on {day} ({trending['rule'][0].as_py()} rule: that day's count against "
+          f"the trailing days; {tables.TRENDING['daily_products'][0]}, {trending.num_rows:,} rows over "
+          f"{days.num_rows:,} days):")
+    for r in top.to_pylist():
+        print(f"            #{r['rank']} {r['asin']:12s} {r['count']:4d} reviews that day, baseline {r['baseline']:.2f}, "
+              f"score {r['score']:.2f}")
+    recent = tables.read(loc, tables.RECENT_BRANDS)
+    if recent is None or not recent.num_rows:
+        print(f"[insights 2/3] no recent-brands table under {a.output}/insights")
+        return False
+    recent = recent.sort_by([("n_brands", "descending"), ("reviewer_id", "ascending")])
+    reviewer = recent["reviewer_id"][0].as_py()
+    brands = recent["brands"][0].as_py()
+    print(f"[insights 2/3] reviewer {reviewer}: {len(brands)} recent brands, newest first "
+          f"({tables.RECENT_BRANDS}, {recent.num_rows:,} reviewers): {', '.join(brands[:8])}"
+          + (" ..." if len(brands) > 8 else ""))
+    model_dir = os.path.join(a.output, "recommendations")
+    print(f"[insights 3/3] training the recommender on {a.output}/silver/reviews (python -m training.recommend "
+          f"train) ...", flush=True)
+    proc = subprocess.run([sys.executable, "-m", "training.recommend", "train",
+                           f"--silver={os.path.join(a.output, 'silver', 'reviews')}", f"--output={model_dir}"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"[insights 3/3] training the recommender failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+        return False
+    from training.recommend.export import Recommender
+    rec = Recommender.load(model_dir)
+    t = time.perf_counter()
+    picks = rec.recommend(reviewer, 5)
+    ms = (time.perf_counter() - t) * 1000
+    products = tables.read(loc, tables.SILVER_PRODUCTS)
+    titles = dict(zip(products["asin"].to_pylist(), products["title"].to_pylist())) if products is not None else {}
+    print(f"[insights 3/3] recommendations for {reviewer} ({rec.model}, from the exported tables in {ms:.2f} ms; "
+          f"{model_dir}):")
+    for r in picks:
+        print(f"            #{r['rank']} {r['asin']:12s} {(titles.get(r['asin']) or '')[:60]}")
+    return bool(picks)
+
+
+def pa_compute():
+    import pyarrow.compute as pc
+    return pc
 
 
 def _clear_blobs(cs, prefix):
@@ -416,8 +478,8 @@ def main(argv=None):
                     help="where the model leg writes the model, its report and model card (default out/model)")
     ap.add_argument("--scored-output", default="out/batch_scored",
                     help="output root of the batch run scored with that model (default out/batch_scored)")
-    ap.add_argument("--only", choices=("batch", "model", "stream"), default=None, help="run one leg only "
-                    "(model needs the batch leg's output and the Azurite it started)")
+    ap.add_argument("--only", choices=("batch", "insights", "model", "stream"), default=None, help="run one leg only "
+                    "(insights and model need the batch leg's output; model also the Azurite it started)")
     a = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter (model leg)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
@@ -426,8 +488,8 @@ def main(argv=None):
 
     started = time.monotonic()
     timings, ok = [], True
-    for only, name, leg in (("batch", "batch", batch_leg), ("model", "model", model_leg),
-                             ("stream", "streaming", stream_leg)):
+    for only, name, leg in (("batch", "batch", batch_leg), ("insights", "insights", insights_leg),
+                             ("model", "model", model_leg), ("stream", "streaming", stream_leg)):
         if a.only not in (None, only):
             continue
         if timings:

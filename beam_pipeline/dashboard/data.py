@@ -273,15 +273,8 @@ class Root:
 
 
 def plain_dataset(delta_table):
-    """The table's Parquet files as a pyarrow dataset WITHOUT the per-file expressions delta-rs derives from
-    the Delta statistics. delta-rs 1.6 turns a column without min/max statistics (the job writes none for
-    strings over 32 characters) into ``col >= null``, so any filter on that column drops the whole file
-    (silently: ``reviewer_id == X`` found 0 of 40 rows). Parquet's own row-group statistics still prune."""
-    import pyarrow.dataset as pds
-    ds = delta_table.to_pyarrow_dataset()
-    fmt = pds.ParquetFileFormat()
-    frags = [fmt.make_fragment(f.path, filesystem=ds.filesystem) for f in ds.get_fragments()]
-    return pds.FileSystemDataset(frags, ds.schema, fmt, ds.filesystem)
+    """``beam_pipeline.tables.plain_dataset``: the files without delta-rs's statistics expressions."""
+    return tables.plain_dataset(delta_table)
 
 
 def check_root(root):

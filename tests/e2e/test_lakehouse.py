@@ -267,6 +267,13 @@ def test_duckdb_reads_every_table_and_time_travel(data, tmp_path):
     assert n_old == s1["reviews"]["silver_rows"]
     # pandas reads the same table
     assert len(tables.open_table(loc, tables.SILVER_REVIEWS).to_pandas()) == n
+    # filters on text columns return every matching row, long values included (delta-rs's statistics
+    # expressions once turned "no min/max" into "col >= null" and dropped whole files)
+    rows = tables.read(loc, tables.SILVER_REVIEWS).to_pylist()
+    for column in ("title", "summary", "reviewer_id", "review_text"):
+        value = max((r[column] for r in rows if r[column]), key=len)
+        (got,) = duckdb.sql(f"SELECT count(*) FROM silver WHERE {column} = $v", params={"v": value}).fetchall()[0]
+        assert got == sum(1 for r in rows if r[column] == value), column
 
 
 def test_tables_cli_show_history_optimize_vacuum(data, tmp_path):
@@ -357,3 +364,24 @@ def test_expectations_warn_drop_fail_and_rescued_data_counts(tmp_path):
     assert _reader_view(output) == before
     ok = _job(land, output, "f2")
     assert ok["files"]["reviews"]["new"] == 1 and not out.staged_files(output)
+
+
+def test_orphan_cleanup_never_touches_other_tools_tables_under_the_root(data, tmp_path):
+    """A Delta table another tool keeps beside the job's (ROOT/recommendations, as training.recommend and the
+    dashboard do) keeps every file of every version across job runs: the cleanup only looks in the job's
+    own folders."""
+    import deltalake
+    import pyarrow as pa
+
+    land = _landing(data, tmp_path, 1)
+    output = tmp_path / "out"
+    _job(land, output, "o1")
+    foreign = output / "recommendations" / "recommendations"
+    deltalake.write_deltalake(str(foreign), pa.table({"reviewer_id": ["a"], "rank": [1]}), mode="overwrite")
+    deltalake.write_deltalake(str(foreign), pa.table({"reviewer_id": ["b"], "rank": [1]}), mode="overwrite")
+    files = sorted(p.name for p in foreign.glob("*.parquet"))
+    assert len(files) == 2   # version 1 no longer references the first file: an "orphan" to a careless cleanup
+    _landing(data, tmp_path, 2)
+    _job(land, output, "o2")
+    assert sorted(p.name for p in foreign.glob("*.parquet")) == files
+    assert deltalake.DeltaTable(str(foreign), version=0).to_pyarrow_table()["reviewer_id"].to_pylist() == ["a"]
