@@ -71,6 +71,10 @@ DEFAULT_FOLDERS = ("../shared/data/amazon", "../shared/data/amazon2023")
 MODEL_L2 = 3e-6           # training.__main__ --l2 default
 BASELINE_L2 = 1e-6        # TfidfBigramBaseline default
 THRESHOLD_RULES = ("cv-pooled", "cv-categories", "0.5")
+# L-BFGS iterations per fit. 100: on the Electronics fold of the real data (96,331 reviews) the model fitted
+# with at most 100 iterations scored held-out AUC 0.982826, fitted to the default stop (tol 1e-6, relative
+# decrease 1e-10, at most 500) 0.982828, in 30 s instead of 45 s (2026-12-06, 2 busy cores)
+MAX_ITER = 100
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -277,7 +281,7 @@ def fit_and_score(tc, kind, fit_rows, score_rows, labels_, weighted=True):
     l2 = MODEL_L2 if kind == "model" else BASELINE_L2
     fit_idx, score_idx = np.flatnonzero(fit_rows), np.flatnonzero(score_rows)
     x = tc.fold_features(kind, fit_idx, np.concatenate([fit_idx, score_idx]))
-    w, b = fit_logistic(x[:fit_idx.size], labels_[fit_idx], l2, weighted)
+    w, b = fit_logistic(x[:fit_idx.size], labels_[fit_idx], l2, weighted, max_iter=MAX_ITER)
     return _sigmoid(x[fit_idx.size:] @ w + b)
 
 
@@ -345,7 +349,7 @@ def inner_scores(tc, kind, reviews, train_mask, k, weighted=True):
 
 # ----------------------------------------------------------------------------------------------- folds
 
-def fold(tc, reviews, held_out, inner_folds=3, unweighted=False, progress=print):
+def fold(tc, reviews, held_out, inner_folds=3, unweighted=False, baseline_current=True, progress=print):
     """One outer fold: every procedure fitted on the other categories only, scored on ``held_out``.
     Returns {procedure: (P(positive) of the held-out rows, threshold)}."""
     test = reviews.category == held_out
@@ -358,7 +362,7 @@ def fold(tc, reviews, held_out, inner_folds=3, unweighted=False, progress=print)
     fit_cur = train & ~val
     out = {}
     t0 = time.monotonic()
-    for kind in ("model", "baseline"):
+    for kind in ("model", "baseline") if baseline_current else ("model",):
         both = fit_and_score(tc, kind, fit_cur, val | test, y)   # in row order of (val | test)
         idx = np.flatnonzero(val | test)
         pv, pt = both[val[idx]], both[test[idx]]
@@ -519,7 +523,8 @@ def markdown(report):
     return "\n".join(lines) + "\n"
 
 
-def run(reviews, output, *, min_negatives=50, categories=None, inner_folds=3, unweighted=False, n_boot=1000,
+def run(reviews, output, *, min_negatives=50, categories=None, inner_folds=3, unweighted=False, baseline_current=True,
+        n_boot=1000,
         seed=0, model_procedure="model/refit/cv-categories", baseline_procedure="baseline/refit/cv-categories",
         progress=print):
     """LOCO over the categories with at least ``min_negatives`` negatives (or the named ``categories``);
@@ -537,14 +542,14 @@ def run(reviews, output, *, min_negatives=50, categories=None, inner_folds=3, un
              + f" ({time.monotonic() - t0:.0f} s)")
     results = {}
     for cat in folds:
-        results[cat] = fold(tc, reviews, cat, inner_folds, unweighted, progress)
+        results[cat] = fold(tc, reviews, cat, inner_folds, unweighted, baseline_current, progress)
     report = summarize(reviews, results, model_procedure, baseline_procedure, n_boot, seed)
     report["data"] = {"reviews": len(reviews), "categories": {c: {"negatives": negatives[c],
                                                                   "reviews": int((reviews.category == c).sum()),
                                                                   "sources": sorted(set(reviews.source[reviews.category == c]))}
                                                               for c in sorted(negatives)},
                       "folds": folds, "min_negatives": min_negatives}
-    report["settings"] = {"inner_folds": inner_folds, "model_l2": MODEL_L2, "baseline_l2": BASELINE_L2,
+    report["settings"] = {"inner_folds": inner_folds, "max_iter": MAX_ITER, "model_l2": MODEL_L2, "baseline_l2": BASELINE_L2,
                           "group_weights": GROUP_WEIGHTS, "top_k": TOP_K, "min_df": MIN_DF, "n_boot": n_boot,
                           "seed": seed}
     report["duration_s"] = round(time.monotonic() - started, 1)
@@ -574,6 +579,10 @@ def build_parser():
                         "(default 3)")
     p.add_argument("--unweighted", action="store_true",
                    help="also run the refit procedure without balanced class weights (slower: one more inner CV)")
+    p.add_argument("--no_baseline_current", action="store_true",
+                   help="skip the baseline fitted the way the report fits it now (T - V, threshold on V)")
+    p.add_argument("--max_iter", type=int, default=MAX_ITER,
+                   help=f"L-BFGS iterations per fit (default {MAX_ITER}; see MAX_ITER in the source for the check)")
     p.add_argument("--model_procedure", default="model/refit/cv-categories",
                    help="the model procedure compared with the baseline in the headline table")
     p.add_argument("--baseline_procedure", default="baseline/refit/cv-categories",
@@ -584,7 +593,9 @@ def build_parser():
 
 
 def main(argv=None):
+    global MAX_ITER
     args = build_parser().parse_args(argv)
+    MAX_ITER = args.max_iter
     started = time.monotonic()
     progress = lambda msg: print(f"[loco {time.monotonic() - started:6.1f} s] {msg}", flush=True)  # noqa: E731
     try:
@@ -594,7 +605,8 @@ def main(argv=None):
             reviews = reviews.take(np.array([c.lower() in keep for c in reviews.category]))
         report = run(reviews, args.output, min_negatives=args.min_negatives,
                      categories=args.categories.split(",") if args.categories else None,
-                     inner_folds=args.inner_folds, unweighted=args.unweighted, n_boot=args.bootstrap, seed=args.seed,
+                     inner_folds=args.inner_folds, unweighted=args.unweighted,
+                     baseline_current=not args.no_baseline_current, n_boot=args.bootstrap, seed=args.seed,
                      model_procedure=args.model_procedure, baseline_procedure=args.baseline_procedure,
                      progress=progress)
     except ValueError as err:
