@@ -525,7 +525,7 @@ def markdown(report):
 
 def run(reviews, output, *, min_negatives=50, categories=None, inner_folds=3, unweighted=False, baseline_current=True,
         n_boot=1000,
-        seed=0, model_procedure="model/refit/cv-categories", baseline_procedure="baseline/refit/cv-categories",
+        seed=0, compute=True, model_procedure="model/refit/cv-categories", baseline_procedure="baseline/refit/cv-categories",
         progress=print):
     """LOCO over the categories with at least ``min_negatives`` negatives (or the named ``categories``);
     every category's reviews are used for training in the folds where it is not held out. Writes
@@ -537,18 +537,33 @@ def run(reviews, output, *, min_negatives=50, categories=None, inner_folds=3, un
         raise ValueError(f"no category has {min_negatives} negatives")
     progress(f"{len(reviews):,} polar reviews in {len(negatives)} categories; {len(folds)} folds: {', '.join(folds)}")
     t0 = time.monotonic()
-    tc = TermCounts(reviews.summary, reviews.review_text)
-    progress("term counts: " + ", ".join(f"{len(v):,} {g} terms" for g, v in tc.terms.items())
-             + f" ({time.monotonic() - t0:.0f} s)")
+    tc = TermCounts(reviews.summary, reviews.review_text) if compute else None
+    if tc is not None:
+        progress("term counts: " + ", ".join(f"{len(v):,} {g} terms" for g, v in tc.terms.items())
+                 + f" ({time.monotonic() - t0:.0f} s)")
     results = {}
+    cache = os.path.join(output, "folds")
+    os.makedirs(cache, exist_ok=True)
     for cat in folds:
-        results[cat] = fold(tc, reviews, cat, inner_folds, unweighted, baseline_current, progress)
+        path = os.path.join(cache, f"{cat}.npz")
+        if not os.path.exists(path) and not compute:
+            continue
+        if not os.path.exists(path):        # each fold is saved as it ends: runs resume, parallel runs share
+            res = fold(tc, reviews, cat, inner_folds, unweighted, baseline_current, progress)
+            np.savez(path + ".tmp.npz", **{f"{k}|{t!r}": p for k, (p, t) in res.items()})
+            os.replace(path + ".tmp.npz", path)
+        with np.load(path) as z:
+            results[cat] = {k.split("|")[0]: (z[k], float(k.split("|")[1])) for k in z.files}
+    if not results:
+        raise ValueError("no fold computed yet")
+    common = set.intersection(*(set(r) for r in results.values()))
+    results = {c: {k: v for k, v in r.items() if k in common} for c, r in results.items()}
     report = summarize(reviews, results, model_procedure, baseline_procedure, n_boot, seed)
     report["data"] = {"reviews": len(reviews), "categories": {c: {"negatives": negatives[c],
                                                                   "reviews": int((reviews.category == c).sum()),
                                                                   "sources": sorted(set(reviews.source[reviews.category == c]))}
                                                               for c in sorted(negatives)},
-                      "folds": folds, "min_negatives": min_negatives}
+                      "folds": folds, "folds_done": sorted(results), "min_negatives": min_negatives}
     report["settings"] = {"inner_folds": inner_folds, "max_iter": MAX_ITER, "model_l2": MODEL_L2, "baseline_l2": BASELINE_L2,
                           "group_weights": GROUP_WEIGHTS, "top_k": TOP_K, "min_df": MIN_DF, "n_boot": n_boot,
                           "seed": seed}
@@ -557,7 +572,9 @@ def run(reviews, output, *, min_negatives=50, categories=None, inner_folds=3, un
     with open(os.path.join(output, "report.json"), "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=1, sort_keys=True)
     with open(os.path.join(output, "report.md"), "w", encoding="utf-8") as fh:
-        fh.write(markdown(report) + f"\nDuration: {report['duration_s']} s.\n")
+        missing = sorted(set(folds) - set(results))
+        fh.write(markdown(report) + (f"\n**Partial: folds not computed: {', '.join(missing)}.**\n" if missing else "")
+                 + f"\nDuration of this invocation: {report['duration_s']} s.\n")
     return report
 
 
@@ -587,6 +604,10 @@ def build_parser():
                    help="the model procedure compared with the baseline in the headline table")
     p.add_argument("--baseline_procedure", default="baseline/refit/cv-categories",
                    help="the baseline procedure of the headline table (baseline/current: as the report fits it now)")
+    p.add_argument("--summarize_only", action="store_true",
+                   help="compute no fold: summarise the folds already saved under OUTPUT/folds/ (each fold is saved "
+                        "as it ends, so a run resumes where it stopped and several runs with disjoint --categories "
+                        "can share one OUTPUT)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per category (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     return p
@@ -606,7 +627,7 @@ def main(argv=None):
         report = run(reviews, args.output, min_negatives=args.min_negatives,
                      categories=args.categories.split(",") if args.categories else None,
                      inner_folds=args.inner_folds, unweighted=args.unweighted,
-                     baseline_current=not args.no_baseline_current, n_boot=args.bootstrap, seed=args.seed,
+                     baseline_current=not args.no_baseline_current, compute=not args.summarize_only, n_boot=args.bootstrap, seed=args.seed,
                      model_procedure=args.model_procedure, baseline_procedure=args.baseline_procedure,
                      progress=progress)
     except ValueError as err:
