@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 AZURITE := node_modules/.bin/azurite-blob
 
-.PHONY: install run test test-fast bench train-real stop clean help
+.PHONY: install run test test-fast bench train-real loco stop clean help
 .PHONY: dashboard chromium
 DASHBOARD_OUTPUTS ?= out/batch out/batch_scored out/stream
 
@@ -18,6 +18,8 @@ help:
 	@echo "               the raw azure-eventhub consumer at 20k and 100k events, training and scoring (bench/results/)"
 	@echo "make train-real - the batch job over ../shared/data/amazon, then the sentiment model trained and evaluated"
 	@echo "               on categories it never saw, next to two baselines (out/model_real/report.md)"
+	@echo "make loco    - leave-one-category-out evaluation of the model's whole procedure next to the tf-idf baseline,"
+	@echo "               both folders of ../shared/data (bench/results/loco/report.md; python -m training.loco --help)"
 	@echo "make dashboard - serve the dashboard on the tables make run wrote ($(DASHBOARD_OUTPUTS)) at"
 	@echo "               http://127.0.0.1:8050/ (DASHBOARD_ARGS='--port 8051' to change; --help lists its options)"
 	@echo "make stop    - stop the Azurite and the Event Hubs endpoint started by make run"
@@ -66,6 +68,13 @@ bench: install
 train-real: install
 	$(PY) -m training --reviews='../shared/data/amazon/reviews/*.jsonl.gz' \
 	    --products='../shared/data/amazon/metadata/*.jsonl.gz' --output=out/model_real
+	@echo "Leave-one-category-out figures (the headline; measured by 'make loco', bench/results/loco/report.md):"
+	@cat bench/results/loco/report.md
+
+# leave-one-category-out over ../shared/data/amazon + amazon2023 (python -m training.loco --help); ~40 min on 2 cores
+loco: install
+	$(PY) -m training.loco --output=out/loco --inner_folds=2 --no_baseline_current
+	mkdir -p bench/results/loco && cp out/loco/report.md out/loco/report.json bench/results/loco/
 
 stop:
 	-test -x $(PY) && $(PY) -m runners.local_stack azurite stop

@@ -38,7 +38,8 @@ def build_parser():
     p.add_argument("--products", help="product metadata for that batch run (optional)")
     p.add_argument("--output", required=True, help="where the model, the report and the work files go")
     p.add_argument("--split", choices=SPLITS, default="category",
-                   help="test split: 'category' (categories never seen in training; default), 'hash' (by a "
+                   help="test split: 'category' (categories never seen in training; default), 'all' (no test split: the "
+                        "final refit on every labelled review, judged by python -m training.loco), 'hash' (by a "
                         "hash of the review key), 'time' (the latest reviews). Never random per run")
     p.add_argument("--holdout_categories", default=None,
                    help="comma-separated test categories for --split=category. Default: the quarter of "
@@ -81,6 +82,12 @@ def build_parser():
                    help="2: positive vs negative, 3-star reviews left out (default); 3: negative / neutral / "
                         "positive (softmax, early stopping on validation loss, no baselines; the graph's "
                         "--sentiment_model scoring takes binary models)")
+    p.add_argument("--threshold_rule", choices=("cv-categories", "cv-pooled", "0.5"), default="cv-categories",
+                   help="--split all: the threshold rule (training.loco): cv-categories (default) maximises the mean "
+                        "per-category macro-F1 of out-of-category scores from --inner_folds groups of categories, "
+                        "cv-pooled the pooled macro-F1 of the same scores, 0.5 fixed")
+    p.add_argument("--inner_folds", type=int, default=2,
+                   help="--split all: groups of categories for the threshold's out-of-category scores (default 2)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the confidence intervals")
     p.add_argument("--seed", type=int, default=0, help="random seed (shuffling, initialisation, bootstrap)")
     p.add_argument("--no_baselines", action="store_true", help="skip the two baselines (faster)")
@@ -120,7 +127,8 @@ def main(argv=None):
                        l2=args.l2, dim=args.dim, patience=args.patience, seed=args.seed, n_boot=args.bootstrap,
                        baselines=not args.no_baselines, norm=args.tfidf_norm, validation=args.validation,
                        classes=args.classes, optimizer=args.optimizer,
-                       max_iterations=args.max_iterations,
+                       max_iterations=args.max_iterations, threshold_rule=args.threshold_rule,
+                       inner_folds=args.inner_folds,
                        early_stopping=None if args.early_stopping == "auto" else args.early_stopping == "on",
                        progress=progress)
     except ValueError as err:

@@ -11,6 +11,9 @@ file per category, ``All_Beauty.jsonl.gz`` -> ``All_Beauty``) or its product's `
               the review key within the training categories (``validation="hash"``)
     hash      test / validation / training by a hash of the review key (reviewer, product, review time)
     time      the latest reviews are the test set, the ones before them validation
+    all       every labelled review is training data, no validation or test split: the final refit, after
+              leave-one-category-out cross-validation (training.loco) has fixed the features, L2 and
+              threshold rule
 """
 import os
 import re
@@ -22,7 +25,7 @@ import pyarrow.compute as pc
 
 from transforms import keys, labels
 
-SPLITS = ("category", "hash", "time")
+SPLITS = ("category", "hash", "time", "all")
 CATEGORY_SOURCES = ("source", "main_cat")
 KEY = ("reviewer_id", "asin", "unix_review_time")
 _EXTENSIONS = re.compile(r"(\.jsonl?|\.json|\.gz|\.bz2)+$")
@@ -103,6 +106,8 @@ def examples(table, *, classes=2, split="category", holdout=None, category_sourc
     elif split == "hash":
         out[frac < test_fraction] = "test"
         out[(frac >= test_fraction) & (frac < test_fraction + validation_fraction)] = "validation"
+    elif split == "all":
+        pass
     elif split == "time":
         t = table["unix_review_time"].to_numpy()
         order = np.lexsort((frac, t))  # ties broken by the key hash, not by row order

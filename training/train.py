@@ -116,7 +116,7 @@ def _fit_keras(classifier, records, tft_output, train_y, classes, monitor, epoch
 def train(silver, output, *, split="category", holdout=None, category_source="source", epochs=30, batch_size=256,
           learning_rate=None, l2=3e-6, dim=1, patience=3, seed=0, n_boot=1000, baselines=True, workdir=None,
           norm="l2", validation="categories", classes=2, optimizer="auto", max_iterations=500, early_stopping=None,
-          progress=print):
+          threshold_rule="cv-categories", inner_folds=2, progress=print):
     """The whole run; returns the report dict (also written as report.json / report.md under ``output``).
 
     ``l2``: the objective is the class-weighted mean log loss + ``l2 / 2 * |w|^2`` over the term weights
@@ -145,6 +145,11 @@ def train(silver, output, *, split="category", holdout=None, category_source="so
              f"{counts['validation']:,} + test {counts['test']:,}; split by {split}"
              + (f", test categories: {', '.join(sorted(set(ex.take('test').category)))}; validation categories: "
                 f"{', '.join(sorted(set(ex.take('validation').category)))}" if split == "category" else ""))
+    if split == "all":
+        if classes != 2 or optimizer != "lbfgs" or early_stopping:
+            raise ValueError("--split all refits the binary linear model with L-BFGS to the minimum (no validation split)")
+        return _train_all(ex, silver, output, workdir, l2=l2, norm=norm, max_iterations=max_iterations,
+                          threshold_rule=threshold_rule, inner_folds=inner_folds, t_start=t_start, progress=progress)
     if min(counts.values()) == 0:
         raise ValueError(f"an empty split: {counts}; use more data or another --split")
 
@@ -241,6 +246,87 @@ def train(silver, output, *, split="category", holdout=None, category_source="so
         "saved_model": model_dir,
     }
     write_report(report, output)
+    return report
+
+
+def _train_all(ex, silver, output, workdir, *, l2, norm, max_iterations, threshold_rule, inner_folds, t_start,
+               progress):
+    """``--split all``: the exported model refitted on every labelled review. The threshold comes from the rule
+    the leave-one-category-out cross-validation chose (training.loco): applied to out-of-category scores of
+    every review from ``inner_folds`` groups of categories, each scored by the numpy twin of the model fitted
+    on the other categories. The exported model is then checked against the numpy twin refitted on all the
+    same reviews (report["equivalence"])."""
+    from training import loco
+    reviews = loco.Reviews(ex.summary, ex.review_text, ex.label,
+                           np.array([c.lower() for c in ex.category], dtype=object), ex.category)
+    t0 = time.monotonic()
+    tc = loco.TermCounts(reviews.summary, reviews.review_text)
+    everything = np.ones(len(reviews), dtype=bool)
+    if threshold_rule == "0.5":
+        threshold = 0.5
+    else:
+        inner = loco.inner_scores(tc, "model", reviews, everything, inner_folds)
+        threshold = loco.choose(threshold_rule, reviews.label, inner, reviews.category)
+    threshold_s = time.monotonic() - t0
+    progress(f"threshold {threshold:.4f} by rule {threshold_rule} over {inner_folds} inner folds of "
+             f"{len(set(reviews.category))} categories ({threshold_s:.1f} s)")
+    t0 = time.monotonic()
+    tft_dir, records = transform(ex, workdir, norm)
+    tft_output = tft.TFTransformOutput(tft_dir)
+    vocab = {g: max(1, tft_output.vocabulary_size_by_name(g)) for g in GROUPS}
+    transform_s = time.monotonic() - t0
+    progress("tf.Transform: vocabularies of " + " and ".join(f"{n:,} {g} terms" for g, n in vocab.items())
+             + f" from all {len(ex):,} reviews ({transform_s:.1f} s)")
+    classifier = build_classifier(vocab, dim=1, l2=l2 / 2, learning_rate=None, classes=2, optimizer="adam")
+    t0 = time.monotonic()
+    batch = next(iter(dataset(records, "train", tft_output, 1 << 30)))
+    fitted = lbfgs.fit(classifier, batch, batch, class_weights(ex.label), max_iter=max_iterations,
+                       early_stopping=False, progress=progress)
+    train_s = time.monotonic() - t0
+    progress(f"fitted (lbfgs) on all reviews: {fitted['iterations']} iterations ({train_s:.1f} s)")
+    model_dir = os.path.join(output, "saved_model")
+    shutil.rmtree(model_dir, ignore_errors=True)
+    export(classifier, tft_output, threshold, model_dir)
+    signature = tf.saved_model.load(model_dir).signatures["serving_default"]
+    throughput = scoring_throughput(signature, ex)
+    served = serve(signature, ex)
+    # the exported model equals a refit of the numpy twin on the same reviews
+    twin_p = loco.fit_and_score(tc, "model", everything, everything, reviews.label)
+    equivalence = {"max_abs_probability_difference": float(np.max(np.abs(served - twin_p))),
+                   "labels_agreeing": float(np.mean((served >= threshold) == (twin_p >= threshold))),
+                   "rows": len(ex)}
+    progress(f"exported {model_dir} (threshold {threshold:.4f}); scoring {throughput:,.0f} reviews/s; against the "
+             f"numpy twin refitted on the same reviews: max |p - p_twin| {equivalence['max_abs_probability_difference']:.4f}, "
+             f"labels agreeing {equivalence['labels_agreeing']:.4%}")
+    counts = {"train": len(ex), "validation": 0, "test": 0}
+    report = {
+        "data": {"silver": silver, "examples": counts, "split": "all", "category_source": "source",
+                 "train_categories": sorted(set(ex.category)), "test_categories": [], "validation_categories": [],
+                 "label_rule": "rating >= 4 positive (1), <= 2 negative (0), 3 excluded (transforms/labels.py)"},
+        "model": {"kind": "logistic regression on tf-idf of words + bigrams + negation scope, character 3-5-grams "
+                          "and the summary's own words + bigrams", "vocabulary": vocab,
+                  "iterations_run": fitted["iterations"], "optimizer": "lbfgs", "classes": 2, "early_stopping_on": None,
+                  "class_weights": class_weights(ex.label), "threshold": float(threshold),
+                  "threshold_rule": threshold_rule, "inner_folds": inner_folds, "l2": l2, "tfidf_norm": norm},
+        "results": {}, "equivalence": equivalence,
+        "timing": {"threshold_s": round(threshold_s, 2), "transform_s": round(transform_s, 2),
+                   "train_s": round(train_s, 2), "total_s": round(time.monotonic() - t_start, 2),
+                   "scoring_reviews_per_s": round(throughput, 1)},
+        "saved_model": model_dir,
+    }
+    with open(os.path.join(output, "report.json"), "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=1, sort_keys=True, default=float)
+    lines = ["# Sentiment model: the all-data refit", "",
+             f"Trained on every labelled review ({len(ex):,}; {len(set(ex.category))} source categories), no held-out "
+             "split: how well this procedure generalises to unseen categories is measured by leave-one-category-out "
+             "cross-validation (`python -m training.loco`, bench/results/loco/report.md), which fixed the "
+             f"features, L2 ({l2:g}) and threshold rule ({threshold_rule}: threshold {threshold:.4f} from "
+             f"{inner_folds} inner folds of categories).", "",
+             f"Exported model vs the numpy twin refitted on the same reviews: max |p - p_twin| "
+             f"{equivalence['max_abs_probability_difference']:.4f}, labels agreeing {equivalence['labels_agreeing']:.4%}.",
+             "", f"Timing: {report['timing']}"]
+    with open(os.path.join(output, "report.md"), "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
     return report
 
 
