@@ -39,3 +39,4 @@ def test_split_all_exports_the_all_data_refit(tmp_path):
     got = signature(summary=tf.constant(["Great, love it"]), review_text=tf.constant(["works great, love it"]))
     assert np.isfinite(got["probability"].numpy()).all()
     assert "all-data refit" in (out / "report.md").read_text()
+    assert "leave-one-category-out" in (out / "model_card.md").read_text()
