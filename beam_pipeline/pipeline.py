@@ -39,7 +39,7 @@ from beam_pipeline import coders, io, scoring, tables  # importing coders regist
 from beam_pipeline.composites import (DEAD, CleanReviews, ParseReviews, WriteDeadLettersFn, count_dead, count_schema,
                                       dead_letter_shard, gold_payloads)
 from beam_pipeline.threaded import ThreadedDoFn
-from beam_pipeline.options import hub_settings, normalize_argv, parse_duration, validated, with_local_defaults
+from beam_pipeline.options import OptionsError, hub_settings, normalize_argv, parse_duration, validated, with_local_defaults
 from transforms import gold, keys, reasons, schema_versions
 from transforms.expectations import configure, failures, parse_overrides
 from transforms.dead_letters import dead_letter
@@ -548,6 +548,12 @@ def run(argv=None, save_main_session=False, fail_after=None):
     FileSystems.set_options(options)   # the driver lists inputs and commits through the same filesystems
     run_id = o.run_id or default_run_id()
     loc = tables.Location(o.output)
+    if not o.take_over_output:
+        foreign = tables.foreign_files(loc)
+        if foreign:
+            raise OptionsError(f"--output {o.output} holds files the job did not write (e.g. {', '.join(foreign)}); "
+                               "its cleanup would delete some of them. Choose an empty or new folder, or pass "
+                               "--take_over_output")
     tables.register_run(loc, run_id)
     finished = False
     try:
