@@ -127,6 +127,11 @@ class ReviewsOptions(PipelineOptions):
                             "(1995-01-01 .. now + 1 day, warn), empty_review_text (warn), asin_shape (10 of 0-9A-Z, "
                             "warn), overall_out_of_range (1..5, drop); the missing-field checks always drop. "
                             "Streaming runs use the defaults")
+        g.add_argument("--take_over_output", action="store_true", default=False,
+                       help="accept an --output folder that already holds files the job did not write (no "
+                            "_pipeline/ folder of its own there). Without it such a folder is refused (exit 2): "
+                            "the job's cleanup deletes files in silver/, gold/ and dead_letters/ that no commit "
+                            "of its own references")
         g.add_argument("--full_refresh", action="store_true", default=False,
                        help="batch: read every input file and replace every table (a new table version; earlier "
                             "versions stay readable until vacuumed). Default: incremental, only files not "
@@ -300,6 +305,11 @@ def validated(options):
         configure(parse_overrides(o.expectation or []))
     except ValueError as err:
         problems.append(f"--expectation: {err}")
+    if o.output and paths:
+        inside = output_inside_inputs(o.output, paths)
+        if inside:
+            problems.append(f"--output {o.output} is inside the inputs: {inside} would match the job's own files "
+                            "on the next run; choose an output outside the input folders")
     if o.run_id is not None and not re.fullmatch(r"[A-Za-z0-9_]{1,64}", o.run_id):
         problems.append(f"--run_id {o.run_id!r}: use 1-64 letters, digits or _ (it names files)")
     for name, low in (("top_reviewers", 1), ("shuffle_buckets", 0), ("target_file_mb", 1), ("chunk_mb", 1),
@@ -322,6 +332,42 @@ def validated(options):
     if problems:
         raise OptionsError("invalid options:\n  - " + "\n  - ".join(problems))
     return o, reviews, products
+
+
+def _glob_regex(pattern):
+    """A Beam/glob pattern -> regex: ``**`` crosses folders, ``*`` and ``?`` do not."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+# files every output holds (event log entries, table files, gzip-less JSON the job writes)
+_OUTPUT_SAMPLES = ("_pipeline/events/_delta_log/00000000000000000000.json", "_pipeline/_running/r.json",
+                   "silver/reviews/r-0.parquet", "dead_letters/r-0.parquet", "gold/reviews/r-0.parquet")
+
+
+def output_inside_inputs(output, patterns):
+    """The first input pattern that matches files the job writes under ``output`` (None: none does)."""
+    def norm(path):
+        return path if "://" in path else os.path.abspath(path).replace(os.sep, "/")
+    root = norm(output).rstrip("/")
+    for pattern in patterns:
+        rx = _glob_regex(norm(pattern))
+        if any(rx.match(f"{root}/{sample}") for sample in _OUTPUT_SAMPLES):
+            return pattern
+    return None
 
 
 def hub_settings(o):

@@ -39,7 +39,7 @@ from beam_pipeline import coders, io, scoring, tables  # importing coders regist
 from beam_pipeline.composites import (DEAD, CleanReviews, ParseReviews, WriteDeadLettersFn, count_dead, count_schema,
                                       dead_letter_shard, gold_payloads)
 from beam_pipeline.threaded import ThreadedDoFn
-from beam_pipeline.options import hub_settings, normalize_argv, parse_duration, validated, with_local_defaults
+from beam_pipeline.options import OptionsError, hub_settings, normalize_argv, parse_duration, validated, with_local_defaults
 from transforms import gold, keys, reasons, schema_versions
 from transforms.expectations import configure, failures, parse_overrides
 from transforms.dead_letters import dead_letter
@@ -547,7 +547,15 @@ def run(argv=None, save_main_session=False, fail_after=None):
     from beam_pipeline import commit
     FileSystems.set_options(options)   # the driver lists inputs and commits through the same filesystems
     run_id = o.run_id or default_run_id()
+    if _dataflow_dry_run(options):
+        return _dry_run(options, o, run_id)
     loc = tables.Location(o.output)
+    if not o.take_over_output:
+        foreign = tables.foreign_files(loc)
+        if foreign:
+            raise OptionsError(f"--output {o.output} holds files the job did not write (e.g. {', '.join(foreign)}); "
+                               "its cleanup would delete some of them. Choose an empty or new folder, or pass "
+                               "--take_over_output")
     tables.register_run(loc, run_id)
     finished = False
     try:
@@ -560,6 +568,35 @@ def run(argv=None, save_main_session=False, fail_after=None):
         return summary
     finally:
         tables.unregister_run(loc, run_id, wait_s=None if finished else 5)
+
+
+def _dataflow_dry_run(options):
+    from apache_beam.options.pipeline_options import TestOptions
+    runner = str(options.view_as(StandardOptions).runner or "")
+    return "Dataflow" in runner and bool(options.view_as(TestOptions).dry_run)
+
+
+def _dry_run(options, o, run_id):
+    """``--runner=DataflowRunner --dry_run=True``: translate the whole graph for Dataflow without touching
+    storage or the hub (no listing, no commit, nothing submitted) and save the job's JSON locally."""
+    import json
+    import os
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, options)
+    result = p.run()
+    job = getattr(result, "job", None)
+    if job is None:
+        raise OptionsError("--dry_run=True: this runner returned no job to show (use --runner=DataflowRunner)")
+    from google.protobuf import json_format
+    path = os.path.abspath(f"dataflow-dry-run-{run_id}.json")
+    with open(path, "w", encoding="utf-8") as fh:   # the job's header and its whole runner-API graph
+        json.dump({"job": json.loads(job.json()), "pipeline": json_format.MessageToDict(job.proto_pipeline)}, fh,
+                  indent=1)
+    steps = len(job.proto_pipeline.components.transforms)
+    kind = "streaming" if o.source == "eventhub" else "batch"
+    print(f"Dry run: the {kind} graph was translated for Dataflow ({steps} transforms) and NOT submitted; "
+          f"nothing was read or written. Job JSON: {path}", flush=True)
+    return {"dry_run": {"job_json": path, "transforms": steps, "mode": kind}}
 
 
 def _run_streaming(options, o, run_id):

@@ -536,6 +536,14 @@ def register_run(loc, run_id):
                 loc.path(RUNNING, f"{run_id}.json"), loc)
 
 
+def foreign_files(loc, limit=3):
+    """Files under the output root when the job has never written there (no ``_pipeline/`` folder, which
+    its first step creates): a few of them, [] when the root is empty or the job's own."""
+    if _list(loc.path("_pipeline", "**")):
+        return []
+    return sorted(_list(loc.path("**")))[:limit]
+
+
 def unregister_run(loc, run_id, wait_s=None):
     """Remove the run marker. ``wait_s``: after a failed run (the store may be down, and the storage
     client retries for minutes), give it that long on a background thread, then leave it: a stale marker

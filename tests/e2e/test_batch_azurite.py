@@ -56,7 +56,7 @@ def test_azfs_to_azfs(azurite_env, uploaded, tmp_path):
     local = tmp_path / "run1"
     got = download_tree(cs, OUT_CONTAINER, "run1", local)
     rels = {p.relative_to(local).as_posix() for p in got}
-    assert {r.split("/", 1)[0] for r in rels} == {"silver", "gold", "dead_letters", "_pipeline", "_state"}
+    assert {r.split("/", 1)[0] for r in rels} == {"silver", "gold", "dead_letters", "_pipeline", "_state", "insights"}
     assert not out.staged_files(local), "staged or unreferenced blobs left behind"
 
     rows, products, letters, stored = out.check_against_manifest(local, manifest, lines)

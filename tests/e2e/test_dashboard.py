@@ -510,6 +510,50 @@ def test_a_run_committed_while_the_page_is_open_appears(site, browser):
     assert console_errors(d) == []
 
 
+def test_a_streaming_run_committed_while_the_page_is_open_appears(site, browser):
+    """New reviews published to the local Event Hubs endpoint, read by a streaming run into the same tables
+    while the page is open: the page redraws with the new reviews, and the health page shows the stream's
+    checkpoint (partitions, watermark) from the event log."""
+    from runners.eventhubs_local import LocalEventHubs
+    from runners.publish import publish
+
+    d = browser
+    open_page(d, site, "insights")
+    before = kpi(d, "reviews")
+    extra = site["base"] / "streamed"
+    r = subprocess.run([sys.executable, "-m", "runners.generate", "--out", str(extra), "--reviews", "200",
+                        "--files", "1", "--seed", "13", "--dirty-rate", "0"], cwd=REPO_ROOT, capture_output=True,
+                       text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert r.returncode == 0, r.stderr
+    hub = LocalEventHubs(site["base"] / "hub", partitions=2, fsync=False).start()
+    try:
+        stats = publish(hub.connection_string, [str(next((extra / "reviews").glob("*.jsonl")))], partitions=2,
+                        progress=False)
+        assert stats.sent > 0
+        cmd = [sys.executable, "-m", "beam_pipeline", "--source=eventhub", f"--output={site['out']}",
+               f"--products={site['data']}/metadata/*.jsonl", "--start_position=earliest", "--stop_after_idle_s=2",
+               "--window_size=30d", "--max_out_of_orderness=3650d"]
+        r = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "PYTHONPATH": str(REPO_ROOT),
+                                "EVENTHUB_CONNECTION_STRING": hub.connection_string})
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    finally:
+        hub.stop()
+    after = len(read(site["out"], "silver/reviews"))
+    assert after > before
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and kpi(d, "reviews") != after:
+        time.sleep(0.2)
+    assert kpi(d, "reviews") == after
+    open_page(d, site, "health")
+    assert js(d, "return document.getElementById('watermark') ? document.getElementById('watermark').textContent : ''")
+    partitions = js(d, "return Array.from(document.querySelectorAll('[data-section=freshness] table tbody tr'))"
+                       ".map(tr => tr.children[0].textContent)")
+    assert sorted(partitions) == ["0", "1"]
+    d.save_screenshot(str(site["shots"] / "health-after-stream.png"))
+    assert console_errors(d) == []
+
+
 def test_freshness_of_a_streaming_commit():
     """The freshness block from a streaming run's event-log row (positions per partition, watermarks)."""
     from beam_pipeline.dashboard import data

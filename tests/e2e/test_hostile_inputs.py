@@ -65,3 +65,31 @@ def test_truncated_gzip_input_is_committed_as_far_as_it_reads_and_exits_4(tmp_pa
     whole_lines = sum(1 for line in whole.splitlines() if line.strip())
     assert whole_lines + recovered.count(b"\n") <= r["records_read"] <= whole_lines + recovered.count(b"\n") + 1
     assert out.silver_reviews(str(tmp_path / "out")).num_rows == r["silver_rows"]
+
+
+def test_output_inside_the_inputs_is_refused_before_any_work(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.jsonl").write_text("{}\n")
+    res = cli("--source=files", f"--reviews={tmp_path}/data/**", f"--output={tmp_path}/data/out")
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "is inside the inputs" in res.stderr
+    assert not (tmp_path / "data" / "out").exists()
+
+
+def test_a_folder_the_job_did_not_write_is_refused_unless_taken_over(tmp_path):
+    """A user's file inside silver/reviews of a folder the job never wrote would be deleted by the orphan
+    cleanup: the job refuses the folder (exit 2, the file untouched) unless --take_over_output is given."""
+    from runners.generate import generate
+
+    generate(str(tmp_path / "data"), 200, files=1, seed=3)
+    mine = tmp_path / "out" / "silver" / "reviews" / "notes.parquet"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"not the job's")
+    args = ["--source=files", f"--reviews={tmp_path}/data/reviews/*.jsonl", f"--output={tmp_path}/out"]
+    res = cli(*args)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "holds files the job did not write" in res.stderr and "--take_over_output" in res.stderr
+    assert mine.read_bytes() == b"not the job's" and not (tmp_path / "out" / "_pipeline").exists()
+    res = cli(*args, "--take_over_output")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "out" / "_pipeline" / "events" / "_delta_log").is_dir()

@@ -129,3 +129,37 @@ def test_portable_runner_embed_loopback(tmp_path):
     assert len(rows) == manifest["reviews"]["silver_rows"] == summary["reviews"]["silver_rows"]
     assert collections.Counter(d["reason"] for d in letters if d["record_type"] == "review") == \
         collections.Counter(manifest["reviews"]["dead_by_reason"])
+
+
+@pytest.mark.parametrize("mode", ["batch", "streaming"])
+def test_dataflow_dry_run_from_the_cli(tmp_path, mode):
+    """`python -m beam_pipeline --runner=DataflowRunner --dry_run=True ...` (issue 21): exit 0, nothing read
+    or written (no credentials for the account, no hub), the translated graph saved as JSON where it says,
+    and no secret from the environment in it."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    secret = "Endpoint=sb://prod.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=TOPSECRET=;EntityPath=reviews"
+    env = {k: v for k, v in os.environ.items() if k != "AZURE_STORAGE_CONNECTION_STRING"}
+    env.update(PYTHONPATH=root, EVENTHUB_CONNECTION_STRING=secret)
+    common = ["--runner=DataflowRunner", "--dry_run=True", "--project=offline-project", "--region=us-central1",
+              "--temp_location=gs://offline-bucket/tmp", "--blob_service_endpoint=https://prodaccount.blob.core.windows.net",
+              "--products=azfs://prodaccount/raw/amazon/metadata/*.jsonl.gz", f"--run_id=cli{mode}"]
+    if mode == "batch":
+        args = ["--source=adls", "--reviews=azfs://prodaccount/raw/amazon/reviews/*.jsonl.gz",
+                "--output=azfs://prodaccount/curated/reviews"]
+    else:
+        args = ["--streaming", "--source=eventhub", "--event_hub_namespace=prod.servicebus.windows.net",
+                "--event_hub=reviews", "--output=azfs://prodaccount/curated/stream"]
+    res = subprocess.run([sys.executable, "-m", "beam_pipeline", *common, *args], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    path = tmp_path / f"dataflow-dry-run-cli{mode}.json"
+    assert f"Job JSON: {path}" in res.stdout and "NOT submitted" in res.stdout
+    text = path.read_text()
+    assert "TOPSECRET" not in text and "TOPSECRET" not in res.stdout + res.stderr
+    job = json.loads(text)
+    assert job["job"]["type"] == ("JOB_TYPE_BATCH" if mode == "batch" else "JOB_TYPE_STREAMING")
+    names = {t["uniqueName"].split("/", 1)[0] for t in job["pipeline"]["components"]["transforms"].values()}
+    assert ({"ReadReviews", "DedupeAndEnrich"} if mode == "batch" else {"ReadEventHub", "StageCommit"}) <= names
