@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 
 from beam_pipeline import tables
-from beam_pipeline.checkpoints import checkpoint_key, combine_positions, merged_positions, watermark
+from beam_pipeline.checkpoints import checkpoint_key, combine_positions, merged_positions, partition_lag, watermark
 
 HOUR = 3600
 KEY = checkpoint_key("reviews", "$Default")
@@ -51,6 +51,25 @@ def _commit(loc, run_id, positions, fail_after=None, key=KEY):
     return tables.commit_run(loc, run_id, {"t": {"mode": "append", "adds": adds, "schema": rows.schema}},
                              tables.table_version(loc, tables.EVENTS), mode="stream", source="eventhub",
                              positions=positions, checkpoint_key=key, fail_after=fail_after)
+
+
+def test_partition_lag_counts_events_enqueued_and_not_consumed():
+    ends = {"0": {"beginning_sequence_number": 0, "last_enqueued_sequence_number": 99, "last_enqueued_time_s": 5},
+            "1": {"beginning_sequence_number": 50, "last_enqueued_sequence_number": 80, "last_enqueued_time_s": 6},
+            "2": {"beginning_sequence_number": 0, "last_enqueued_sequence_number": 9, "last_enqueued_time_s": 7},
+            "3": {"beginning_sequence_number": 4, "last_enqueued_sequence_number": 3, "last_enqueued_time_s": None}}
+    lag = partition_lag({"0": 59, "1": 10, "2": 9, "10": 3}, ends)
+    assert list(lag) == ["0", "1", "2", "3", "10"]
+    assert {pid: v["lag_events"] for pid, v in lag.items()} == {
+        "0": 40,      # 60..99 not read
+        "1": 31,      # 11..49 are past the retention horizon: only 50..80 can still be read
+        "2": 0,       # read to the end
+        "3": 0,       # an empty partition, never read
+        "10": None}   # the hub did not answer for it
+    assert lag["0"] == {"consumed_sequence_number": 59, "hub_last_sequence_number": 99, "hub_last_enqueued_time_s": 5,
+                        "lag_events": 40}
+    assert partition_lag({"0": 4}, {}) == {"0": {"consumed_sequence_number": 4, "hub_last_sequence_number": None,
+                                                 "hub_last_enqueued_time_s": None, "lag_events": None}}
 
 
 def test_positions_are_committed_with_the_rows_and_read_back(tmp_path):
