@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_pipeline import tables
+from beam_pipeline import checkpoints, tables
 from transforms import gold as gold_rules
 from transforms import labels
 
@@ -1097,7 +1097,8 @@ def health(root, now=None):
 
 def freshness(root, events, now):
     """Streaming freshness: the latest event time in silver and the hub's watermark vs now, and each
-    partition's position and event-time lag, from the last streaming commit's checkpoint."""
+    partition's position, lag in events (the hub's last sequence number minus the last one read, as the
+    commit recorded them) and event-time lag, from the last streaming commit's event-log row."""
     out = {"latest_event_time": None, "latest_event_lag_s": None}
     t = tables.open_table(root.loc, tables.SILVER_REVIEWS, root.table_version(tables.SILVER_REVIEWS)) \
         if root.table_version(tables.SILVER_REVIEWS) is not None else None
@@ -1114,30 +1115,50 @@ def freshness(root, events, now):
             latest = int(latest.timestamp()) if isinstance(latest, datetime.datetime) else int(latest)
             out["latest_event_time"] = py(_utc(latest))
             out["latest_event_lag_s"] = now - latest
-    stream = [r for r in events if r["event"] == "committed" and r["checkpoint_key"] and r["positions"]]
+    stream = [r for r in events if r["event"] == "committed" and (r.get("positions") or _hub_lag(r))]
     if not stream:
         out["stream"] = missing("no streaming run has committed to this output: run the job with "
                                 "--source=eventhub (make run writes out/stream)")
         return out
     last = stream[-1]
-    positions = json.loads(last["positions"])
-    parts = []
-    for pid in sorted(positions, key=lambda p: (len(p), p)):
-        v = positions[pid]
-        w = v.get("watermark_s")
-        parts.append({"partition": pid, "sequence_number": v.get("sequence_number"),
-                      "watermark": py(_utc(w)) if w is not None else None,
-                      "lag_s": now - w if w is not None else None})
-    marks = [p["watermark"] for p in parts]
-    hub_w = None
-    if parts and all(positions[p].get("watermark_s") is not None for p in positions):
-        hub_w = min(positions[p]["watermark_s"] for p in positions)
-    out["stream"] = {"kind": "stream", "checkpoint_key": last["checkpoint_key"], "committed_at": py(last["at"]),
+    positions = json.loads(last["positions"]) if last.get("positions") else {}
+    parts = stream_partitions(positions, _hub_lag(last), now)
+    hub_w = checkpoints.watermark(positions)
+    behind = [p["lag_events"] for p in parts if p["lag_events"] is not None]
+    out["stream"] = {"kind": "stream", "checkpoint_key": last.get("checkpoint_key"), "committed_at": py(last["at"]),
                      "commit_age_s": now - last["at"].timestamp(), "run_id": last["run_id"],
                      "watermark": py(_utc(hub_w)) if hub_w is not None else None,
                      "watermark_lag_s": now - hub_w if hub_w is not None else None,
-                     "partitions": parts, "has_marks": any(marks)}
+                     "lag_events": sum(behind) if behind else None,
+                     "partitions": parts, "has_marks": any(p["watermark_s"] is not None for p in parts)}
     return out
+
+
+def _hub_lag(event_row):
+    """What a streaming commit recorded of the hub: {partition: {"consumed_sequence_number",
+    "hub_last_sequence_number", "hub_last_enqueued_time_s", "lag_events"}} (``beam_pipeline.checkpoints.
+    partition_lag``), from its summary; {} for commits that did not (batch runs, older streaming runs)."""
+    summary = json.loads(event_row["summary"]) if event_row.get("summary") else {}
+    return (summary.get("eventhub") or {}).get("partitions") or {}
+
+
+def stream_partitions(positions, lag, now):
+    """One streaming commit's partitions, from its checkpoint (``positions``: last sequence number read,
+    watermark) and what it recorded of the hub (``lag``: the hub's last sequence number, the lag in
+    events) -> rows in partition order, with each watermark's lag behind ``now`` (event time)."""
+    rows_ = []
+    for pid in sorted(set(positions) | set(lag), key=lambda p: (len(p), p)):
+        pos, hub = positions.get(pid, {}), lag.get(pid, {})
+        w = pos.get("watermark_s")
+        seq = pos.get("sequence_number", hub.get("consumed_sequence_number"))
+        enqueued = hub.get("hub_last_enqueued_time_s")
+        rows_.append({"partition": pid, "sequence_number": seq,
+                      "hub_last_sequence_number": hub.get("hub_last_sequence_number"),
+                      "lag_events": hub.get("lag_events"),
+                      "hub_last_enqueued": py(_utc(enqueued)) if enqueued is not None else None,
+                      "watermark_s": w, "watermark": py(_utc(w)) if w is not None else None,
+                      "lag_s": now - w if w is not None else None})
+    return rows_
 
 
 DEAD_COLUMNS = ["record_type", "stage", "reason", "detail", "source", "source_position", "payload_bytes",

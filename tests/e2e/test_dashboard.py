@@ -41,6 +41,7 @@ EVIL_REVIEWER = "<script>window.__pwned=3</script>"
 EVIL_ASIN = "<img src=x onerror=window.__pwned=4>"
 DEAD_PAYLOAD_MARK = "<script>window.__pwned=5</script>"
 UTC = datetime.timezone.utc
+MAX_RECORDS = 60     # events the streaming test reads per partition, fewer than it publishes
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -513,7 +514,9 @@ def test_a_run_committed_while_the_page_is_open_appears(site, browser):
 def test_a_streaming_run_committed_while_the_page_is_open_appears(site, browser):
     """New reviews published to the local Event Hubs endpoint, read by a streaming run into the same tables
     while the page is open: the page redraws with the new reviews, and the health page shows the stream's
-    checkpoint (partitions, watermark) from the event log."""
+    checkpoint (partitions, watermark) from the event log. The run reads MAX_RECORDS events per partition
+    (--max_records) of the more it was sent: each partition's lag in events shown equals the endpoint's own
+    count of its events minus those read."""
     from runners.eventhubs_local import LocalEventHubs
     from runners.publish import publish
 
@@ -529,10 +532,11 @@ def test_a_streaming_run_committed_while_the_page_is_open_appears(site, browser)
     try:
         stats = publish(hub.connection_string, [str(next((extra / "reviews").glob("*.jsonl")))], partitions=2,
                         progress=False)
-        assert stats.sent > 0
+        stored = hub.partition_sizes()           # the endpoint's own count of the events in each partition
+        assert stats.sent > 0 and stored == stats.per_partition and min(stored.values()) > MAX_RECORDS
         cmd = [sys.executable, "-m", "beam_pipeline", "--source=eventhub", f"--output={site['out']}",
                f"--products={site['data']}/metadata/*.jsonl", "--start_position=earliest", "--stop_after_idle_s=2",
-               "--window_size=30d", "--max_out_of_orderness=3650d"]
+               f"--max_records={MAX_RECORDS}", "--window_size=30d", "--max_out_of_orderness=3650d"]
         r = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT),
                                 "EVENTHUB_CONNECTION_STRING": hub.connection_string})
@@ -547,15 +551,19 @@ def test_a_streaming_run_committed_while_the_page_is_open_appears(site, browser)
     assert kpi(d, "reviews") == after
     open_page(d, site, "health")
     assert js(d, "return document.getElementById('watermark') ? document.getElementById('watermark').textContent : ''")
-    partitions = js(d, "return Array.from(document.querySelectorAll('[data-section=freshness] table tbody tr'))"
-                       ".map(tr => tr.children[0].textContent)")
-    assert sorted(partitions) == ["0", "1"]
+    # per partition: read from the start, MAX_RECORDS events each; the rest is the lag in events
+    shown = js(d, "return Array.from(document.querySelectorAll('#partitions tbody tr'))"
+                  ".map(tr => Array.from(tr.children).slice(0, 4).map(td => td.dataset.value))")
+    assert shown == [[pid, str(MAX_RECORDS - 1), str(n - 1), str(n - MAX_RECORDS)] for pid, n in sorted(stored.items())]
+    assert js(d, "return document.getElementById('lag-events').textContent") == \
+        f"{sum(n - MAX_RECORDS for n in stored.values()):,}"
     d.save_screenshot(str(site["shots"] / "health-after-stream.png"))
     assert console_errors(d) == []
 
 
 def test_freshness_of_a_streaming_commit():
-    """The freshness block from a streaming run's event-log row (positions per partition, watermarks)."""
+    """The freshness block from a streaming run's event-log row (positions per partition, watermarks, and
+    the lag in events the commit recorded)."""
     from beam_pipeline.dashboard import data
 
     class Empty:
@@ -565,11 +573,21 @@ def test_freshness_of_a_streaming_commit():
     at = datetime.datetime.fromtimestamp(now - 30, UTC)
     events = [{"event": "committed", "checkpoint_key": "reviews/$Default", "run_id": "r1", "at": at,
                "positions": json.dumps({"0": {"sequence_number": 41, "watermark_s": now - 100},
-                                        "1": {"sequence_number": 7, "watermark_s": now - 400}})}]
+                                        "1": {"sequence_number": 7, "watermark_s": now - 400}}),
+               "summary": json.dumps({"eventhub": {"partitions": {
+                   "0": {"consumed_sequence_number": 41, "hub_last_sequence_number": 41, "lag_events": 0,
+                         "hub_last_enqueued_time_s": now - 5},
+                   "1": {"consumed_sequence_number": 7, "hub_last_sequence_number": 19, "lag_events": 12,
+                         "hub_last_enqueued_time_s": now - 6}}}})}]
     f = data.freshness(Empty(), events, now)
     s = f["stream"]
-    assert s["watermark_lag_s"] == 400 and s["commit_age_s"] == pytest.approx(30)
-    assert [(p["partition"], p["sequence_number"], p["lag_s"]) for p in s["partitions"]] == [("0", 41, 100), ("1", 7, 400)]
+    assert s["watermark_lag_s"] == 400 and s["commit_age_s"] == pytest.approx(30) and s["lag_events"] == 12
+    assert [(p["partition"], p["sequence_number"], p["hub_last_sequence_number"], p["lag_events"], p["lag_s"])
+            for p in s["partitions"]] == [("0", 41, 41, 0, 100), ("1", 7, 19, 12, 400)]
+    # an older commit without the hub's ends: positions only, lag in events unknown
+    older = [dict(events[0], summary=None)]
+    s = data.freshness(Empty(), older, now)["stream"]
+    assert s["lag_events"] is None and [p["lag_events"] for p in s["partitions"]] == [None, None]
     assert data.freshness(Empty(), [], now)["stream"]["kind"] == "missing"
 
 

@@ -528,15 +528,20 @@
     else {
       const s = f.stream;
       fr.appendChild(el("dl", {class: "facts"},
-        el("dt", {}, "hub / consumer group"), el("dd", {}, s.checkpoint_key),
+        el("dt", {}, "hub / consumer group"), el("dd", {}, s.checkpoint_key || "– (an unbounded run's firing)"),
         el("dt", {}, "last streaming commit"), el("dd", {}, when(s.committed_at) + " (" + duration(s.commit_age_s) + " ago)"),
+        el("dt", {}, "events on the hub not read yet"), el("dd", {id: "lag-events"}, fmt(s.lag_events, "int")),
         el("dt", {}, "watermark"), el("dd", {id: "watermark"}, when(s.watermark)),
         el("dt", {}, "watermark behind now by"), el("dd", {}, duration(s.watermark_lag_s))));
-      fr.appendChild(tableView(["partition", "last sequence number", "watermark", "event-time lag"],
-        s.partitions.map(p => [p.partition, p.sequence_number, when(p.watermark), duration(p.lag_s)]), null));
-      fr.appendChild(el("p", {class: "hint"}, "Lag is event time behind the wall clock (replayed old reviews lag by " +
-        "years). Sequence numbers are where each partition's next read starts; the hub's own last sequence number " +
-        "is not read here (the dashboard reads tables only)."));
+      fr.appendChild(el("div", {class: "scroll", id: "partitions"}, tableView(
+        ["partition", "last sequence number read", "hub's last sequence number", "lag (events)", "hub's last event enqueued",
+          "watermark", "event-time lag"],
+        s.partitions.map(p => [p.partition, p.sequence_number, p.hub_last_sequence_number, p.lag_events,
+          when(p.hub_last_enqueued), when(p.watermark), duration(p.lag_s)]), [undefined, "int", "int", "int"])));
+      fr.appendChild(el("p", {class: "hint"}, "Lag in events: events enqueued on the hub and not read yet, per " +
+        "partition (the hub's last sequence number minus the last one read), as the hub reported them at that " +
+        "commit. Event-time lag: the watermark behind the wall clock (replayed old reviews lag by years). The next " +
+        "read of a partition starts after its last sequence number read."));
     }
     cards.appendChild(fr);
     // dead letters by reason
