@@ -63,7 +63,8 @@ def partition_lag(consumed, ends):
                "lag_events": None}
         if end is not None:
             last = end["last_enqueued_sequence_number"]
-            done = end["beginning_sequence_number"] - 1 if seq is None else max(seq, end["beginning_sequence_number"] - 1)
+            gone = end["beginning_sequence_number"] - 1     # the last number past the retention horizon
+            done = gone if seq is None else max(seq, gone)
             row.update(hub_last_sequence_number=last, hub_last_enqueued_time_s=end.get("last_enqueued_time_s"),
                        lag_events=max(0, last - done))
         out[pid] = row

@@ -307,17 +307,20 @@
     return t;
   }
 
+  // where a chart's numbers come from and which of the active filters it applied; a table with none of the
+  // filters' columns says "all time, not filtered", one that honours some names the ones it left out
   function sourceLine(chart) {
+    const names = list => list.map(f => FILTER_NAMES[f]).join(", ");
+    const applied = chart.applied || [], ignored = chart.ignored || [], honours = chart.honours || [];
     const parts = [el("span", {class: "src"}, "from ", el("code", {}, chart.source || "?"))];
-    if (chart.applied && chart.applied.length)
-      parts.push(el("span", {class: "applied"}, " · filtered by " + chart.applied.map(f => FILTER_NAMES[f]).join(", ")));
-    else if (!chart.applied || !state.activeFilters || !state.activeFilters.length)
-      parts.push(el("span", {}, " · all time"));
-    if (chart.ignored && chart.ignored.length)
-      parts.push(el("span", {class: "ignored"}, " · not filtered by " +
-        chart.ignored.map(f => FILTER_NAMES[f]).join(", ") + " (" +
-        (chart.honours && chart.honours.length ? "honours " + chart.honours.map(f => FILTER_NAMES[f]).join(", ")
-          : "an all-time table") + ")"));
+    if (applied.length) parts.push(el("span", {class: "applied"}, " · filtered by " + names(applied)));
+    else if (!ignored.length) parts.push(el("span", {}, " · all time"));
+    if (ignored.length && !honours.length)
+      parts.push(el("span", {class: "ignored"}, " · all time, not filtered (this table has no column for " +
+        names(ignored) + ")"));
+    else if (ignored.length)
+      parts.push(el("span", {class: "ignored"}, " · not filtered by " + names(ignored) + " (it honours " +
+        names(honours) + ")"));
     if (chart.note) parts.push(el("div", {class: "note"}, chart.note));
     return el("div", {class: "meta"}, parts);
   }
