@@ -140,8 +140,8 @@ def site(tmp_path_factory):
     _evil_lines(data)
     model = base / "model"
     with open(base / "model.log", "w") as log:   # the SavedModel is built while the first run goes on
-        building = subprocess.Popen([sys.executable, "-c", "import sys; from tests._sentiment_model import save_model; "
-                                     "save_model(sys.argv[1])", str(model)], cwd=REPO_ROOT, stdout=log, stderr=log,
+        build = "import sys; from tests._sentiment_model import save_model; save_model(sys.argv[1])"
+        building = subprocess.Popen([sys.executable, "-c", build, str(model)], cwd=REPO_ROOT, stdout=log, stderr=log,
                                     env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
         _run_job(data, out)
         assert building.wait(timeout=300) == 0, (base / "model.log").read_text()[-3000:]
