@@ -101,3 +101,21 @@ def test_a_commit_stopped_after_a_phase_moves_rows_and_positions_together(tmp_pa
     assert tables.read(loc, "t").num_rows == (2 if claimed else 1)
     tables.recover(loc)   # idempotent
     assert tables.read(loc, "t").num_rows == (2 if claimed else 1)
+
+
+def test_partition_ends_from_the_hub_properties_and_a_hub_that_does_not_answer():
+    import datetime
+
+    from beam_pipeline.eventhub import partition_end, partition_ends
+    when = datetime.datetime(2024, 1, 2, tzinfo=datetime.UTC)
+    assert partition_end({"beginning_sequence_number": 5, "last_enqueued_sequence_number": 9,
+                          "last_enqueued_time_utc": when, "is_empty": False}) == {
+        "beginning_sequence_number": 5, "last_enqueued_sequence_number": 9, "last_enqueued_time_s": 1704153600}
+    assert partition_end({"beginning_sequence_number": 0, "last_enqueued_sequence_number": 41,
+                          "last_enqueued_time_utc": when, "is_empty": True}) == {
+        "beginning_sequence_number": 42, "last_enqueued_sequence_number": 41, "last_enqueued_time_s": None}
+
+    class Down:
+        def consumer(self):
+            raise ConnectionError("refused")
+    assert partition_ends(Down(), deadline_s=5) == {}     # an observation: the commit goes on without it
