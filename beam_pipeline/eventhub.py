@@ -130,7 +130,8 @@ class ResolvePartitionsFn(beam.DoFn):
         ids = partition_ids(self.settings)
         LOG.info("event hub %s: %d partitions", hub, len(ids))
         props = partition_properties(self.settings, ids)
-        starts = [self._start(pid, props[pid], kind, value) for pid in ids]
+        with ThreadPoolExecutor(max_workers=min(8, len(ids) or 1)) as pool:   # "enqueued:" asks each partition
+            starts = list(pool.map(lambda pid: self._start(pid, props[pid], kind, value), ids))
         for start in starts:
             LOG.info("partition %s: reading from sequence number %d%s", start.partition, start.start,
                      f" to {start.stop - 1}" if start.stop != UNBOUNDED else "")
