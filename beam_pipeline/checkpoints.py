@@ -48,3 +48,24 @@ def watermark(partitions):
     """The hub's watermark: the least partition watermark (None while a partition has none)."""
     marks = [v.get("watermark_s") for v in partitions.values()]
     return None if not marks or any(m is None for m in marks) else min(marks)
+
+
+def partition_lag(consumed, ends):
+    """What a commit records of each partition: ``consumed`` ({partition: last sequence number consumed})
+    beside the hub's ``ends`` ({partition: ``beam_pipeline.eventhub.partition_end``}) ->
+    {partition: {"consumed_sequence_number", "hub_last_sequence_number", "hub_last_enqueued_time_s",
+    "lag_events"}}. ``lag_events``: events enqueued and not consumed yet (those before the retention horizon,
+    which no reader can get, are not counted); None where the hub's end is unknown."""
+    out = {}
+    for pid in sorted(set(consumed) | set(ends), key=lambda p: (len(p), p)):
+        seq, end = consumed.get(pid), ends.get(pid)
+        row = {"consumed_sequence_number": seq, "hub_last_sequence_number": None, "hub_last_enqueued_time_s": None,
+               "lag_events": None}
+        if end is not None:
+            last = end["last_enqueued_sequence_number"]
+            gone = end["beginning_sequence_number"] - 1     # the last number past the retention horizon
+            done = gone if seq is None else max(seq, gone)
+            row.update(hub_last_sequence_number=last, hub_last_enqueued_time_s=end.get("last_enqueued_time_s"),
+                       lag_events=max(0, last - done))
+        out[pid] = row
+    return out

@@ -475,12 +475,15 @@ def _open_windows(loc, snapshot, spec, watermark_s, lateness_s=0):
     return out
 
 
-def commit_stream(plan, top_reviewers, summary, fail_after=None, insights=Insights()):
+def commit_stream(plan, top_reviewers, summary, fail_after=None, insights=Insights(), hub_ends=None):
     """A streaming run's (or firing's) one run commit: silver and dead letters appended, gold current
     values and state replaced (merged with the stored state exactly as batch), the pane changelog
     appended, and the hub positions (when ``plan.checkpoint_key``) in the event log's commit row.
+    ``hub_ends``: a function -> the hub's end of each partition now (``beam_pipeline.eventhub.partition_ends``);
+    with it the commit row's summary records, per partition, the last sequence number consumed, the hub's
+    last enqueued one and the lag in events between them (``summary["eventhub"]["partitions"]``).
     -> {table: version}."""
-    from beam_pipeline.checkpoints import combine_positions, merged_positions
+    from beam_pipeline import checkpoints
     loc = plan.loc
     manifest, by_table = _manifest(loc, plan.run_id)
     actions = {
@@ -496,11 +499,16 @@ def commit_stream(plan, top_reviewers, summary, fail_after=None, insights=Insigh
             actions[rel] = {"mode": "append", "adds": adds, "schema": schema}
     actions.update(_gold_actions(plan, manifest, top_reviewers, insights, by_table.get(tables.SILVER_REVIEWS, [])))
     positions = None
+    run_positions = checkpoints.combine_positions(manifest["positions"])
     if plan.checkpoint_key is not None:
-        positions = merged_positions(plan.checkpoint, combine_positions(manifest["positions"]),
-                                     plan.max_out_of_orderness_s)
+        positions = checkpoints.merged_positions(plan.checkpoint, run_positions, plan.max_out_of_orderness_s)
         if summary is not None:
             summary.setdefault("eventhub", {})["checkpoint"] = positions
+    if hub_ends is not None:   # consumed: the merged checkpoint, or what an unbounded run's firing read
+        consumed = ({pid: v["sequence_number"] for pid, v in positions.items()} if positions is not None
+                    else {pid: seq for pid, (seq, _) in run_positions.items()})
+        summary = {} if summary is None else summary
+        summary.setdefault("eventhub", {})["partitions"] = checkpoints.partition_lag(consumed, hub_ends())
     tables._maybe_fail(fail_after, "written")
     started = time.monotonic()
     versions = tables.commit_run(loc, plan.run_id, actions, plan.base_events_version, mode="stream",

@@ -127,26 +127,15 @@ class ResolvePartitionsFn(beam.DoFn):
 
     def process(self, hub):
         kind, value = parse_start_position(self.start_position)
-        client = self.settings.consumer()
-        try:
-            ids = client.get_partition_ids()
-        finally:
-            client.close()
+        ids = partition_ids(self.settings)
         LOG.info("event hub %s: %d partitions", hub, len(ids))
-        # one management round trip per partition; on their own connections they overlap
-        with ThreadPoolExecutor(max_workers=min(8, len(ids) or 1)) as pool:
-            starts = list(pool.map(lambda pid: self._start(pid, self._properties(pid), kind, value), ids))
+        props = partition_properties(self.settings, ids)
+        with ThreadPoolExecutor(max_workers=min(8, len(ids) or 1)) as pool:   # "enqueued:" asks each partition
+            starts = list(pool.map(lambda pid: self._start(pid, props[pid], kind, value), ids))
         for start in starts:
             LOG.info("partition %s: reading from sequence number %d%s", start.partition, start.start,
                      f" to {start.stop - 1}" if start.stop != UNBOUNDED else "")
             yield start
-
-    def _properties(self, partition):
-        client = self.settings.consumer()
-        try:
-            return client.get_partition_properties(partition)
-        finally:
-            client.close()
 
     def _start(self, partition, props, kind, value):
         first = props["beginning_sequence_number"]
@@ -169,6 +158,61 @@ class ResolvePartitionsFn(beam.DoFn):
         start = max(start, first)  # events before the retention horizon are gone
         stop = start + self.max_records if self.max_records else UNBOUNDED
         return PartitionStart(partition, start, stop, watermark, end)
+
+
+def partition_ids(settings):
+    """The hub's partition ids."""
+    client = settings.consumer()
+    try:
+        return list(client.get_partition_ids())
+    finally:
+        client.close()
+
+
+def partition_properties(settings, ids):
+    """{partition: the hub's properties of it now} (``get_partition_properties``: beginning and last
+    enqueued sequence numbers, last enqueued time, is_empty). One management round trip per partition;
+    on their own connections they overlap."""
+    def one(pid):
+        client = settings.consumer()
+        try:
+            return client.get_partition_properties(pid)
+        finally:
+            client.close()
+    with ThreadPoolExecutor(max_workers=min(8, len(ids) or 1)) as pool:
+        return dict(zip(ids, pool.map(one, ids)))
+
+
+def partition_end(props):
+    """One partition's properties -> {"beginning_sequence_number", "last_enqueued_sequence_number",
+    "last_enqueued_time_s"} (plain JSON values; an empty partition begins after its last number)."""
+    last = props["last_enqueued_sequence_number"]
+    when = props.get("last_enqueued_time_utc")
+    return {"beginning_sequence_number": last + 1 if props.get("is_empty") else props["beginning_sequence_number"],
+            "last_enqueued_sequence_number": last,
+            "last_enqueued_time_s": None if when is None or props.get("is_empty") else int(when.timestamp())}
+
+
+def partition_ends(settings, deadline_s=15.0):
+    """The hub's end of every partition now ({partition: ``partition_end``}), for the commit to record
+    beside what the run consumed. An observation, not a position: when the hub cannot be asked within
+    ``deadline_s`` (or refuses) -> {} and a warning, and the commit goes on."""
+    found, failed = {}, []
+
+    def ask():
+        try:
+            ids = partition_ids(settings)
+            found.update({pid: partition_end(p) for pid, p in partition_properties(settings, ids).items()})
+        except Exception as err:  # noqa: BLE001 - reported below
+            failed.append(err)
+    worker = threading.Thread(target=ask, daemon=True, name="eventhub-partition-ends")
+    worker.start()
+    worker.join(deadline_s)
+    if worker.is_alive() or failed:
+        LOG.warning("could not read the hub's last sequence numbers (%s): the commit records no lag in events",
+                    repr(failed[0]) if failed else f"no answer in {deadline_s:.0f} s")
+        return {}
+    return found
 
 
 def _first_sequence_after(client, partition, when, default, last_enqueued=None):

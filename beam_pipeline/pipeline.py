@@ -490,6 +490,10 @@ def _print_stream_summary(summary, plan, seconds):
     lines = ["", f"Run summary ({seconds:.1f} s; streaming run {plan.run_id})"] + _reconciliation_lines(summary)
     lines.append(f"  event hub  events read {eh['events_read']:,}; checkpoint (partition@last sequence number) "
                  f"{positions or 'none'}, stored in the event log under {plan.checkpoint_key}")
+    lag = [f"{pid}: {v['lag_events']:,}" for pid, v in (eh.get("partitions") or {}).items()
+           if v["lag_events"] is not None]
+    if lag:
+        lines.append(f"  event hub  events enqueued and not read yet, per partition (at the commit): {', '.join(lag)}")
     lines += _table_lines(summary, plan.loc, extra="gold_changelog/<family> holds every pane (early/on time/late)")
     print("\n".join(lines), flush=True)
 
@@ -619,7 +623,8 @@ def _run_streaming(options, o, run_id):
     summary["output"] = o.output
     summary["options"] = {"source": o.source, "reviews": o.reviews, "products": o.products,
                           "window_size": o.window_size, "window_period": o.window_period,
-                          "sentiment_model": o.sentiment_model, "run_id": run_id}
+                          "sentiment_model": o.sentiment_model, "run_id": run_id,
+                          "rating_min_reviews": o.rating_min_reviews}
     summary["eventhub"] = {
         "events_read": int(counters.get(("eventhub", "events_read"), 0)), "checkpoint": plan.checkpoint,
         "checkpoint_key": key, "committed": outputs["target"].commit_interval_s is None,
@@ -631,8 +636,10 @@ def _run_streaming(options, o, run_id):
             "expectations with action 'fail' were not met: " + ", ".join(f"{k} on {n:,} rows" for k, n in failed.items())
             + f"; run {run_id} committed nothing and its events will be read again")
     if outputs["target"].commit_interval_s is None:
+        from beam_pipeline.eventhub import partition_ends
         summary["table_versions"] = commit.commit_stream(plan, o.top_reviewers, summary,
-                                                         insights=commit.Insights.of(o))
+                                                         insights=commit.Insights.of(o),
+                                                         hub_ends=lambda: partition_ends(settings))
     _print_stream_summary(summary, plan, time.monotonic() - started)
     return summary
 
@@ -652,7 +659,8 @@ def _run_batch(options, o, plan, fail_after=None):
     summary["output"] = o.output
     summary["options"] = {"source": o.source, "reviews": o.reviews, "products": o.products,
                           "window_size": o.window_size, "window_period": o.window_period,
-                          "sentiment_model": o.sentiment_model, "run_id": plan.run_id, "insights": o.insights}
+                          "sentiment_model": o.sentiment_model, "run_id": plan.run_id, "insights": o.insights,
+                          "rating_min_reviews": o.rating_min_reviews}
     summary["files"] = plan.file_counts
     summary["full_refresh"] = plan.full_refresh
     summary["shuffle_buckets"] = plan.n_buckets

@@ -382,8 +382,12 @@ class StageCommitFn(beam.DoFn):
             return
         firing = f"{self.target.run_id}c{time.time_ns() // 1000}"
         commit.stage_manifest(self.target.loc, firing, items)
+        from beam_pipeline.eventhub import partition_ends
+        from beam_pipeline.options import hub_settings
+        hub = hub_settings(self.settings)
         yield commit.commit_stream(commit.StreamPlan.for_firing(self.target, firing), self.settings.top_reviewers,
-                                   None, insights=commit.Insights.of(self.settings))
+                                   None, insights=commit.Insights.of(self.settings),
+                                   hub_ends=lambda: partition_ends(hub))
 
 
 def _commit_window(pcoll, label, interval_s):

@@ -11,9 +11,12 @@ Where numbers come from:
 * **A filter** (time range, main category, brand, verified only): the review charts are computed from
   ``silver/reviews`` (the columns they need, read once per silver version and kept in memory), with the
   same rules the gold families use (``transforms.labels`` for sentiment, ``transforms.gold.length_bucket``),
-  so an unfiltered silver aggregate equals the gold all-time rows (tested). Charts whose rule the
-  dashboard cannot reproduce from silver (top words, summaries, names; all-time rankings) stay all-time
-  and say so.
+  so an unfiltered silver aggregate equals the gold all-time rows (tested). The rankings (top words,
+  summaries, reviewer names, top and bottom products and brands by rating) are the job's own families
+  computed over the filtered rows (``transforms.gold``: ``review_facts``, ``partials``, ``finalize``), so
+  they are filtered too; the metadata charts honour main category and brand (``silver/products``).
+  Tables with none of the filters' columns (gold families this module does not know) stay all time and
+  say so.
 
 Tables written by other parts of the project (insights, recommendations, gold families added later) are
 looked up by name: present -> shown; absent -> a ``missing`` note saying what writes them. Gold families
@@ -33,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_pipeline import tables
+from beam_pipeline import checkpoints, tables
 from transforms import gold as gold_rules
 from transforms import labels
 
@@ -49,7 +52,8 @@ RECOMMENDATIONS_TABLE = "recommendations"
 FILTERS = ("time", "main_cat", "brand", "verified")
 ALL_FILTERS = list(FILTERS)
 SILVER_COLUMNS = ["reviewer_id", "asin", "overall", "verified", "unix_review_time", "year", "month", "brand",
-                  "main_cat", "price", "review_length_words", "predicted_sentiment"]
+                  "main_cat", "price", "review_length_words", "predicted_sentiment", "reviewer_name", "summary"]
+PRODUCT_COLUMNS = ["asin", "brand", "main_cat", "image_count", "categories"]
 RUN_BATCH = "run the batch job (python -m beam_pipeline --source=files --reviews=... --output=ROOT)"
 RUN_INSIGHTS = ("not computed yet: run the batch or streaming job with its insights on (a version of the job "
                 "that writes {table}; --insights is the default there) on this output")
@@ -335,6 +339,37 @@ def filtered_silver(root, f):
     return t if mask is None else t.filter(pc.fill_null(mask, False))
 
 
+def ranking(facts, name, min_reviews=None):
+    """Gold family ``name`` (a ranking: top words, summaries, names, rating extremes, or a product family)
+    over the given fact rows (``transforms.gold.review_facts`` / ``product_facts``), by the job's own rule:
+    its partial, then ``finalize``, as the job publishes it when these rows are all it has seen."""
+    family = gold_rules.family(name, min_reviews=min_reviews)
+    partial = gold_rules.partials(facts, None, family.source, [family])[name]
+    return gold_rules.finalize(family, partial)
+
+
+def run_option(root, name, default=None):
+    """An option of the last committed run that recorded it in its summary (``summary["options"]``)."""
+    for r in reversed(root.state()[1]["events"]):
+        if r["event"] == "committed" and r["summary"]:
+            options = json.loads(r["summary"]).get("options") or {}
+            if name in options:
+                return options[name]
+    return default
+
+
+def filtered_products(root, f):
+    """silver/products rows (``PRODUCT_COLUMNS``) with the filters metadata has (main category, brand)."""
+    p = root.derived("products", [tables.SILVER_PRODUCTS],
+                     lambda: root.read(tables.SILVER_PRODUCTS, PRODUCT_COLUMNS))
+    if p is None:
+        return None
+    for key in ("main_cat", "brand"):
+        if key in f:
+            p = p.filter(pc.fill_null(pc.equal(p[key], f[key]), False))
+    return p
+
+
 def _group_count(t, keys, extra=()):
     """group_by keys -> table with n (count) and the extra aggregations [(col, op, name)]."""
     aggs = [([], "count_all")] + [(c, op) for c, op, _ in extra]
@@ -395,6 +430,7 @@ class Insights:
         self.f = f
         self.active = filter_names(f)
         self.silver = filtered_silver(root, f) if f else None
+        self._facts = None      # the filtered rows as the gold families see them, made once when a ranking needs them
 
     def _src(self, table, honours=ALL_FILTERS, note=None):
         """Source description of a chart: where it comes from and which filters it honours."""
@@ -408,6 +444,19 @@ class Insights:
 
     def _from_silver(self):
         return self.silver is not None
+
+    def _ranking(self, family):
+        """(table, source) of a ranking family: the gold table when no filter is set, else the job's rule
+        over the filtered silver rows; (None, None) when the job did not compute the family."""
+        g = self._gold(family)
+        if g is None or not self._from_silver():
+            return g, self._src(f"{GOLD}/{family}")
+        if not self.silver.num_rows:
+            return g.slice(0, 0), self._src("silver/reviews")
+        if self._facts is None:
+            self._facts = gold_rules.review_facts(self.silver)
+        min_reviews = run_option(self.root, "rating_min_reviews")
+        return ranking(self._facts, family, min_reviews), self._src("silver/reviews")
 
     # each chart method returns a chart dict (with "id", "title")
 
@@ -551,6 +600,8 @@ class Insights:
                 pred = dict(zip(g["predicted_sentiment"].to_pylist(), g["n_reviews"].to_pylist()))
         if pred is None:
             predicted_note = RUN_SCORED
+        both = src if pred is None or self._from_silver() else {
+            **src, "source": src["source"] + ", gold/predicted_sentiment"}
         ptotal = sum(v for v in (pred or {}).values() if v) or 0
         tbl_rows = []
         for s, n in zip(SENTIMENTS, rated):
@@ -567,12 +618,12 @@ class Insights:
         out.append({"id": "sentiment_table", "title": "Sentiment: from the rating and from the model",
                     "kind": "table", "columns": columns, "rows": tbl_rows,
                     "formats": ["text", "int", "pct", "int", "pct"],
-                    **({"missing_note": predicted_note} if predicted_note else {}), **src})
+                    **({"missing_note": predicted_note} if predicted_note else {}), **both})
         series = [("from rating", rated)]
         if pred is not None:
             series.append(("from model", [pred.get(s, 0) for s in SENTIMENTS]))
         out.append({"id": "sentiment", "title": "Sentiment counts, side by side",
-                    **_bars(SENTIMENTS, series), **src})
+                    **_bars(SENTIMENTS, series), **both})
         # per year by sentiment
         if self._from_silver():
             ty = _group_count(self.silver, ["year", "sentiment"])
@@ -624,17 +675,9 @@ class Insights:
         """(main_cat, n_products, sum_image_count) of product metadata, filtered by main_cat / brand."""
         f = {k: v for k, v in self.f.items() if k in ("main_cat", "brand")}
         if "brand" in f:
-            def build():
-                p = self.root.read(tables.SILVER_PRODUCTS, ["asin", "brand", "main_cat", "image_count"])
-                if p is None:
-                    return None
-                return p
-            p = self.root.derived("products", [tables.SILVER_PRODUCTS], build)
+            p = filtered_products(self.root, f)
             if p is None:
                 return None
-            p = p.filter(pc.fill_null(pc.equal(p["brand"], f["brand"]), False))
-            if "main_cat" in f:
-                p = p.filter(pc.fill_null(pc.equal(p["main_cat"], f["main_cat"]), False))
             return _group_count(p, ["main_cat"], [("image_count", "sum", "sum_image_count")]).rename_columns(
                 ["main_cat", "n_products", "sum_image_count"])
         g = self._gold("products_by_main_cat")
@@ -728,22 +771,22 @@ class Insights:
                         "series": [{"name": "reviews", "values": t["n"].to_pylist()}],
                         "extra": {"mean rating": [py(x) for x in t["mean_overall"].to_pylist()]},
                         "link": "reviewer", **src})
-        g = self._gold("top_reviewer_names")
+        g, src = self._ranking("top_reviewer_names")
         if g is None:
             out.append({"id": "top_reviewer_names", "title": "Most active reviewers by name",
                         **missing(RUN_INSIGHTS.format(table="gold/top_reviewer_names"))})
         else:
             g = g.sort_by([("n_reviews", "descending"), ("reviewer_name", "ascending")]).slice(0, 15)
-            out.append({"id": "top_reviewer_names", "title": "Most active reviewers by name (all time)",
+            out.append({"id": "top_reviewer_names", "title": "Most active reviewers by name",
                         "kind": "hbars", "labels": [_label(x) for x in g["reviewer_name"].to_pylist()],
                         "series": [{"name": "reviews", "values": g["n_reviews"].to_pylist()}],
                         "extra": {"share": [py(x) for x in g["share"].to_pylist()]} if "share" in g.column_names else {},
-                        **self._src("gold/top_reviewer_names", honours=[])})
+                        **src})
         return out
 
     def text_tables(self):
         out = []
-        g = self._gold("top_words")
+        g, src = self._ranking("top_words")
         if g is None:
             out.append({"id": "top_words", "title": "Top words by sentiment",
                         **missing(RUN_INSIGHTS.format(table="gold/top_words"))})
@@ -755,24 +798,23 @@ class Insights:
                 part = part.slice(0, 15)
                 groups.append({"name": s, "labels": [_label(x) for x in part["word"].to_pylist()],
                                "values": part[count].to_pylist()})
-            out.append({"id": "top_words", "title": "Top words by sentiment (summaries, all time)", "kind": "groups",
-                        "groups": groups, **self._src("gold/top_words", honours=[])})
-        g = self._gold("top_summaries")
+            out.append({"id": "top_words", "title": "Top words by sentiment (in the summaries)", "kind": "groups",
+                        "groups": groups, **src})
+        g, src = self._ranking("top_summaries")
         if g is None:
             out.append({"id": "top_summaries", "title": "Most frequent summaries",
                         **missing(RUN_INSIGHTS.format(table="gold/top_summaries"))})
         else:
             g = g.sort_by([("n_reviews", "descending"), ("summary_norm", "ascending")]).slice(0, 15)
-            out.append({"id": "top_summaries", "title": "Most frequent summaries (all time)", "kind": "hbars",
+            out.append({"id": "top_summaries", "title": "Most frequent summaries", "kind": "hbars",
                         "labels": [_label(x) for x in g["summary_norm"].to_pylist()],
-                        "series": [{"name": "reviews", "values": g["n_reviews"].to_pylist()}],
-                        **self._src("gold/top_summaries", honours=[])})
+                        "series": [{"name": "reviews", "values": g["n_reviews"].to_pylist()}], **src})
         return out
 
     def extremes(self):
         out = []
         for fam, key, title in (("rating_by_product", "asin", "Products"), ("rating_by_brand", "brand", "Brands")):
-            g = self._gold(fam)
+            g, src = self._ranking(fam)
             if g is None:
                 out.append({"id": fam, "title": f"{title}: top and bottom by mean rating",
                             **missing(RUN_INSIGHTS.format(table=f"gold/{fam}"))})
@@ -784,19 +826,31 @@ class Insights:
             if key == "asin":
                 cols = [key, "title"] + cols[1:]
                 r = [[x[0], titles.get(x[0])] + x[1:] for x in r]
-            out.append({"id": fam, "title": f"{title}: top and bottom by mean rating (all time)", "kind": "table",
-                        "columns": cols, "rows": r, **self._src(f"gold/{fam}", honours=[])})
+            min_reviews = run_option(self.root, "rating_min_reviews", gold_rules.family(fam).min_reviews)
+            out.append({"id": fam, "title": f"{title}: top and bottom by mean rating", "kind": "table",
+                        "columns": cols, "rows": r, "subtitle": f"among those with at least {min_reviews} reviews",
+                        **src})
+        out.append(self.secondary_cats())
+        return out
+
+    def secondary_cats(self):
+        """Products per secondary category (metadata): gold, or with a main category or brand filter the
+        job's rule over the matching silver/products rows."""
         g = self._gold("products_by_secondary_cat")
         if g is None:
-            out.append({"id": "secondary_cats", "title": "Products per secondary category",
-                        **missing(RUN_INSIGHTS.format(table="gold/products_by_secondary_cat"))})
-        else:
-            g = g.sort_by([("n_products", "descending"), ("secondary_cat", "ascending")]).slice(0, 15)
-            out.append({"id": "secondary_cats", "title": "Products per secondary category (metadata)",
-                        "kind": "hbars", "labels": [_label(x) for x in g["secondary_cat"].to_pylist()],
-                        "series": [{"name": "products", "values": g["n_products"].to_pylist()}],
-                        **self._src("gold/products_by_secondary_cat", honours=[])})
-        return out
+            return {"id": "secondary_cats", "title": "Products per secondary category",
+                    **missing(RUN_INSIGHTS.format(table="gold/products_by_secondary_cat"))}
+        honours = ["main_cat", "brand"]
+        src = self._src("gold/products_by_secondary_cat", honours=honours)
+        if any(k in self.f for k in honours):
+            p = filtered_products(self.root, self.f)
+            g = ranking(gold_rules.product_facts(p), "products_by_secondary_cat") if p is not None and p.num_rows \
+                else g.slice(0, 0)
+            src = self._src("silver/products", honours=honours)
+        g = g.sort_by([("n_products", "descending"), ("secondary_cat", "ascending")]).slice(0, 15)
+        return {"id": "secondary_cats", "title": "Products per secondary category (metadata)",
+                "kind": "hbars", "labels": [_label(x) for x in g["secondary_cat"].to_pylist()],
+                "series": [{"name": "products", "values": g["n_products"].to_pylist()}], **src}
 
     def others(self):
         """Gold families this page does not know: shown generically (all-time rows, largest first)."""
@@ -1097,7 +1151,8 @@ def health(root, now=None):
 
 def freshness(root, events, now):
     """Streaming freshness: the latest event time in silver and the hub's watermark vs now, and each
-    partition's position and event-time lag, from the last streaming commit's checkpoint."""
+    partition's position, lag in events (the hub's last sequence number minus the last one read, as the
+    commit recorded them) and event-time lag, from the last streaming commit's event-log row."""
     out = {"latest_event_time": None, "latest_event_lag_s": None}
     t = tables.open_table(root.loc, tables.SILVER_REVIEWS, root.table_version(tables.SILVER_REVIEWS)) \
         if root.table_version(tables.SILVER_REVIEWS) is not None else None
@@ -1114,30 +1169,50 @@ def freshness(root, events, now):
             latest = int(latest.timestamp()) if isinstance(latest, datetime.datetime) else int(latest)
             out["latest_event_time"] = py(_utc(latest))
             out["latest_event_lag_s"] = now - latest
-    stream = [r for r in events if r["event"] == "committed" and r["checkpoint_key"] and r["positions"]]
+    stream = [r for r in events if r["event"] == "committed" and (r.get("positions") or _hub_lag(r))]
     if not stream:
         out["stream"] = missing("no streaming run has committed to this output: run the job with "
                                 "--source=eventhub (make run writes out/stream)")
         return out
     last = stream[-1]
-    positions = json.loads(last["positions"])
-    parts = []
-    for pid in sorted(positions, key=lambda p: (len(p), p)):
-        v = positions[pid]
-        w = v.get("watermark_s")
-        parts.append({"partition": pid, "sequence_number": v.get("sequence_number"),
-                      "watermark": py(_utc(w)) if w is not None else None,
-                      "lag_s": now - w if w is not None else None})
-    marks = [p["watermark"] for p in parts]
-    hub_w = None
-    if parts and all(positions[p].get("watermark_s") is not None for p in positions):
-        hub_w = min(positions[p]["watermark_s"] for p in positions)
-    out["stream"] = {"kind": "stream", "checkpoint_key": last["checkpoint_key"], "committed_at": py(last["at"]),
+    positions = json.loads(last["positions"]) if last.get("positions") else {}
+    parts = stream_partitions(positions, _hub_lag(last), now)
+    hub_w = checkpoints.watermark(positions)
+    behind = [p["lag_events"] for p in parts if p["lag_events"] is not None]
+    out["stream"] = {"kind": "stream", "checkpoint_key": last.get("checkpoint_key"), "committed_at": py(last["at"]),
                      "commit_age_s": now - last["at"].timestamp(), "run_id": last["run_id"],
                      "watermark": py(_utc(hub_w)) if hub_w is not None else None,
                      "watermark_lag_s": now - hub_w if hub_w is not None else None,
-                     "partitions": parts, "has_marks": any(marks)}
+                     "lag_events": sum(behind) if behind else None,
+                     "partitions": parts, "has_marks": any(p["watermark_s"] is not None for p in parts)}
     return out
+
+
+def _hub_lag(event_row):
+    """What a streaming commit recorded of the hub: {partition: {"consumed_sequence_number",
+    "hub_last_sequence_number", "hub_last_enqueued_time_s", "lag_events"}} (``beam_pipeline.checkpoints.
+    partition_lag``), from its summary; {} for commits that did not (batch runs, older streaming runs)."""
+    summary = json.loads(event_row["summary"]) if event_row.get("summary") else {}
+    return (summary.get("eventhub") or {}).get("partitions") or {}
+
+
+def stream_partitions(positions, lag, now):
+    """One streaming commit's partitions, from its checkpoint (``positions``: last sequence number read,
+    watermark) and what it recorded of the hub (``lag``: the hub's last sequence number, the lag in
+    events) -> rows in partition order, with each watermark's lag behind ``now`` (event time)."""
+    rows_ = []
+    for pid in sorted(set(positions) | set(lag), key=lambda p: (len(p), p)):
+        pos, hub = positions.get(pid, {}), lag.get(pid, {})
+        w = pos.get("watermark_s")
+        seq = pos.get("sequence_number", hub.get("consumed_sequence_number"))
+        enqueued = hub.get("hub_last_enqueued_time_s")
+        rows_.append({"partition": pid, "sequence_number": seq,
+                      "hub_last_sequence_number": hub.get("hub_last_sequence_number"),
+                      "lag_events": hub.get("lag_events"),
+                      "hub_last_enqueued": py(_utc(enqueued)) if enqueued is not None else None,
+                      "watermark_s": w, "watermark": py(_utc(w)) if w is not None else None,
+                      "lag_s": now - w if w is not None else None})
+    return rows_
 
 
 DEAD_COLUMNS = ["record_type", "stage", "reason", "detail", "source", "source_position", "payload_bytes",

@@ -4,8 +4,9 @@ One module-scoped output: generated reviews plus lines that carry markup (``&lt;
 onerror>`` in brand, text, title and summary; a ``<script>`` reviewer id and an ``<img onerror>`` asin,
 which the cleaning rules leave as they are; a malformed line with ``<script>`` that becomes a dead letter),
 run through the batch job. The server serves two roots: ``out`` (the job's tables only) and ``augmented``
-(a copy of them plus a recommendations export, and, when the job did not write them, insight tables the
-test writes in the insights schema), so both the "not computed yet" notes and the rendered tables are seen.
+(the same input run again with ``--sentiment_model``, a real SavedModel (tests/_sentiment_model.py), plus
+a recommendations export and, when the job did not write them, insight tables the test writes in the
+insights schema), so both the "not computed yet" notes and the rendered tables are seen.
 
 For each page: it loads without console errors, the numbers it shows equal those recomputed here from the
 tables with plain Python (``collections.Counter``), a filter changes them as expected, and a screenshot
@@ -41,6 +42,7 @@ EVIL_REVIEWER = "<script>window.__pwned=3</script>"
 EVIL_ASIN = "<img src=x onerror=window.__pwned=4>"
 DEAD_PAYLOAD_MARK = "<script>window.__pwned=5</script>"
 UTC = datetime.timezone.utc
+MAX_RECORDS = 60     # events the streaming test reads per partition, fewer than it publishes
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -136,8 +138,14 @@ def site(tmp_path_factory):
                        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert r.returncode == 0, r.stderr
     _evil_lines(data)
-    _run_job(data, out)
-    shutil.copytree(out, aug)
+    model = base / "model"
+    with open(base / "model.log", "w") as log:   # the SavedModel is built while the first run goes on
+        build = "import sys; from tests._sentiment_model import save_model; save_model(sys.argv[1])"
+        building = subprocess.Popen([sys.executable, "-c", build, str(model)], cwd=REPO_ROOT, stdout=log, stderr=log,
+                                    env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        _run_job(data, out)
+        assert building.wait(timeout=300) == 0, (base / "model.log").read_text()[-3000:]
+    _run_job(data, aug, f"--sentiment_model={model}")
     _augment(aug)
     from beam_pipeline.dashboard import data as dash_data
     from beam_pipeline.dashboard.server import Server
@@ -218,6 +226,17 @@ def chart_values(driver, chart, series):
           .filter(td => td.dataset.series === arguments[1]).map(td => [td.dataset.label, td.dataset.value]);""",
                chart, series)
     return {label: float(v) if v != "" else None for label, v in cells}
+
+
+def table_values(driver, selector):
+    """The raw value (``data-value``) of every cell of the first table under ``selector``."""
+    return js(driver, """
+        return Array.from(document.querySelectorAll(arguments[0] + ' table tbody tr'))
+          .map(tr => Array.from(tr.children).map(td => td.dataset.value));""", selector)
+
+
+def meta_text(driver, chart):
+    return js(driver, f"return document.querySelector('[data-chart=\"{chart}\"] .meta').textContent")
 
 
 def kpi(driver, label):
@@ -312,6 +331,25 @@ def test_insights_page_numbers_and_filters(site, browser):
     assert "filtered by verified only" in js(d, "return document.querySelector('[data-chart=by_rating] .meta').textContent")
     assert "not filtered by verified only" in js(
         d, "return document.querySelector('[data-chart=products_main_cat] .meta').textContent")
+    # the rankings follow the filter too: recomputed here from the verified rows
+    summaries = collections.Counter((r["summary"] or "").strip().lower() for r in ver)
+    summaries.pop("", None)
+    assert chart_values(d, "top_summaries", "reviews") == {
+        k: float(n) for k, n in sorted(summaries.items(), key=lambda x: (-x[1], x[0]))[:15]}
+    names = collections.Counter(r["reviewer_name"] for r in ver if r["reviewer_name"] is not None)
+    assert chart_values(d, "top_reviewer_names", "reviews") == {
+        k: float(n) for k, n in sorted(names.items(), key=lambda x: (-x[1], x[0]))[:15]}
+    per_brand = collections.defaultdict(list)
+    for r in ver:
+        if r["brand"] is not None:
+            per_brand[r["brand"]].append(r["overall"])
+    ranked = [(b, len(v), sum(v) / len(v)) for b, v in per_brand.items() if len(v) >= 10]   # --rating_min_reviews
+    want = [[b, n, m, end, rank] for end, order in (("top", -1), ("bottom", 1))
+            for rank, (b, n, m) in enumerate(sorted(ranked, key=lambda x: (order * x[2], -x[1], x[0]))[:10], start=1)]
+    got = [[b, int(n), float(m), end, int(rank)] for b, n, m, end, rank in table_values(d, '[data-chart="rating_by_brand"]')]
+    assert got == want and len(want) > 2
+    for chart in ("top_words", "top_summaries", "top_reviewer_names", "rating_by_product", "rating_by_brand"):
+        assert "filtered by verified only" in meta_text(d, chart), chart
     cat = "Toys & Games"
     set_filter(d, "insights", main_cat=cat)
     sel = [r for r in ver if r["main_cat"] == cat]
@@ -328,6 +366,46 @@ def test_insights_page_numbers_and_filters(site, browser):
     wait_ready(d, "insights")
 
 
+def test_model_predicted_sentiment_of_a_scored_run(site, browser):
+    """The augmented root's run was scored by a real SavedModel: the model-predicted counts and shares shown
+    beside the rating-derived ones equal those counted here from its silver table, without a filter (read from
+    gold/predicted_sentiment) and with one (counted from silver). A gold family with none of the filters'
+    columns says on the page that it is all time, not filtered."""
+    d = browser
+    open_page(d, site, "insights", root=1)
+    assert console_errors(d) == []
+    assert read(site["aug"], "gold/predicted_sentiment") is not None
+    silver = read(site["aug"], "silver/reviews").to_pylist()
+    sentiments = ("negative", "neutral", "positive")
+
+    def check(rows):
+        pred = collections.Counter(r["predicted_sentiment"] for r in rows)
+        assert None not in pred and pred["negative"] and pred["positive"]    # every row scored, both labels
+        shown = {r[0]: r for r in table_values(d, '[data-chart="sentiment_table"]')}
+        assert [shown[s][3] for s in sentiments] == [str(pred[s]) for s in sentiments]
+        assert [float(shown[s][4]) for s in sentiments] == pytest.approx([pred[s] / len(rows) for s in sentiments])
+        assert shown["total"][3] == str(len(rows))
+        assert chart_values(d, "sentiment", "from model") == {s: float(pred[s]) for s in sentiments}
+        rated = collections.Counter("negative" if r["overall"] <= 2 else "positive" if r["overall"] >= 4
+                                    else "neutral" for r in rows)
+        assert chart_values(d, "sentiment", "from rating") == {s: float(rated[s]) for s in sentiments}
+
+    check(silver)
+    assert "gold/predicted_sentiment" in meta_text(d, "sentiment_table")
+    set_filter(d, "insights", verified=True)
+    check([r for r in silver if r["verified"]])
+    assert "filtered by verified only" in meta_text(d, "sentiment_table")
+    generic = [c for c in js(d, "return Array.from(document.querySelectorAll('[data-chart]')).map(c => c.dataset.chart)")
+               if c.startswith("family_")]
+    assert "family_predicted_sentiment_by_brand" in generic
+    for chart in generic:
+        assert "all time, not filtered (this table has no column for verified only)" in meta_text(d, chart), chart
+    assert console_errors(d) == []
+    screenshot(d, site, "insights-scored")
+    js(d, "document.getElementById('f-clear').click()")
+    wait_ready(d, "insights")
+
+
 def test_gold_and_silver_paths_agree(site):
     """Unfiltered charts read gold; a filter reads silver. A filter that keeps every row (a time range around
     all the data) must give the same numbers as gold: the two paths use the same rules."""
@@ -336,14 +414,17 @@ def test_gold_and_silver_paths_agree(site):
     gold_charts = {c["id"]: c for c in data.insights(root, {})["charts"]}
     everything = {"from": "1990-01-01", "to": "2100-01-01"}
     silver_charts = {c["id"]: c for c in data.insights(root, data.parse_filters(everything))["charts"]}
+    rankings = ("top_words", "top_summaries", "top_reviewer_names", "rating_by_product", "rating_by_brand")
+    assert all(read(site["out"], f"gold/{fam}") is not None for fam in rankings)   # the job's insights are on
     for cid in ("by_rating", "rating_verified", "per_year", "sentiment", "sentiment_by_year", "length_sentiment",
-                "verified_sentiment", "main_cats", "brands", "top_reviewers"):
+                "verified_sentiment", "main_cats", "brands", "top_reviewers") + rankings:
         g, s = gold_charts[cid], silver_charts[cid]
         assert g["source"].startswith("gold/") or cid == "per_year", (cid, g["source"])
-        assert s["source"] == "silver/reviews"
-        for key in ("labels", "series", "rows"):
+        assert s["source"] == "silver/reviews" and s["applied"] == ["time"], cid
+        for key in ("labels", "series", "rows", "groups"):
             if key in g:
                 assert g[key] == s[key], cid
+        assert g.get("rows", g.get("labels", True)), cid    # something to compare
     assert {i["label"]: i["value"] for i in gold_charts["kpis"]["items"]} == pytest.approx(
         {i["label"]: i["value"] for i in silver_charts["kpis"]["items"]})
 
@@ -513,7 +594,9 @@ def test_a_run_committed_while_the_page_is_open_appears(site, browser):
 def test_a_streaming_run_committed_while_the_page_is_open_appears(site, browser):
     """New reviews published to the local Event Hubs endpoint, read by a streaming run into the same tables
     while the page is open: the page redraws with the new reviews, and the health page shows the stream's
-    checkpoint (partitions, watermark) from the event log."""
+    checkpoint (partitions, watermark) from the event log. The run reads MAX_RECORDS events per partition
+    (--max_records) of the more it was sent: each partition's lag in events shown equals the endpoint's own
+    count of its events minus those read."""
     from runners.eventhubs_local import LocalEventHubs
     from runners.publish import publish
 
@@ -529,10 +612,11 @@ def test_a_streaming_run_committed_while_the_page_is_open_appears(site, browser)
     try:
         stats = publish(hub.connection_string, [str(next((extra / "reviews").glob("*.jsonl")))], partitions=2,
                         progress=False)
-        assert stats.sent > 0
+        stored = hub.partition_sizes()           # the endpoint's own count of the events in each partition
+        assert stats.sent > 0 and stored == stats.per_partition and min(stored.values()) > MAX_RECORDS
         cmd = [sys.executable, "-m", "beam_pipeline", "--source=eventhub", f"--output={site['out']}",
                f"--products={site['data']}/metadata/*.jsonl", "--start_position=earliest", "--stop_after_idle_s=2",
-               "--window_size=30d", "--max_out_of_orderness=3650d"]
+               f"--max_records={MAX_RECORDS}", "--window_size=30d", "--max_out_of_orderness=3650d"]
         r = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT),
                                 "EVENTHUB_CONNECTION_STRING": hub.connection_string})
@@ -547,15 +631,19 @@ def test_a_streaming_run_committed_while_the_page_is_open_appears(site, browser)
     assert kpi(d, "reviews") == after
     open_page(d, site, "health")
     assert js(d, "return document.getElementById('watermark') ? document.getElementById('watermark').textContent : ''")
-    partitions = js(d, "return Array.from(document.querySelectorAll('[data-section=freshness] table tbody tr'))"
-                       ".map(tr => tr.children[0].textContent)")
-    assert sorted(partitions) == ["0", "1"]
+    # per partition: read from the start, MAX_RECORDS events each; the rest is the lag in events
+    shown = js(d, "return Array.from(document.querySelectorAll('#partitions tbody tr'))"
+                  ".map(tr => Array.from(tr.children).slice(0, 4).map(td => td.dataset.value))")
+    assert shown == [[pid, str(MAX_RECORDS - 1), str(n - 1), str(n - MAX_RECORDS)] for pid, n in sorted(stored.items())]
+    assert js(d, "return document.getElementById('lag-events').textContent") == \
+        f"{sum(n - MAX_RECORDS for n in stored.values()):,}"
     d.save_screenshot(str(site["shots"] / "health-after-stream.png"))
     assert console_errors(d) == []
 
 
 def test_freshness_of_a_streaming_commit():
-    """The freshness block from a streaming run's event-log row (positions per partition, watermarks)."""
+    """The freshness block from a streaming run's event-log row (positions per partition, watermarks, and
+    the lag in events the commit recorded)."""
     from beam_pipeline.dashboard import data
 
     class Empty:
@@ -565,11 +653,21 @@ def test_freshness_of_a_streaming_commit():
     at = datetime.datetime.fromtimestamp(now - 30, UTC)
     events = [{"event": "committed", "checkpoint_key": "reviews/$Default", "run_id": "r1", "at": at,
                "positions": json.dumps({"0": {"sequence_number": 41, "watermark_s": now - 100},
-                                        "1": {"sequence_number": 7, "watermark_s": now - 400}})}]
+                                        "1": {"sequence_number": 7, "watermark_s": now - 400}}),
+               "summary": json.dumps({"eventhub": {"partitions": {
+                   "0": {"consumed_sequence_number": 41, "hub_last_sequence_number": 41, "lag_events": 0,
+                         "hub_last_enqueued_time_s": now - 5},
+                   "1": {"consumed_sequence_number": 7, "hub_last_sequence_number": 19, "lag_events": 12,
+                         "hub_last_enqueued_time_s": now - 6}}}})}]
     f = data.freshness(Empty(), events, now)
     s = f["stream"]
-    assert s["watermark_lag_s"] == 400 and s["commit_age_s"] == pytest.approx(30)
-    assert [(p["partition"], p["sequence_number"], p["lag_s"]) for p in s["partitions"]] == [("0", 41, 100), ("1", 7, 400)]
+    assert s["watermark_lag_s"] == 400 and s["commit_age_s"] == pytest.approx(30) and s["lag_events"] == 12
+    assert [(p["partition"], p["sequence_number"], p["hub_last_sequence_number"], p["lag_events"], p["lag_s"])
+            for p in s["partitions"]] == [("0", 41, 41, 0, 100), ("1", 7, 19, 12, 400)]
+    # an older commit without the hub's ends: positions only, lag in events unknown
+    older = [dict(events[0], summary=None)]
+    s = data.freshness(Empty(), older, now)["stream"]
+    assert s["lag_events"] is None and [p["lag_events"] for p in s["partitions"]] == [None, None]
     assert data.freshness(Empty(), [], now)["stream"]["kind"] == "missing"
 
 

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 
 from beam_pipeline import tables
-from beam_pipeline.checkpoints import checkpoint_key, combine_positions, merged_positions, watermark
+from beam_pipeline.checkpoints import checkpoint_key, combine_positions, merged_positions, partition_lag, watermark
 
 HOUR = 3600
 KEY = checkpoint_key("reviews", "$Default")
@@ -53,6 +53,25 @@ def _commit(loc, run_id, positions, fail_after=None, key=KEY):
                              positions=positions, checkpoint_key=key, fail_after=fail_after)
 
 
+def test_partition_lag_counts_events_enqueued_and_not_consumed():
+    ends = {"0": {"beginning_sequence_number": 0, "last_enqueued_sequence_number": 99, "last_enqueued_time_s": 5},
+            "1": {"beginning_sequence_number": 50, "last_enqueued_sequence_number": 80, "last_enqueued_time_s": 6},
+            "2": {"beginning_sequence_number": 0, "last_enqueued_sequence_number": 9, "last_enqueued_time_s": 7},
+            "3": {"beginning_sequence_number": 4, "last_enqueued_sequence_number": 3, "last_enqueued_time_s": None}}
+    lag = partition_lag({"0": 59, "1": 10, "2": 9, "10": 3}, ends)
+    assert list(lag) == ["0", "1", "2", "3", "10"]
+    assert {pid: v["lag_events"] for pid, v in lag.items()} == {
+        "0": 40,      # 60..99 not read
+        "1": 31,      # 11..49 are past the retention horizon: only 50..80 can still be read
+        "2": 0,       # read to the end
+        "3": 0,       # an empty partition, never read
+        "10": None}   # the hub did not answer for it
+    assert lag["0"] == {"consumed_sequence_number": 59, "hub_last_sequence_number": 99, "hub_last_enqueued_time_s": 5,
+                        "lag_events": 40}
+    assert partition_lag({"0": 4}, {}) == {"0": {"consumed_sequence_number": 4, "hub_last_sequence_number": None,
+                                                 "hub_last_enqueued_time_s": None, "lag_events": None}}
+
+
 def test_positions_are_committed_with_the_rows_and_read_back(tmp_path):
     loc = tables.Location(str(tmp_path))
     assert tables.checkpoint(loc, KEY) == {}
@@ -82,3 +101,21 @@ def test_a_commit_stopped_after_a_phase_moves_rows_and_positions_together(tmp_pa
     assert tables.read(loc, "t").num_rows == (2 if claimed else 1)
     tables.recover(loc)   # idempotent
     assert tables.read(loc, "t").num_rows == (2 if claimed else 1)
+
+
+def test_partition_ends_from_the_hub_properties_and_a_hub_that_does_not_answer():
+    import datetime
+
+    from beam_pipeline.eventhub import partition_end, partition_ends
+    when = datetime.datetime(2024, 1, 2, tzinfo=datetime.UTC)
+    assert partition_end({"beginning_sequence_number": 5, "last_enqueued_sequence_number": 9,
+                          "last_enqueued_time_utc": when, "is_empty": False}) == {
+        "beginning_sequence_number": 5, "last_enqueued_sequence_number": 9, "last_enqueued_time_s": 1704153600}
+    assert partition_end({"beginning_sequence_number": 0, "last_enqueued_sequence_number": 41,
+                          "last_enqueued_time_utc": when, "is_empty": True}) == {
+        "beginning_sequence_number": 42, "last_enqueued_sequence_number": 41, "last_enqueued_time_s": None}
+
+    class Down:
+        def consumer(self):
+            raise ConnectionError("refused")
+    assert partition_ends(Down(), deadline_s=5) == {}     # an observation: the commit goes on without it

@@ -307,17 +307,20 @@
     return t;
   }
 
+  // where a chart's numbers come from and which of the active filters it applied; a table with none of the
+  // filters' columns says "all time, not filtered", one that honours some names the ones it left out
   function sourceLine(chart) {
+    const names = list => list.map(f => FILTER_NAMES[f]).join(", ");
+    const applied = chart.applied || [], ignored = chart.ignored || [], honours = chart.honours || [];
     const parts = [el("span", {class: "src"}, "from ", el("code", {}, chart.source || "?"))];
-    if (chart.applied && chart.applied.length)
-      parts.push(el("span", {class: "applied"}, " · filtered by " + chart.applied.map(f => FILTER_NAMES[f]).join(", ")));
-    else if (!chart.applied || !state.activeFilters || !state.activeFilters.length)
-      parts.push(el("span", {}, " · all time"));
-    if (chart.ignored && chart.ignored.length)
-      parts.push(el("span", {class: "ignored"}, " · not filtered by " +
-        chart.ignored.map(f => FILTER_NAMES[f]).join(", ") + " (" +
-        (chart.honours && chart.honours.length ? "honours " + chart.honours.map(f => FILTER_NAMES[f]).join(", ")
-          : "an all-time table") + ")"));
+    if (applied.length) parts.push(el("span", {class: "applied"}, " · filtered by " + names(applied)));
+    else if (!ignored.length) parts.push(el("span", {}, " · all time"));
+    if (ignored.length && !honours.length)
+      parts.push(el("span", {class: "ignored"}, " · all time, not filtered (this table has no column for " +
+        names(ignored) + ")"));
+    else if (ignored.length)
+      parts.push(el("span", {class: "ignored"}, " · not filtered by " + names(ignored) + " (it honours " +
+        names(honours) + ")"));
     if (chart.note) parts.push(el("div", {class: "note"}, chart.note));
     return el("div", {class: "meta"}, parts);
   }
@@ -528,15 +531,20 @@
     else {
       const s = f.stream;
       fr.appendChild(el("dl", {class: "facts"},
-        el("dt", {}, "hub / consumer group"), el("dd", {}, s.checkpoint_key),
+        el("dt", {}, "hub / consumer group"), el("dd", {}, s.checkpoint_key || "– (an unbounded run's firing)"),
         el("dt", {}, "last streaming commit"), el("dd", {}, when(s.committed_at) + " (" + duration(s.commit_age_s) + " ago)"),
+        el("dt", {}, "events on the hub not read yet"), el("dd", {id: "lag-events"}, fmt(s.lag_events, "int")),
         el("dt", {}, "watermark"), el("dd", {id: "watermark"}, when(s.watermark)),
         el("dt", {}, "watermark behind now by"), el("dd", {}, duration(s.watermark_lag_s))));
-      fr.appendChild(tableView(["partition", "last sequence number", "watermark", "event-time lag"],
-        s.partitions.map(p => [p.partition, p.sequence_number, when(p.watermark), duration(p.lag_s)]), null));
-      fr.appendChild(el("p", {class: "hint"}, "Lag is event time behind the wall clock (replayed old reviews lag by " +
-        "years). Sequence numbers are where each partition's next read starts; the hub's own last sequence number " +
-        "is not read here (the dashboard reads tables only)."));
+      fr.appendChild(el("div", {class: "scroll", id: "partitions"}, tableView(
+        ["partition", "last sequence number read", "hub's last sequence number", "lag (events)", "hub's last event enqueued",
+          "watermark", "event-time lag"],
+        s.partitions.map(p => [p.partition, p.sequence_number, p.hub_last_sequence_number, p.lag_events,
+          when(p.hub_last_enqueued), when(p.watermark), duration(p.lag_s)]), [undefined, "int", "int", "int"])));
+      fr.appendChild(el("p", {class: "hint"}, "Lag in events: events enqueued on the hub and not read yet, per " +
+        "partition (the hub's last sequence number minus the last one read), as the hub reported them at that " +
+        "commit. Event-time lag: the watermark behind the wall clock (replayed old reviews lag by years). The next " +
+        "read of a partition starts after its last sequence number read."));
     }
     cards.appendChild(fr);
     // dead letters by reason
