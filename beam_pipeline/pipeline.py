@@ -611,8 +611,13 @@ def _run_streaming(options, o, run_id):
     p = beam.Pipeline(options=options)
     outputs = build_pipeline(p, options, plan=plan)
     LOG.info("running: reviews from event hub %s -> %s", settings.hub_name, o.output)
-    result = p.run()
-    result.wait_until_finish()
+    from beam_pipeline.eventhub import HubUnavailable, unavailable_message
+    try:
+        result = p.run()
+        result.wait_until_finish()
+    except HubUnavailable as err:  # before the commit: no table, no position moved
+        raise HubUnavailable(f"{unavailable_message(err)}; nothing of run {run_id} was committed (tables and hub "
+                             "positions unchanged): the next run reads its events again") from None
     counters = _counters(result)
     summary = summarize(counters)
     summary["seconds"] = round(time.monotonic() - started, 3)
