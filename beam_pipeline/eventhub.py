@@ -342,7 +342,7 @@ class ReaderConfig:
     poll_s: float = 0.02              # how long a call waits for the first / next receive batch
     max_batch_events: int = 2000      # most events in one EventBatch
     prefetch_batches: int = 16        # receive batches buffered per partition
-    probe_s: float = 2.0              # idle this long -> ask the hub for the partition's end (again every probe_s)
+    probe_s: float = 10.0             # idle this long -> ask the hub for the partition's end (and before stopping)
 
 
 class ReadPartitionsFn(beam.DoFn):

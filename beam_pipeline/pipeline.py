@@ -346,7 +346,8 @@ def build_pipeline(p, options, plan=None):
                                          plan.checkpoint if plan is not None else {},
                                          product_tables[PRODUCTS], product_dead,
                                          known=plan.known if plan is not None else {},
-                                         carried_gold=plan.carried if plan is not None else ())
+                                         carried_gold=plan.carried if plan is not None else (),
+                                         recorded_dead=plan.recorded_dead if plan is not None else frozenset())
         outputs["target"] = target
         return outputs
     dead.append(product_dead)
@@ -471,7 +472,9 @@ def _reconciliation_lines(summary):
         f"            products joined {r['products_matched']:,}, unmatched {r['products_unmatched']:,}"
         + (f"; scored by the sentiment model {r['scored_rows']:,}" if r.get("scored_rows") else ""),
         f"  products  read {p['records_read']:,} = silver {p['silver_rows']:,} + dead letters {p['dead_letters']:,}"
-        f" + duplicates {p['duplicates_dropped']:,}  [{'reconciled' if p['reconciled'] else 'DOES NOT RECONCILE'}]",
+        f" + duplicates {p['duplicates_dropped']:,}  [{'reconciled' if p['reconciled'] else 'DOES NOT RECONCILE'}]"
+        + (f"  ({p['dead_letters_recorded_earlier']:,} dead letters recorded by earlier runs, not appended again)"
+           if p.get("dead_letters_recorded_earlier") else ""),
     ]
     for kind in ("reviews", "products"):
         for reason, n in summary[kind]["dead_letters_by_reason"].items():
@@ -625,6 +628,8 @@ def _run_streaming(options, o, run_id):
     summary["options"] = {"source": o.source, "reviews": o.reviews, "products": o.products,
                           "window_size": o.window_size, "window_period": o.window_period,
                           "sentiment_model": o.sentiment_model, "run_id": run_id}
+    summary["products"]["dead_letters_recorded_earlier"] = int(
+        counters.get(("products", "dead_letters_recorded_earlier"), 0))
     summary["eventhub"] = {
         "events_read": int(counters.get(("eventhub", "events_read"), 0)), "checkpoint": plan.checkpoint,
         "checkpoint_key": key, "committed": outputs["target"].commit_interval_s is None,
