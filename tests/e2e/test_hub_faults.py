@@ -48,6 +48,7 @@ KEY = f"{HUB}/$Default"
 PARTITIONS = 2
 JOB_ARGS = ["--source=eventhub", "--max_out_of_orderness=3650d", "--window_size=3650d", "--stop_after_idle_s=1.5"]
 BAD_PRODUCT_LINES = [b'{"title": "a product without asin"}', b'{"asin": "B000000BAD", "title": ', b"<html>503</html>"]
+SECRET = "not-to-be-printed-7f3a"
 LIMIT_S = 180                            # only keeps a hung job from hanging the suite
 
 
@@ -170,7 +171,7 @@ def scenario(tmp_path_factory):
         # ---- before connecting: the CLI against a port where nothing listens (a connection string, and
         # --event_hub_namespace), into out; meanwhile, a clean run over the same events into ref
         port = s["dead_port"] = _free_port()
-        conn = f"Endpoint=sb://127.0.0.1:{port};SharedAccessKeyName=k;SharedAccessKey=k;" \
+        conn = f"Endpoint=sb://127.0.0.1:{port};SharedAccessKeyName=k;SharedAccessKey={SECRET};" \
                f"UseDevelopmentEmulator=true;EntityPath={HUB}"
         cli = [sys.executable, "-m", "beam_pipeline", *JOB_ARGS, f"--output={out}", "--max_records=5"]
         no_conn = {k: v for k, v in os.environ.items() if k != ENV}
@@ -216,6 +217,7 @@ def test_nothing_listening_one_error_line_exit_3_outputs_untouched(scenario):
                "attempts (ConnectError" in errors[0]
         assert f"nothing of run {run_id} was committed" in errors[0]
         assert "Traceback" not in stderr and "Run summary" not in stdout
+        assert SECRET not in stderr + stdout
     assert s["dead_seconds"] < 90          # bounded retries (3 attempts, ~3 s), not the SDK's defaults
     assert s["files_after_dead"] == s["files3"]                       # not a file written, moved or removed
 
