@@ -4,13 +4,15 @@ events), and during the commit (killed while the run holds its claim). Storage g
 commit is ``test_storage_down_during_a_streaming_commit`` (Azurite).
 
 One scenario per module, against the local endpoint served from a child process (``runners.local_stack.
-EventHubsEndpoint``) that the test kills with SIGKILL and starts again on its durable partition logs:
+EventHubsEndpoint``) that the test kills with SIGKILL and starts again on its durable partition logs; every
+run also reads a product file with bad lines:
 
   publish wave 1 -> run1, the hub killed while run1 holds its commit claim        exit 0, positions stored
-  hub restarted -> the CLI against a port with nothing listening (two spellings)  exit 3, one error line
-  publish wave 2 -> run2, the hub killed once the reader has emitted events       exit 3, nothing committed
-  hub restarted -> run3                                                             exit 0, reads wave 2
-  ref: one clean run over the same hub into another output                        exit 0
+  hub restarted, publish wave 2 -> run2, the hub killed once the reader has
+      emitted events                                                              exit 3, nothing committed
+  hub restarted -> run3                                                           exit 0, reads wave 2 only
+  the CLI against a port with nothing listening (two credential forms), while
+      ref, one clean run over the same hub, runs into another output             exit 3, one error line
 
 The jobs run in-process through the CLI's ``main`` (exit status and stderr as the command gives them),
 except the "nothing listening" runs, which are real ``python -m beam_pipeline`` processes: their whole
