@@ -27,16 +27,19 @@ def main(argv=None):
     for noisy in ("apache_beam", "azure", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from beam_pipeline.commit import InputError
+    from beam_pipeline.eventhub import HubUnavailable
     from beam_pipeline.options import checked_argv
     from beam_pipeline.pipeline import run
     from beam_pipeline.tables import TableError
+    for handler in logging.getLogger().handlers:   # the error line below says it; Beam would log a traceback
+        handler.addFilter(lambda record: not (record.exc_info and isinstance(record.exc_info[1], HubUnavailable)))
     try:
         summary = run(checked_argv(args))  # --a-b spellings of the job's options; unknown options: exit 2
     except (OptionsError, InputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except TableError as err:  # a concurrent commit, a table that cannot be written: nothing became visible
-        print(f"error: {err}", file=sys.stderr)
+    except (TableError, HubUnavailable) as err:  # a concurrent commit, a table that cannot be written, the hub
+        print(f"error: {err}", file=sys.stderr)  # unreachable or gone during the read: nothing became visible
         return 3
     if "dry_run" in summary:  # --runner=DataflowRunner --dry_run=True: the graph only
         return 0

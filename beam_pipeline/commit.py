@@ -41,6 +41,7 @@ from beam_pipeline.options import parse_duration
 from beam_pipeline.threaded import THREADS
 from beam_pipeline.tables import Location
 from transforms import gold, recent_brands, trending
+from transforms.dead_letters import RECORDED_KEY, recorded_key
 from transforms.enrich import REVIEW_KEY, content_hashes_by_bucket
 from transforms.windows import TS
 from transforms.schemas import DEAD_LETTER_SCHEMA, SILVER_PRODUCT_SCHEMA, SILVER_REVIEW_SCHEMA
@@ -405,6 +406,7 @@ class StreamPlan(typing.NamedTuple):
     started: float
     max_out_of_orderness_s: int = 0
     full_refresh: bool = False     # gold_tables: a streaming run always merges with the stored state
+    recorded_dead: frozenset = frozenset()   # recorded_key of the product (and file) dead letters the table holds
 
     @classmethod
     def for_firing(cls, target, run_id):
@@ -438,10 +440,24 @@ def prepare_stream(o, run_id, spec, key, n_shards):
         known = content_hashes_by_bucket(pa.concat_tables(frames), n_shards)
     carried = _open_windows(loc, snapshot, spec, watermark(checkpoint) if checkpoint else None,
                             parse_duration(o.allowed_lateness))
+    recorded = recorded_product_dead_letters(loc, snapshot) if o.products else frozenset()
     LOG.info("streaming run %s: %d partitions checkpointed, %d content keys known, %d open (family, window) "
              "pairs carried", run_id, len(checkpoint), sum(len(v) for v in known.values()), len(carried))
     return StreamPlan(loc, run_id, known, checkpoint, key, carried, base, time.time(),
-                      parse_duration(o.max_out_of_orderness))
+                      parse_duration(o.max_out_of_orderness), recorded_dead=recorded)
+
+
+def recorded_product_dead_letters(loc, snapshot):
+    """``recorded_key`` of every product and file dead letter the dead-letter table holds: a streaming run
+    reads the product files again each time (its join needs them) and appends only the dead letters that
+    are not there yet, so a bad product line is recorded once, as a batch run's incremental read does."""
+    if tables.DEAD_LETTERS not in snapshot:
+        return frozenset()
+    t = tables.read(loc, tables.DEAD_LETTERS, snapshot[tables.DEAD_LETTERS], columns=list(RECORDED_KEY))
+    if t is None or not t.num_rows:
+        return frozenset()
+    t = t.filter(pc.not_equal(t["record_type"], "review"))
+    return frozenset(recorded_key(row) for row in t.to_pylist())
 
 
 def _open_windows(loc, snapshot, spec, watermark_s, lateness_s=0):

@@ -15,6 +15,13 @@ clock moves on with the wall clock (review time: from the last event time seen; 
 an idle partition does not hold every window open. With ``--stop_after_idle_s`` a partition's range ends
 after that long without events, which is how local runs finish.
 
+Faults: every call to the hub outside the receive loop (partition ids and properties when the run starts,
+and a probe of each partition that has been idle for ``ReaderConfig.probe_s``) retries a bounded number of
+times (``MANAGEMENT_RETRY``, a few seconds), then raises ``HubUnavailable`` naming the endpoint and what
+failed: the run fails before its commit and nothing of it becomes visible. The probe is needed because a
+receiver whose connection the hub closed waits silently (the SDK reconnects without reporting it); when
+the hub answers but holds events the receiver has not delivered, the receiver is replaced.
+
 Credentials: a connection string from the environment variable named by ``--event_hub_connection_env``
 (never an option value: options are logged and stored with the job), or ``--event_hub_namespace`` with
 ``DefaultAzureCredential``.
@@ -37,12 +44,35 @@ from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorP
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from beam_pipeline.testhooks import pause_at
 from transforms.events import ENQUEUED_TIME, UNKNOWN, EventBatch, event_times
 
 LOG = logging.getLogger("reviews")
 UNBOUNDED = 2 ** 63 - 1
 BEHIND_IDLE_S = 60  # silence tolerated while a partition still has events from before the start
+RECONNECT_AFTER_S = 15  # a receiver this old that has not delivered what the hub holds is replaced
 START_POSITIONS = ("checkpoint", "earliest", "latest", "sequence:N", "enqueued:ISO-8601 time")
+# management calls (partition ids and properties, probes): 3 attempts, ~3 s against a closed port, instead
+# of the SDK's default ~10 s; receivers keep the SDK's defaults
+MANAGEMENT_RETRY = {"retry_total": 2, "retry_backoff_factor": 0.4, "retry_backoff_max": 2}
+
+
+class HubUnavailable(RuntimeError):
+    """The hub could not be reached, or stopped answering, within ``MANAGEMENT_RETRY``'s attempts."""
+
+
+def hub_failure(settings, what, err):
+    """-> HubUnavailable for a failed call to the hub: the endpoint, what was being done, the first line of
+    the client's error and the attempts made (never the connection string's key)."""
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    attempts = MANAGEMENT_RETRY["retry_total"] + 1
+    return HubUnavailable(f"event hub {settings.endpoint}: {what} failed after {attempts} attempts "
+                          f"({type(err).__name__}: {reason})")
+
+
+def unavailable_message(err):
+    """A HubUnavailable's message without the step Beam appends when it re-raises it from a DoFn."""
+    return str(err).split(" [while running '", 1)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +97,30 @@ class HubSettings:
         if "EntityPath=" not in conn and not self.hub:
             return "the connection string has no EntityPath: name the hub with --event_hub"
         return None
+
+    @property
+    def endpoint(self):
+        """'sb://HOST[:PORT]/HUB' (the namespace's or the connection string's endpoint; no key)."""
+        if self.namespace:
+            host = self.namespace
+        else:
+            conn = os.environ.get(self.connection_env or "", "")
+            host = next((part.split("=", 1)[1] for part in conn.split(";") if part.startswith("Endpoint=")), "?")
+        host = host if "://" in host else f"sb://{host}"
+        return f"{host.rstrip('/')}/{self.hub_name}"
+
+    def call(self, what, fn):
+        """``fn(client)`` on a management client with bounded retries; HubUnavailable when it fails."""
+        from azure.eventhub.exceptions import EventHubError
+        client = None
+        try:
+            client = self.consumer(**MANAGEMENT_RETRY)
+            return fn(client)
+        except EventHubError as err:
+            raise hub_failure(self, what, err) from err
+        finally:
+            if client is not None:
+                client.close()
 
     @property
     def hub_name(self):
@@ -162,11 +216,7 @@ class ResolvePartitionsFn(beam.DoFn):
 
 def partition_ids(settings):
     """The hub's partition ids."""
-    client = settings.consumer()
-    try:
-        return list(client.get_partition_ids())
-    finally:
-        client.close()
+    return list(settings.call("reading its partition ids", lambda c: c.get_partition_ids()))
 
 
 def partition_properties(settings, ids):
@@ -174,11 +224,7 @@ def partition_properties(settings, ids):
     enqueued sequence numbers, last enqueued time, is_empty). One management round trip per partition;
     on their own connections they overlap."""
     def one(pid):
-        client = settings.consumer()
-        try:
-            return client.get_partition_properties(pid)
-        finally:
-            client.close()
+        return settings.call(f"reading partition {pid}'s properties", lambda c: c.get_partition_properties(pid))
     with ThreadPoolExecutor(max_workers=min(8, len(ids) or 1)) as pool:
         return dict(zip(ids, pool.map(one, ids)))
 
@@ -283,7 +329,7 @@ class _Receiver:
     """A background ``receive_batch`` positioned at a sequence number, feeding a bounded queue."""
 
     def __init__(self, settings, partition, start, prefetch):
-        self.next_seq = start
+        self.next_seq, self.started = start, time.monotonic()
         self.pending = []  # received events not yet claimed (a batch ended in the middle of them)
         self.queue = queue.Queue(maxsize=max(2, prefetch))
         self.client = settings.consumer()
@@ -339,6 +385,7 @@ class ReaderConfig:
     poll_s: float = 0.02              # how long a call waits for the first / next receive batch
     max_batch_events: int = 2000      # most events in one EventBatch
     prefetch_batches: int = 16        # receive batches buffered per partition
+    probe_s: float = 10.0             # idle this long -> ask the hub for the partition's end (and before stopping)
 
 
 class ReadPartitionsFn(beam.DoFn):
@@ -349,7 +396,7 @@ class ReadPartitionsFn(beam.DoFn):
 
     def setup(self):
         self._receivers = {}
-        self._state = {}  # partition -> [max event time seen, wall time of the last event]
+        self._state = {}  # partition -> [max event time seen, wall time of the last event, of the last probe]
 
     def teardown(self):
         for r in self._receivers.values():
@@ -372,7 +419,7 @@ class ReadPartitionsFn(beam.DoFn):
         if rng.start >= rng.stop:
             return
         receiver = self._receiver(partition, rng.start)
-        seen = self._state.setdefault(partition, [None, time.monotonic()])
+        seen = self._state.setdefault(partition, [None, time.monotonic(), time.monotonic()])
         watermark = estimator.current_watermark()
         watermark_s = None if watermark is None or watermark <= Timestamp(seconds=-(2 ** 40)) \
             else int(watermark.micros // 1_000_000)
@@ -404,13 +451,18 @@ class ReadPartitionsFn(beam.DoFn):
         if events:
             seen[1] = now
             yield from self._emit(partition, events, watermark_s, seen, estimator)
+            pause_at("read")  # test hook (beam_pipeline.testhooks)
         if exhausted or receiver.next_seq >= rng.stop:
             self._close_receiver(partition)
             return
         idle = now - seen[1]
         behind = receiver.next_seq < min(element.end_at_start, rng.stop)
-        if cfg.stop_after_idle_s is not None and idle >= (cfg.stop_after_idle_s if not behind else
-                                                         max(cfg.stop_after_idle_s, BEHIND_IDLE_S)):
+        stopping = cfg.stop_after_idle_s is not None and idle >= (cfg.stop_after_idle_s if not behind else
+                                                                  max(cfg.stop_after_idle_s, BEHIND_IDLE_S))
+        if not events and (stopping or now - max(seen[1], seen[2]) >= cfg.probe_s):
+            seen[2] = now
+            self._probe(partition, receiver)  # idle, or has the hub gone? (a range never ends on a dead hub)
+        if stopping:
             if behind:
                 LOG.warning("partition %s: no events for %.0f s although the partition held events up to %d at "
                             "the start; stopping at %d", partition, idle, element.end_at_start - 1,
@@ -423,6 +475,17 @@ class ReadPartitionsFn(beam.DoFn):
         if not events and not behind and idle >= cfg.idle_timeout_s:
             self._advance_idle(seen, idle, estimator)
         tracker.defer_remainder(Duration(seconds=0 if events else 0.05))
+
+    def _probe(self, partition, receiver):
+        """An idle partition: is the hub still there (HubUnavailable if not), and has the receiver missed
+        events it holds (a connection the hub closed: the receiver is replaced, the next call reconnects)?"""
+        props = self.settings.call(f"probing partition {partition} (read up to sequence number "
+                                   f"{receiver.next_seq - 1})", lambda c: c.get_partition_properties(partition))
+        if not props.get("is_empty") and props["last_enqueued_sequence_number"] >= receiver.next_seq \
+                and time.monotonic() - receiver.started >= RECONNECT_AFTER_S:
+            LOG.warning("partition %s: the hub holds events up to %d but none arrived after %d; reconnecting",
+                        partition, props["last_enqueued_sequence_number"], receiver.next_seq - 1)
+            self._close_receiver(partition)
 
     def _emit(self, partition, events, watermark_s, seen, estimator):
         cfg = self.config

@@ -346,7 +346,8 @@ def build_pipeline(p, options, plan=None):
                                          plan.checkpoint if plan is not None else {},
                                          product_tables[PRODUCTS], product_dead,
                                          known=plan.known if plan is not None else {},
-                                         carried_gold=plan.carried if plan is not None else ())
+                                         carried_gold=plan.carried if plan is not None else (),
+                                         recorded_dead=plan.recorded_dead if plan is not None else frozenset())
         outputs["target"] = target
         return outputs
     dead.append(product_dead)
@@ -471,7 +472,9 @@ def _reconciliation_lines(summary):
         f"            products joined {r['products_matched']:,}, unmatched {r['products_unmatched']:,}"
         + (f"; scored by the sentiment model {r['scored_rows']:,}" if r.get("scored_rows") else ""),
         f"  products  read {p['records_read']:,} = silver {p['silver_rows']:,} + dead letters {p['dead_letters']:,}"
-        f" + duplicates {p['duplicates_dropped']:,}  [{'reconciled' if p['reconciled'] else 'DOES NOT RECONCILE'}]",
+        f" + duplicates {p['duplicates_dropped']:,}  [{'reconciled' if p['reconciled'] else 'DOES NOT RECONCILE'}]"
+        + (f"  ({p['dead_letters_recorded_earlier']:,} dead letters recorded by earlier runs, not appended again)"
+           if p.get("dead_letters_recorded_earlier") else ""),
     ]
     for kind in ("reviews", "products"):
         for reason, n in summary[kind]["dead_letters_by_reason"].items():
@@ -615,8 +618,13 @@ def _run_streaming(options, o, run_id):
     p = beam.Pipeline(options=options)
     outputs = build_pipeline(p, options, plan=plan)
     LOG.info("running: reviews from event hub %s -> %s", settings.hub_name, o.output)
-    result = p.run()
-    result.wait_until_finish()
+    from beam_pipeline.eventhub import HubUnavailable, unavailable_message
+    try:
+        result = p.run()
+        result.wait_until_finish()
+    except HubUnavailable as err:  # before the commit: no table, no position moved
+        raise HubUnavailable(f"{unavailable_message(err)}; nothing of run {run_id} was committed (tables and hub "
+                             "positions unchanged): the next run reads its events again") from None
     counters = _counters(result)
     summary = summarize(counters)
     summary["seconds"] = round(time.monotonic() - started, 3)
@@ -625,6 +633,8 @@ def _run_streaming(options, o, run_id):
                           "window_size": o.window_size, "window_period": o.window_period,
                           "sentiment_model": o.sentiment_model, "run_id": run_id,
                           "rating_min_reviews": o.rating_min_reviews}
+    summary["products"]["dead_letters_recorded_earlier"] = int(
+        counters.get(("products", "dead_letters_recorded_earlier"), 0))
     summary["eventhub"] = {
         "events_read": int(counters.get(("eventhub", "events_read"), 0)), "checkpoint": plan.checkpoint,
         "checkpoint_key": key, "committed": outputs["target"].commit_interval_s is None,

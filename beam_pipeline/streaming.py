@@ -40,7 +40,7 @@ from beam_pipeline.options import parse_duration
 from beam_pipeline.composites import (DEAD, CleanReviews, MergeGoldFn, ParseReviews, WriteDeadLettersFn, count_dead,
                                       dead_letter_shard)
 from transforms import gold, keys, reasons, recent_brands
-from transforms.dead_letters import dead_letter
+from transforms.dead_letters import dead_letter, recorded_key
 from transforms.enrich import content_hashes, enrich_with_products
 from transforms.events import UNKNOWN, prepare_events, row_event_times
 from transforms.expectations import configure, parse_overrides
@@ -516,11 +516,27 @@ class EventsToReviews(beam.PTransform):
         return out
 
 
+class DropRecordedFn(beam.DoFn):
+    """Product (and product file) dead letters -> those the dead-letter table does not hold yet
+    (``transforms.dead_letters.recorded_key``); the others are counted, not appended again."""
+
+    def __init__(self, recorded):
+        self.recorded = frozenset(recorded)
+        self.earlier = Metrics.counter("products", "dead_letters_recorded_earlier")
+
+    def process(self, letter):
+        if recorded_key(letter) in self.recorded:
+            self.earlier.inc()
+            return
+        yield letter
+
+
 def build_streaming(p, o, target, spec, settings, reader_config, checkpoint, product_tables, product_dead,
-                    known=(), carried_gold=()):
+                    known=(), carried_gold=(), recorded_dead=frozenset()):
     """The streaming graph after the source switch. ``checkpoint``: the partitions' committed positions;
     ``known``: {shard: content hashes} of the reviews the silver table holds; ``carried_gold``: [(family,
-    partial)] of windows the last commit left open. Returns its main PCollections; ``staged``: the
+    partial)] of windows the last commit left open; ``recorded_dead``: ``recorded_key`` of the product dead
+    letters the table holds (not appended again). Returns its main PCollections; ``staged``: the
     manifest path (bounded) or the commit's table versions (each firing of an unbounded run)."""
     lateness = parse_duration(o.allowed_lateness)
     early = parse_duration(o.early_firing) if o.early_firing else None
@@ -534,7 +550,9 @@ def build_streaming(p, o, target, spec, settings, reader_config, checkpoint, pro
         target, spec, o.event_time, lateness, early, o.shuffle_buckets or 8, o.top_reviewers, o.max_record_bytes,
         o.dead_letter_payload_bytes, o.stream_shards, o.sentiment_model,
         configure(parse_overrides(o.expectation or [])), o.insights, o.recent_brands)
-    dead = (out["dead_letters"], product_dead | "WindowProductDeadLetters" >> beam.WindowInto(GlobalWindows())) \
+    product_dead = (product_dead | "NewProductDeadLetters" >> beam.ParDo(DropRecordedFn(recorded_dead))
+                    | "WindowProductDeadLetters" >> beam.WindowInto(GlobalWindows()))
+    dead = (out["dead_letters"], product_dead) \
         | "AllDeadLetters" >> beam.Flatten()
     dead_adds = dead | "WriteDeadLetters" >> WriteDeadLetters(target)
     interval = target.commit_interval_s

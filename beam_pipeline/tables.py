@@ -50,6 +50,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline import io
+from beam_pipeline.testhooks import pause_at
 
 LOG = logging.getLogger("reviews")
 APP_ID = "amazon-reviews-beam"
@@ -427,16 +428,11 @@ def commit_run(loc, run_id, plan, base_events_version, *, mode="batch", source=N
 
 def _maybe_fail(fail_after, phase):
     """Test hooks: raise after ``phase`` (``fail_after``), or stop there until a file appears
-    (``REVIEWS_TEST_PAUSE_AT`` = phase, ``REVIEWS_TEST_PAUSE_FILE`` = the file), so a test can kill the
-    process at a known point. Inert unless a test sets them."""
+    (``beam_pipeline.testhooks``), so a test can kill the process at a known point. Inert unless a test
+    sets them."""
     if fail_after == phase:
         raise TableError(f"test hook: failing after {phase}")
-    if os.environ.get("REVIEWS_TEST_PAUSE_AT") == phase:
-        release = os.environ["REVIEWS_TEST_PAUSE_FILE"]
-        with open(release + ".reached", "w") as fh:
-            fh.write(phase)
-        while not os.path.exists(release):
-            time.sleep(0.05)
+    pause_at(phase)
 
 
 def _apply(loc, intent, claim, fail_after=None):

@@ -30,3 +30,12 @@ def dead_letter(record_type, stage, reason, source, position, raw, detail=None,
 def counter_name(record_type, stage, reason):
     """Name of the Beam counter that counts these dead letters (namespace ``dead_letters``)."""
     return f"{record_type}.{stage}.{reason}"
+
+
+RECORDED_KEY = ("record_type", "source", "source_position", "reason", "payload_bytes", "payload")
+
+
+def recorded_key(letter):
+    """What makes a dead letter the same as one already recorded: the same record type, source, position,
+    reason and payload (a changed line at that position is a new dead letter)."""
+    return tuple(letter[k] for k in RECORDED_KEY)
