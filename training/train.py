@@ -58,6 +58,25 @@ def _record_batches(ex, rows=4096):
     return out
 
 
+def _staged_batches(ex, workdir, name):
+    """Writes the examples as Arrow IPC files (one per record batch) -> their paths: the graph then carries
+    file names, not the data (beam.Create pickles and bz2-compresses its values into the graph)."""
+    folder = os.path.join(workdir, "examples", name)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    paths = []
+    for i, batch in enumerate(_record_batches(ex)):
+        paths.append(os.path.join(folder, f"{i:05d}.arrow"))
+        with pa.OSFile(paths[-1], "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+    return paths
+
+
+def _read_batches(path):
+    with pa.OSFile(path, "rb") as source:  # read into memory: the batches outlive the file handle
+        yield from pa.ipc.open_file(source).read_all().to_batches()
+
+
 def _tensor_adapter_config(schema):
     arrow_schema = pa.schema([("summary", pa.list_(pa.binary())), ("review_text", pa.list_(pa.binary())),
                               (LABEL, pa.list_(pa.int64()))])
@@ -74,8 +93,8 @@ def transform(examples, workdir, norm="l2"):
     config = _tensor_adapter_config(schema_utils.schema_from_feature_spec(RAW_FEATURE_SPEC))
     options = PipelineOptions(["--runner=FnApiRunner"])
     with beam.Pipeline(options=options) as p, tft_beam.Context(temp_dir=os.path.join(workdir, "tft_tmp")):
-        splits = {name: p | f"Read{name}" >> beam.Create(_record_batches(examples.take(name)), reshuffle=False)
-                  for name in SPLIT_NAMES}
+        splits = {name: p | f"List{name}" >> beam.Create(_staged_batches(examples.take(name), workdir, name))
+                      | f"Read{name}" >> beam.FlatMap(_read_batches) for name in SPLIT_NAMES}
         (train, train_md), transform_fn = ((splits["train"], config)
                                            | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
                                                functools.partial(preprocessing_fn, norm=norm),
