@@ -209,6 +209,22 @@ def _row_max_normalise(s: np.ndarray) -> np.ndarray:
     return s * inv
 
 
+def _scaled_dense(m: sp.csr_matrix, w: float) -> np.ndarray:
+    """Dense float32 ``m`` with each row times w / (row maximum) (0 where the maximum is not positive),
+    scaled on the stored entries before densifying: the same values as densify-then-scale, without two
+    passes over the dense block (implicit zeros count in the maximum and stay 0)."""
+    m = m.tocsr().astype(np.float32, copy=False)    # a fresh product: scaled in place
+    n_cols = m.shape[1]
+    counts = np.diff(m.indptr)
+    mx = np.where(counts < n_cols, np.float32(0), np.float32(-np.inf)).astype(np.float32)
+    has = counts > 0
+    if has.any():
+        mx[has] = np.maximum(mx[has], np.maximum.reduceat(m.data, m.indptr[:-1][has]))
+    scale = np.divide(np.float32(w), mx, out=np.zeros_like(mx), where=mx > 0)
+    m.data *= np.repeat(scale, counts)
+    return m.toarray()
+
+
 class Hybrid:
     """weights: {component name: weight}; components: fitted models. ``X_weighted``: the recency-weighted
     training matrix (used by the kNN component instead of the binary one when given)."""
@@ -229,8 +245,8 @@ class Hybrid:
             if w == 0:
                 continue
             model = self.components[name]
-            if isinstance(model, ItemKNN) and self.Xw is not None:
-                s = model.scores(users, self.Xw)
+            if isinstance(model, ItemKNN):
+                s = _scaled_dense((self.Xw if self.Xw is not None else X)[users] @ model.sim, w)
             elif isinstance(model, Content):
                 sim = model.similarity(users, X) if sim is None else sim
                 s = sim + model.tie
@@ -239,9 +255,10 @@ class Hybrid:
                 s = model.scores(users, X, content_similarity=sim)
             else:
                 s = model.scores(users, X)
-            mx = s.max(axis=1, keepdims=True)
-            scale = np.divide(np.float32(w), mx, out=np.zeros_like(mx), where=mx > 0)
-            s *= scale
+            if not isinstance(model, ItemKNN):
+                mx = s.max(axis=1, keepdims=True)
+                scale = np.divide(np.float32(w), mx, out=np.zeros_like(mx), where=mx > 0)
+                s *= scale
             if out is None:         # the first component's scaled scores start the sum (0 + s == s)
                 out = s
             else:
