@@ -143,6 +143,75 @@ def test_ranks_and_metrics_match_brute_force():
         assert items[u].tolist() == cands[:10]
 
 
+def test_top_n_block_search_matches_full_sort():
+    """The per-block-maximum candidate search (catalogues of >= n * TOP_BLOCK items) returns exactly the
+    first n of (score desc, code asc) over unseen items: heavy ties, a partial last block, rows whose best
+    items all sit in one block or in the tail, rows with fewer than n rankable items."""
+    rng = np.random.default_rng(3)
+    n_users, n_items = 40, 12 * M.TOP_BLOCK + 37
+    S = rng.integers(0, 50, (n_users, n_items)).astype(np.float32)
+    S[1] = 0.0                                         # every score tied
+    S[2, 5:15] = 99.0                                   # the best ten in one block
+    S[3, -20:] = 99.0                                   # the best in the partial last block
+    S[4] = rng.random(n_items, dtype=np.float32)        # no ties
+    S[5, :] = 7.0
+    S[5, 100] = 8.0                                     # one above, then a tie across the whole row
+    X = sp.lil_matrix((n_users, n_items), dtype=np.float32)
+    X[6, :n_items - 4] = 1.0                            # only 4 rankable items: slots 5.. hold -1
+    X[7, rng.choice(n_items, 500, replace=False)] = 1.0
+    X = X.tocsr()
+    before = S.copy()
+
+    class Fixed:                                        # returns its own array: top_n must not modify it
+        def scores(self, u, X):
+            return S[u] if len(u) > 1 else S[u[0]][None, :]
+
+    for batch in (7, 64):
+        items, vals = M.top_n(Fixed(), X, np.arange(n_users), 10, batch=batch)
+        for u in range(n_users):
+            seen = set(X[u].indices.tolist())
+            cands = sorted((j for j in range(n_items) if j not in seen), key=lambda j: (-S[u, j], j))[:10]
+            assert items[u].tolist() == cands + [-1] * (10 - len(cands))
+            assert vals[u, :len(cands)].tolist() == [S[u, j] for j in cands]
+    assert np.array_equal(S, before)
+
+
+def test_content_similarity_matches_dense_product():
+    """Content.similarity (sparse profile x sparse feature-item matrix) equals, bit for bit, the dense
+    item-features x profile product it replaced."""
+    rng = np.random.default_rng(5)
+    n_items = 300
+    toks = [(i, f"t{t}") for i in range(n_items) for t in rng.choice(40, rng.integers(0, 6), replace=False)]
+    F, _ = M.item_features(n_items, toks)
+    X = sp.csr_matrix((rng.random((50, n_items)) < 0.05).astype(np.float32))
+    users = np.arange(50)
+    c = M.Content(F).fit(X)
+    profile = np.asarray((X[users] @ c.features).todense(), dtype=np.float32)
+    dense = np.ascontiguousarray((c.features @ profile.T).T, dtype=np.float32)
+    got = c.similarity(users, X)
+    assert got.dtype == np.float32 and got.shape == (50, n_items)
+    assert np.array_equal(got.view(np.int32), dense.view(np.int32))
+
+
+def test_hybrid_sum_matches_zero_started_sum():
+    """Hybrid.scores starts the sum from the first component (no zeros pass): bit-identical to 0 + ..."""
+    rng = np.random.default_rng(6)
+    X = sp.csr_matrix((rng.random((30, 60)) < 0.1).astype(np.float32))
+    F, _ = M.item_features(60, [(i, f"c{i % 4}") for i in range(60)])
+    comps = {"knn": M.ItemKNN(5).fit(X), "content": M.Content(F).fit(X), "popularity": M.Popularity().fit(X)}
+    weights = {"knn": 1.0, "content": 0.3, "popularity": 0.7}
+    users = np.arange(30)
+    got = M.Hybrid(comps, weights).scores(users, X)
+    ref = np.zeros((30, 60), dtype=np.float32)
+    for name, w in weights.items():
+        s = np.array(comps[name].scores(users, X), dtype=np.float32)
+        mx = s.max(axis=1, keepdims=True)
+        s *= np.divide(np.float32(w), mx, out=np.zeros_like(mx), where=mx > 0)
+        ref += s
+    assert np.array_equal(got.view(np.int32), ref.view(np.int32))
+    assert M.Hybrid(comps, {"knn": 0.0}).scores(users, X).tolist() == np.zeros((30, 60)).tolist()
+
+
 def test_bootstrap_intervals():
     b = metrics.bootstrap(np.full(50, 0.25))
     assert b == {"mean": 0.25, "low": 0.25, "high": 0.25, "n": 50}

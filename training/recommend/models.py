@@ -160,6 +160,9 @@ class Content:
 
     def __init__(self, features: sp.csr_matrix):
         self.features = features.tocsr().astype(np.float32)
+        self.features.sort_indices()
+        self.features_t = self.features.T.tocsr()      # feature x item, for the (users, items) product
+        self.features_t.sort_indices()
 
     def fit(self, X, **_):
         self.pop = Popularity().fit(X).pop
@@ -167,9 +170,14 @@ class Content:
         return self
 
     def similarity(self, users, X):
-        """profile . item without the popularity tie-break, (len(users), n_items) float32."""
-        profile = np.asarray((X[users] @ self.features).todense(), dtype=np.float32)   # (u, features)
-        return np.ascontiguousarray((self.features @ profile.T).T, dtype=np.float32)
+        """profile . item without the popularity tie-break, (len(users), n_items) float32.
+
+        Sparse profile x sparse (feature x item) matrix: the same float32 sums, term by term in the same
+        (ascending feature) order, as item features x dense profile, without transposing a dense
+        (items, users) block (``test_content_similarity_matches_dense_product``)."""
+        profile = (X[users] @ self.features).astype(np.float32).tocsr()      # (u, features), sparse
+        profile.sort_indices()
+        return (profile @ self.features_t).toarray()
 
     def scores(self, users, X):
         s = self.similarity(users, X)
@@ -201,6 +209,22 @@ def _row_max_normalise(s: np.ndarray) -> np.ndarray:
     return s * inv
 
 
+def _scaled_dense(m: sp.csr_matrix, w: float) -> np.ndarray:
+    """Dense float32 ``m`` with each row times w / (row maximum) (0 where the maximum is not positive),
+    scaled on the stored entries before densifying: the same values as densify-then-scale, without two
+    passes over the dense block (implicit zeros count in the maximum and stay 0)."""
+    m = m.tocsr().astype(np.float32, copy=False)    # a fresh product: scaled in place
+    n_cols = m.shape[1]
+    counts = np.diff(m.indptr)
+    mx = np.where(counts < n_cols, np.float32(0), np.float32(-np.inf)).astype(np.float32)
+    has = counts > 0
+    if has.any():
+        mx[has] = np.maximum(mx[has], np.maximum.reduceat(m.data, m.indptr[:-1][has]))
+    scale = np.divide(np.float32(w), mx, out=np.zeros_like(mx), where=mx > 0)
+    m.data *= np.repeat(scale, counts)
+    return m.toarray()
+
+
 class Hybrid:
     """weights: {component name: weight}; components: fitted models. ``X_weighted``: the recency-weighted
     training matrix (used by the kNN component instead of the binary one when given)."""
@@ -212,15 +236,17 @@ class Hybrid:
     def fit(self, X, **_):
         return self
 
+    scores_are_fresh = True    # ``scores`` returns a new array the caller may modify (no defensive copy)
+
     def scores(self, users, X):
-        out = np.zeros((len(users), X.shape[1]), dtype=np.float32)
+        out = None
         sim = None
         for name, w in self.weights.items():
             if w == 0:
                 continue
             model = self.components[name]
-            if isinstance(model, ItemKNN) and self.Xw is not None:
-                s = model.scores(users, self.Xw)
+            if isinstance(model, ItemKNN):
+                s = _scaled_dense((self.Xw if self.Xw is not None else X)[users] @ model.sim, w)
             elif isinstance(model, Content):
                 sim = model.similarity(users, X) if sim is None else sim
                 s = sim + model.tie
@@ -229,11 +255,15 @@ class Hybrid:
                 s = model.scores(users, X, content_similarity=sim)
             else:
                 s = model.scores(users, X)
-            mx = s.max(axis=1, keepdims=True)
-            scale = np.divide(np.float32(w), mx, out=np.zeros_like(mx), where=mx > 0)
-            s *= scale
-            out += s
-        return out
+            if not isinstance(model, ItemKNN):
+                mx = s.max(axis=1, keepdims=True)
+                scale = np.divide(np.float32(w), mx, out=np.zeros_like(mx), where=mx > 0)
+                s *= scale
+            if out is None:         # the first component's scaled scores start the sum (0 + s == s)
+                out = s
+            else:
+                out += s
+        return np.zeros((len(users), X.shape[1]), dtype=np.float32) if out is None else out
 
 
 # ------------------------------------------------------------------------------------------- ranking
@@ -259,6 +289,34 @@ def ranks(model, X: sp.csr_matrix, users: np.ndarray, items: np.ndarray, batch: 
     return out
 
 
+TOP_BLOCK = 256
+
+
+def _top_candidates(s: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of a superset of each row's ``n`` largest entries, including every entry equal to the
+    n-th largest, found without a full partition: the n-th largest of the per-block maxima (blocks of
+    ``TOP_BLOCK`` columns) is a lower bound ``thr`` of the row's n-th largest value (n blocks each hold an
+    entry >= thr), so only blocks whose maximum reaches ``thr``, plus the last partial block, are scanned.
+    Rows come out in order."""
+    b, m = s.shape
+    nb = m // TOP_BLOCK
+    if nb < n:                                      # small catalogue: the exact n-th largest value
+        thr = np.partition(s, m - n, axis=1)[:, m - n]
+        return np.nonzero(s >= thr[:, None])
+    head = s[:, :nb * TOP_BLOCK].reshape(b, nb, TOP_BLOCK)
+    bmax = head.max(axis=2)
+    thr = np.partition(bmax, nb - n, axis=1)[:, nb - n]
+    br, bc = np.nonzero(bmax >= thr[:, None])
+    vals = head[br, bc]                             # (candidate blocks, TOP_BLOCK)
+    k, j = np.nonzero(vals >= thr[br][:, None])
+    rows, cols = br[k], bc[k] * TOP_BLOCK + j
+    if nb * TOP_BLOCK < m:
+        tail = s[:, nb * TOP_BLOCK:]
+        tr, tc = np.nonzero(tail >= thr[:, None])
+        rows, cols = np.r_[rows, tr], np.r_[cols, tc + nb * TOP_BLOCK]
+    return rows, cols
+
+
 def top_n(model, X: sp.csr_matrix, users: np.ndarray, n: int, batch: int = BATCH,
           progress=None) -> tuple[np.ndarray, np.ndarray]:
     """-> (items (len(users), n) int64, scores float32) best first, training items excluded, ties by the
@@ -267,24 +325,16 @@ def top_n(model, X: sp.csr_matrix, users: np.ndarray, n: int, batch: int = BATCH
     n_eff = min(n, n_items)
     items = np.full((len(users), n), -1, dtype=np.int64)
     vals = np.full((len(users), n), -np.inf, dtype=np.float32)
+    fresh = getattr(model, "scores_are_fresh", False)
     for a in range(0, len(users), batch):
         u = users[a:a + batch]
-        s = np.array(model.scores(u, X), dtype=np.float32, copy=True)
+        s = model.scores(u, X)
+        if not (fresh and isinstance(s, np.ndarray) and s.dtype == np.float32 and s.flags.c_contiguous):
+            s = np.array(s, dtype=np.float32, copy=True)
         _mask_seen(s, X, u)
-        part = np.argpartition(-s, n_eff - 1, axis=1)[:, :n_eff] if n_eff < n_items else \
-            np.tile(np.arange(n_items), (len(u), 1))
-        # the n-th score may be shared by many items: keep those above it, then the tied ones with the
-        # smallest codes until n are kept, then sort by (score desc, code asc)
-        kth = np.take_along_axis(s, part, axis=1).min(axis=1)[:, None]
-        above = s > kth
-        need = n_eff - above.sum(axis=1, keepdims=True)
-        tied = s == kth
-        chosen = above | tied
-        over = np.flatnonzero(chosen.sum(axis=1) > n_eff)   # rows where the tie must be cut
-        if len(over):
-            sub = tied[over]
-            chosen[over] = above[over] | (sub & (np.cumsum(sub, axis=1) <= need[over]))
-        cand_rows, cand_cols = np.nonzero(chosen)
+        # candidates: every item that can be among the n best (ties at the n-th included), then the exact
+        # order (score desc, code asc) among them; the first n per row are kept
+        cand_rows, cand_cols = _top_candidates(s, n_eff)
         order = np.lexsort((cand_cols, -s[cand_rows, cand_cols], cand_rows))
         cr, cc = cand_rows[order], cand_cols[order]
         pos = np.arange(len(cr)) - np.searchsorted(cr, cr)
