@@ -9,10 +9,59 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def cli(*args):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "beam_pipeline", *args], capture_output=True, text=True,
+def cli(*args, module="beam_pipeline", **env):
+    env = {k: v for k, v in dict(os.environ, **env).items() if v is not None}
+    env["PYTHONPATH"] = ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
                           timeout=120, cwd=ROOT, env=env)
+
+
+def one_error_line(res):
+    """A user error: exit 2 and exactly one non-blank stderr line, ``error: ...`` -> that line."""
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), \
+        (res.returncode, res.stderr[-3000:])
+    return lines[0]
+
+
+NO_AZURE = {"AZURE_STORAGE_CONNECTION_STRING": None}
+CREDENTIALS = ("Azure credentials: set AZURE_STORAGE_CONNECTION_STRING, or pass "
+               "--blob_service_endpoint=https://ACCOUNT.blob.core.windows.net and sign in for DefaultAzureCredential "
+               "(az login, managed identity or AZURE_CLIENT_* variables)")
+
+
+@pytest.mark.parametrize("case", ["output_is_a_file", "output_under_a_file", "azfs_output", "azfs_reviews",
+                                  "azfs_products", "azfs_model", "reviews_match_nothing",
+                                  "products_match_nothing_streaming"])
+def test_user_errors_are_one_line_exit_2_and_create_nothing(tmp_path, case):
+    """Issue 21: each of these was a traceback (exit 1) or left an output folder behind."""
+    (tmp_path / "f.txt").write_text("mine")
+    (tmp_path / "r.jsonl").write_text("{}\n")
+    reviews, out = f"--reviews={tmp_path}/r.jsonl", f"--output={tmp_path}/out"
+    hub = {"EVENTHUB_CONNECTION_STRING": "Endpoint=sb://127.0.0.1:1;SharedAccessKeyName=k;SharedAccessKey=v;"
+                                         "UseDevelopmentEmulator=true;EntityPath=reviews"}
+    args, env, want = {
+        "output_is_a_file": ([reviews, f"--output={tmp_path}/f.txt"], {},
+                             f"invalid options: --output {tmp_path}/f.txt is a file, not a folder"),
+        "output_under_a_file": ([reviews, f"--output={tmp_path}/f.txt/out"], {},
+                                (f"invalid options: --output {tmp_path}/f.txt/out: {tmp_path}/f.txt is a file, "
+                                 "so no folder can be made under it")),
+        "azfs_output": ([reviews, "--output=azfs://acct/c/out"], NO_AZURE, f"invalid options: --output needs {CREDENTIALS}"),
+        "azfs_reviews": (["--source=adls", "--reviews=azfs://acct/c/r/*.jsonl", out], NO_AZURE,
+                         f"invalid options: --source=adls, --reviews need {CREDENTIALS}"),
+        "azfs_products": (["--source=adls", "--reviews=azfs://acct/c/r/*", "--products=azfs://acct/c/p/*", out],
+                          NO_AZURE, f"invalid options: --source=adls, --reviews, --products need {CREDENTIALS}"),
+        "azfs_model": ([reviews, out, "--sentiment_model=azfs://acct/c/model"], NO_AZURE,
+                       f"invalid options: --sentiment_model needs {CREDENTIALS}"),
+        "reviews_match_nothing": ([f"--reviews={tmp_path}/none/*.jsonl", out], {},
+                                  f"--reviews {tmp_path}/none/*.jsonl: no file matches it"),
+        "products_match_nothing_streaming": (["--source=eventhub", f"--products={tmp_path}/none/*.jsonl", out,
+                                              "--stop_after_idle_s=1"], hub,
+                                             f"--products {tmp_path}/none/*.jsonl: no file matches it"),
+    }[case]
+    assert one_error_line(cli(*args, **env)) == f"error: {want}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt", "r.jsonl"]
+    assert (tmp_path / "f.txt").read_text() == "mine"
 
 
 @pytest.mark.parametrize("arg, hint", [("--windw_size=1h", "--window_size"), ("--outptu=x", "--output")])
