@@ -31,7 +31,12 @@ class OptionsError(ValueError):
 
 def _parser(classes):
     from apache_beam.options.pipeline_options import _BeamArgumentParser
-    parser = _BeamArgumentParser(allow_abbrev=False)
+
+    class Parser(_BeamArgumentParser):
+        def error(self, message):  # a bad value: one line, not argparse's usage of every Beam option
+            raise OptionsError(f"invalid options: {message}")
+
+    parser = Parser(allow_abbrev=False)
     for cls in classes:
         cls._add_argparse_args(parser)  # pylint: disable=protected-access
     return parser

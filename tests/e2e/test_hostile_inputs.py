@@ -32,7 +32,7 @@ CREDENTIALS = ("Azure credentials: set AZURE_STORAGE_CONNECTION_STRING, or pass 
 
 @pytest.mark.parametrize("case", ["output_is_a_file", "output_under_a_file", "azfs_output", "azfs_reviews",
                                   "azfs_products", "azfs_model", "reviews_match_nothing",
-                                  "products_match_nothing_streaming"])
+                                  "products_match_nothing_streaming", "bad_value"])
 def test_user_errors_are_one_line_exit_2_and_create_nothing(tmp_path, case):
     """Issue 21: each of these was a traceback (exit 1) or left an output folder behind."""
     (tmp_path / "f.txt").write_text("mine")
@@ -58,6 +58,8 @@ def test_user_errors_are_one_line_exit_2_and_create_nothing(tmp_path, case):
         "products_match_nothing_streaming": (["--source=eventhub", f"--products={tmp_path}/none/*.jsonl", out,
                                               "--stop_after_idle_s=1"], hub,
                                              f"--products {tmp_path}/none/*.jsonl: no file matches it"),
+        "bad_value": ([reviews, out, "--top_reviewers=x"], {},
+                      "invalid options: argument --top_reviewers: invalid int value: 'x'"),
     }[case]
     assert one_error_line(cli(*args, **env)) == f"error: {want}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt", "r.jsonl"]

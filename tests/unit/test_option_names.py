@@ -73,8 +73,10 @@ def test_insight_options_and_their_checks():
     assert Insights.of(o) == Insights(True, "open_avenues", 3, 5, 3, 7, 10)
     with pytest.raises(OptionsError, match="--trending_days must be at least 2"):
         validated(PipelineOptions(checked_argv(BASE + ["--trending_days=1"])))
-    with pytest.raises(SystemExit):
+    with pytest.raises(OptionsError) as err:   # argparse's error, as one line (not its usage of every option)
         validated(PipelineOptions(checked_argv(BASE + ["--trending_rule=hot"])))
+    assert str(err.value) == ("invalid options: argument --trending_rule: invalid choice: 'hot' (choose from "
+                              "'zscore', 'open_avenues')")
 
 
 def test_help_explains_every_insight_option():
