@@ -1,5 +1,6 @@
 """Rules every command line of the project shares (issue 21): a user error is one line on stderr,
 ``error: ...``, exit status 2, found before any work, so a refused run creates nothing."""
+import argparse
 import os
 import sys
 
@@ -28,3 +29,11 @@ def folder_problem(path, option):
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{option} {path}: no permission to write in {existing}"
     return None
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors (an unknown option, a bad value, a missing one) are one line, exit 2: not
+    the usage block followed by the message. ``--help`` is unchanged."""
+
+    def error(self, message):
+        self.exit(USER_ERROR, f"error: {message} ({self.prog} --help lists the options)\n")

@@ -461,8 +461,9 @@ def stream_leg(a):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    from beam_pipeline.cli import ArgumentParser
+    ap = ArgumentParser(prog="python -m runners.demo", description=__doc__.split("\n\n")[0],
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--reviews", type=int, default=20000, help="number of review lines to generate (default 20000)")
     ap.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
     ap.add_argument("--data", default=".local/demo/data", help="where the generated files go (default .local/demo/data)")
@@ -481,7 +482,6 @@ def main(argv=None):
     ap.add_argument("--only", choices=("batch", "insights", "model", "stream"), default=None, help="run one leg only "
                     "(insights and model need the batch leg's output; model also the Azurite it started)")
     a = ap.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter (model leg)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     for noisy in ("apache_beam", "azure", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

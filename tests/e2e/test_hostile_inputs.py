@@ -144,3 +144,54 @@ def test_a_folder_the_job_did_not_write_is_refused_unless_taken_over(tmp_path):
     res = cli(*args, "--take_over_output")
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "out" / "_pipeline" / "events" / "_delta_log").is_dir()
+
+
+@pytest.mark.parametrize("case", ["silver_missing", "silver_empty", "silver_is_a_file", "output_is_a_file",
+                                  "reviews_match_nothing"])
+def test_training_user_errors_are_one_line_exit_2_and_create_nothing(tmp_path, case):
+    """``python -m training``: these were a FileNotFoundError traceback, pyarrow's many-line 'No match for
+    FieldRef.Name(summary)' or a folder left behind; TensorFlow, imported on the way, adds no line either."""
+    (tmp_path / "f.txt").write_text("mine")
+    (tmp_path / "empty").mkdir()
+    out = f"--output={tmp_path}/model"
+    args, want = {
+        "silver_missing": ([f"--silver={tmp_path}/none", out], f"--silver {tmp_path}/none: no such folder"),
+        "silver_empty": ([f"--silver={tmp_path}/empty", out],
+                         (f"--silver {tmp_path}/empty holds no silver reviews table (expected a batch run's "
+                          "OUTPUT/silver/reviews with the columns summary, review_text, overall, main_cat, source, "
+                          "reviewer_id, asin, unix_review_time)")),
+        "silver_is_a_file": ([f"--silver={tmp_path}/f.txt", out], f"--silver {tmp_path}/f.txt: not a folder"),
+        "output_is_a_file": ([f"--silver={tmp_path}/empty", f"--output={tmp_path}/f.txt"],
+                             f"--output {tmp_path}/f.txt is a file, not a folder"),
+        "reviews_match_nothing": ([f"--reviews={tmp_path}/none/*.jsonl", out],
+                                  f"--reviews {tmp_path}/none/*.jsonl: no file matches it"),
+    }[case]
+    assert one_error_line(cli(*args, module="training", TF_CPP_MIN_LOG_LEVEL=None)) == f"error: {want}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "f.txt"] and not any((tmp_path / "empty").iterdir())
+
+
+@pytest.mark.parametrize("module, args, want", [
+    ("training.loco", ["--output=OUT", "--bogus"],   # imports TensorFlow before it parses: no chatter either
+     "error: unrecognized arguments: --bogus (python -m training.loco --help lists the options)"),
+    ("training", ["--silver=x"],
+     "error: the following arguments are required: --output (python -m training --help lists the options)"),
+    ("training.recommend", ["train", "--knn_k", "x"],
+     ("error: argument --knn-k/--knn_k: invalid int value: 'x' (python -m training.recommend train --help lists "
+      "the options)")),
+    ("runners.generate", ["--out", "f.txt", "--reviews", "10"], "error: --out TMP/f.txt is a file, not a folder"),
+    ("runners.generate", ["--out", "f.txt/x", "--reviews", "10"],
+     "error: --out TMP/f.txt/x: TMP/f.txt is a file, so no folder can be made under it"),
+    ("runners.generate", ["--out", "g", "--reviews", "10", "--dirty-rate", "1.5"],
+     ("error: argument --dirty-rate: must be a fraction within 0..1 (python -m runners.generate --help lists "
+      "the options)")),
+    ("runners.demo", ["--reviews", "many"],
+     "error: argument --reviews: invalid int value: 'many' (python -m runners.demo --help lists the options)"),
+    ("beam_pipeline.tables", ["shwo"], None),
+])
+def test_other_commands_user_errors_are_one_line_exit_2(tmp_path, module, args, want):
+    (tmp_path / "f.txt").write_text("mine")
+    args = [str(tmp_path / a) if a.startswith(("f.txt", "g", "OUT")) else a for a in args]
+    line = one_error_line(cli(*args, module=module, TF_CPP_MIN_LOG_LEVEL=None))
+    if want:
+        assert line == want.replace("TMP", str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]

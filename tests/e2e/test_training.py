@@ -29,11 +29,17 @@ def generated_model(tmp_path_factory):
                            "--category=main_cat", "--split=hash", f"--output={out}",
                            "--bootstrap=100"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out, proc.stdout
+    return out, proc.stdout, proc.stderr
+
+
+def test_training_prints_no_tensorflow_start_up_chatter(generated_model):
+    """Issue 21: TensorFlow's C++ start-up lines (absl preamble, oneDNN, cuda drivers, cuInit) are held back."""
+    from tests._quiet import noise
+    assert noise(generated_model[2]) == []
 
 
 def test_progress_per_epoch_and_report_files(generated_model):
-    out, stdout = generated_model
+    out, stdout, _ = generated_model
     assert "fitted (lbfgs): iterations_run" in stdout and "best_validation" in stdout
     assert "L-BFGS iteration 10: loss" in stdout                      # validation AUC reported as it goes
     report = json.loads((out / "report.json").read_text())
@@ -56,7 +62,7 @@ def test_saved_model_alone_scores_raw_text(generated_model, tmp_path):
     """Copied away from its work folder (no transform output beside it), the SavedModel still scores raw
     text through its one signature; generated reviews say what they mean, so the signs must be right."""
     import shutil
-    out, _ = generated_model
+    out, _, _ = generated_model
     alone = tmp_path / "alone"
     shutil.copytree(out / "saved_model", alone)
     shutil.rmtree(out / "_work")
