@@ -10,7 +10,10 @@ machine without a GPU). So the variable, however early it is set, cannot silence
 ``import tensorflow`` and the GPU lookup run with the process's stderr (file descriptor 2) passed through
 ``_forward``, which drops exactly those lines (``chatter``) and forwards every other one as it comes. After
 that window TensorFlow's own logging applies ``TF_CPP_MIN_LOG_LEVEL`` (2 unless set: errors only). With the
-variable set to 0 nothing is dropped but the cuInit line, so a debugging run still sees everything.
+variable set to 0 nothing is dropped but the two E lines that report no error, so a debugging run still sees
+everything. Scoring loads a SavedModel and makes its first call in the same kind of window
+(``beam_pipeline.scoring.load_model``): the trainer's model otherwise prints "oneDNN supports DT_INT64 only
+on platforms with AVX-512. Falling back to ..." as an E line.
 """
 import contextlib
 import importlib.abc
@@ -22,19 +25,21 @@ import threading
 
 _PREAMBLE = re.compile(rb"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR\s*")
 _ABSL_LINE = re.compile(rb"([IWE])\d{4} [\d:.]+ +\d+ [\w.-]+:\d+\] (.*)", re.DOTALL)
-_NO_GPU = re.compile(rb"failed call to cuInit")
+# E lines that report no error: no GPU on this machine; a oneDNN kernel falling back to Eigen's
+_NOT_ERRORS = re.compile(rb"failed call to cuInit|oneDNN supports \w+ only on platforms with")
 _CPU_FEATURES = re.compile(rb"To enable the following instructions: .* rebuild TensorFlow with the appropriate "
                            rb"compiler flags\.\s*")
 
 
 def chatter(line, level):
     """Is ``line`` (bytes) start-up chatter to drop at ``TF_CPP_MIN_LOG_LEVEL`` ``level``? INFO lines from
-    level 1, WARNING lines and absl's preamble from 2, and the no-GPU cuInit error always; other errors never."""
+    level 1, WARNING lines and absl's preamble from 2, and the two E lines that are no error (``_NOT_ERRORS``)
+    always; other errors never."""
     m = _ABSL_LINE.fullmatch(line)
     if m:
         severity = m.group(1)
         return (severity == b"I" and level >= 1) or (severity == b"W" and level >= 2) or \
-            (severity == b"E" and bool(_NO_GPU.search(m.group(2))))
+            (severity == b"E" and bool(_NOT_ERRORS.match(m.group(2))))
     return (level >= 2 and bool(_PREAMBLE.fullmatch(line))) or (level >= 1 and bool(_CPU_FEATURES.fullmatch(line)))
 
 

@@ -286,18 +286,26 @@ def model_leg(a):
 
 
 # --------------------------------------------------------------------------------------------- streaming
-def _clear_stream_output(path):
-    """Delete the previous streaming output, refusing folders that hold anything the job does not write."""
+def stream_output_problem(path):
+    """Why the streaming leg may not delete ``path`` first (None: it may): a folder holding anything the
+    streaming job does not write is the user's."""
     out = Path(path)
-    if not out.exists():
-        return
     if not out.is_dir():
-        raise SystemExit(f"--stream-output {out} exists and is not a folder; choose another path")
+        return None
     foreign = sorted(p.name for p in out.iterdir() if p.name not in STREAM_OUTPUT_ENTRIES)
     if foreign:
-        raise SystemExit(f"--stream-output {out} holds {', '.join(foreign[:5])}, which the streaming job does not "
-                         "write; not deleting it. Choose another --stream-output (or empty it yourself).")
-    shutil.rmtree(out)
+        return (f"--stream-output {out} holds {', '.join(foreign[:5])}, which the streaming job does not write; "
+                "not deleting it. Choose another --stream-output (or empty it yourself)")
+    return None
+
+
+def _clear_stream_output(path):
+    """Delete the previous streaming output (``main`` has checked it is the job's own)."""
+    problem = stream_output_problem(path)
+    if problem:   # filled between the check and this leg
+        raise SystemExit(f"error: {problem}")
+    if Path(path).is_dir():
+        shutil.rmtree(path)
 
 
 def _fresh_endpoint():
@@ -502,6 +510,8 @@ def main(argv=None):
     from beam_pipeline.cli import fail, folder_problem
     a = build_parser().parse_args(argv)
     problems = [folder_problem(getattr(a, name), "--" + name.replace("_", "-")) for name in FOLDER_OPTIONS]
+    if a.only in (None, "stream"):
+        problems.append(stream_output_problem(a.stream_output))
     if any(problems):   # before Azurite, the hub or the generator start
         return fail("; ".join(p for p in problems if p))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)

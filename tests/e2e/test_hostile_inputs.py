@@ -195,3 +195,17 @@ def test_other_commands_user_errors_are_one_line_exit_2(tmp_path, module, args, 
     if want:
         assert line == want.replace("TMP", str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]
+
+
+def test_make_run_refuses_unusable_folders_before_it_starts(tmp_path):
+    """``python -m runners.demo`` used to find these after minutes of work (or with a traceback)."""
+    (tmp_path / "f.txt").write_text("mine")
+    (tmp_path / "stream").mkdir()
+    (tmp_path / "stream" / "notes.txt").write_text("mine")
+    line = one_error_line(cli("--output", str(tmp_path / "f.txt"), "--stream-output", str(tmp_path / "stream"),
+                              "--data", str(tmp_path / "data"), module="runners.demo"))
+    assert line == (f"error: --output {tmp_path}/f.txt is a file, not a folder; --stream-output {tmp_path}/stream "
+                    "holds notes.txt, which the streaming job does not write; not deleting it. Choose another "
+                    "--stream-output (or empty it yourself)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt", "stream"]
+    assert (tmp_path / "stream" / "notes.txt").read_text() == "mine"

@@ -38,6 +38,18 @@ def test_training_prints_no_tensorflow_start_up_chatter(generated_model):
     assert noise(generated_model[2]) == []
 
 
+def test_scoring_with_the_trained_model_prints_no_tensorflow_notice(generated_model, tmp_path):
+    """The trainer's model made TensorFlow print "oneDNN supports DT_INT64 only on platforms with AVX-512" as an
+    E line at its first call: scoring loads it and makes that call inside the filter (issue 21)."""
+    from tests._quiet import noise
+    out = generated_model[0]
+    proc = subprocess.run([sys.executable, "-m", "beam_pipeline", f"--reviews={out.parent}/data/reviews/*.jsonl",
+                           f"--output={tmp_path}/scored", f"--sentiment_model={out}/saved_model"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert noise(proc.stderr) == []
+
+
 def test_progress_per_epoch_and_report_files(generated_model):
     out, stdout, _ = generated_model
     assert "fitted (lbfgs): iterations_run" in stdout and "best_validation" in stdout

@@ -18,12 +18,14 @@ CUINIT = (b"E0000 00:00:1796530927.878867    6641 cuda_platform.cc:52] failed ca
           b"Failed call to cuInit: UNKNOWN ERROR (303)\n")
 CPU = (b"To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild TensorFlow with the "
        b"appropriate compiler flags.\n")
+ONEDNN_INT64 = (b"E0000 00:00:1796532248.241033   27676 util.cc:131] oneDNN supports DT_INT64 only on platforms "
+                b"with AVX-512. Falling back to the default Eigen-based implementation if present.\n")
 WARNING = b"W0000 00:00:1796530927.1    6641 some_kernel.cc:12] a warning\n"
 REAL_ERROR = b"E0000 00:00:1796530927.1    6641 saved_model.cc:99] could not read the SavedModel\n"
 
 
 @pytest.mark.parametrize("line, dropped_at", [
-    (PREAMBLE, 2), (ONEDNN, 1), (CUDA, 1), (CPU, 1), (WARNING, 2), (CUINIT, 0),
+    (PREAMBLE, 2), (ONEDNN, 1), (CUDA, 1), (CPU, 1), (WARNING, 2), (CUINIT, 0), (ONEDNN_INT64, 0),
     (REAL_ERROR, None), (b"Traceback (most recent call last):\n", None), (b"error: --silver x: no such folder\n", None),
 ])
 def test_chatter_by_level(line, dropped_at):
