@@ -8,7 +8,7 @@ machine without a GPU). So the variable, however early it is set, cannot silence
 
 ``install()`` (called when ``beam_pipeline`` or ``training`` is imported) adds an import hook: the first
 ``import tensorflow`` and the GPU lookup run with the process's stderr (file descriptor 2) passed through
-``_forward``, which drops exactly those lines (``chatter``) and forwards every other one as it comes. After
+a filter process (``forward``), which drops exactly those lines (``chatter``) and forwards every other one as it comes. After
 that window TensorFlow's own logging applies ``TF_CPP_MIN_LOG_LEVEL`` (2 unless set: errors only). With the
 variable set to 0 nothing is dropped but the two E lines that report no error, so a debugging run still sees
 everything. Scoring loads a SavedModel and makes its first call in the same kind of window
@@ -21,7 +21,6 @@ import importlib.util
 import os
 import re
 import sys
-import threading
 
 _PREAMBLE = re.compile(rb"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR\s*")
 _ABSL_LINE = re.compile(rb"([IWE])\d{4} [\d:.]+ +\d+ [\w.-]+:\d+\] (.*)", re.DOTALL)
@@ -50,31 +49,44 @@ def _level():
         return 0
 
 
-def _forward(read_end, out, level):
-    with os.fdopen(read_end, "rb") as pipe:
-        for line in pipe:
+def forward(level, source=0, out=1):
+    """The filter process's loop: lines of ``source`` -> ``out``, less ``chatter``, each as it comes."""
+    with os.fdopen(source, "rb", closefd=False) as lines:
+        for line in lines:
             if not chatter(line, level):
                 os.write(out, line)
 
 
+_FILTER = "import sys; sys.path.insert(0, sys.argv[1]); from beam_pipeline.quiet import forward; forward(int(sys.argv[2]))"
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 @contextlib.contextmanager
 def stderr_filtered():
-    """File descriptor 2 through ``chatter`` while the block runs; every other line is forwarded at once."""
+    """File descriptor 2 through ``chatter`` while the block runs; every other line is forwarded as it comes.
+    The filter is a small process of its own, not a thread: should this process die in the block (an abort,
+    a crash), the filter still reads to the end of the pipe, so the crash's last words are printed."""
+    import subprocess
     sys.stderr.flush()
-    original = os.dup(2)
     read_end, write_end = os.pipe()
+    original = os.dup(2)
+    try:
+        child = subprocess.Popen([sys.executable, "-I", "-c", _FILTER, _ROOT, str(_level())], stdin=read_end,
+                                 stdout=original, stderr=original, close_fds=True)
+    finally:
+        os.close(read_end)
     os.dup2(write_end, 2)
     os.close(write_end)
-    forward = threading.Thread(target=_forward, args=(read_end, original, _level()), name="stderr-filter",
-                               daemon=True)
-    forward.start()
     try:
         yield
     finally:
         sys.stderr.flush()
-        os.dup2(original, 2)     # the pipe's last write end closes: the thread forwards what is left, then ends
-        forward.join(timeout=10)
+        os.dup2(original, 2)     # the pipe's last write end closes: the filter forwards what is left and ends
         os.close(original)
+        try:
+            child.wait(timeout=10)   # its lines come before anything printed after the block
+        except subprocess.TimeoutExpired:   # a process started in the block still holds the pipe
+            pass
 
 
 class _QuietLoader(importlib.abc.Loader):

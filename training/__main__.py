@@ -113,6 +113,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     for noisy in ("apache_beam", "absl", "tensorflow", "azure"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from beam_pipeline import quiet
     from beam_pipeline.cli import fail, folder_problem
     problem = folder_problem(args.output, "--output")
     if problem:
@@ -123,18 +124,21 @@ def main(argv=None):
         print(f"[training {time.monotonic() - started:6.1f} s] {message}", flush=True)
 
     try:   # ValueError: the batch job's OptionsError and InputError too
-        silver = args.silver or _run_batch_job(args)
-        from training.train import train
-        report = train(silver, args.output, split=args.split, category_source=args.category,
-                       holdout=args.holdout_categories.split(",") if args.holdout_categories else None,
-                       epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                       l2=args.l2, dim=args.dim, patience=args.patience, seed=args.seed, n_boot=args.bootstrap,
-                       baselines=not args.no_baselines, norm=args.tfidf_norm, validation=args.validation,
-                       classes=args.classes, optimizer=args.optimizer,
-                       max_iterations=args.max_iterations, threshold_rule=args.threshold_rule,
-                       inner_folds=args.inner_folds,
-                       early_stopping=None if args.early_stopping == "auto" else args.early_stopping == "on",
-                       progress=progress)
+        # TensorFlow prints notices while tf.Transform runs (an E line 'oneDNN supports DT_INT64 only on
+        # platforms with AVX-512'): the same filter as at its import (beam_pipeline.quiet)
+        with quiet.stderr_filtered():
+            silver = args.silver or _run_batch_job(args)
+            from training.train import train
+            report = train(silver, args.output, split=args.split, category_source=args.category,
+                           holdout=args.holdout_categories.split(",") if args.holdout_categories else None,
+                           epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                           l2=args.l2, dim=args.dim, patience=args.patience, seed=args.seed, n_boot=args.bootstrap,
+                           baselines=not args.no_baselines, norm=args.tfidf_norm, validation=args.validation,
+                           classes=args.classes, optimizer=args.optimizer,
+                           max_iterations=args.max_iterations, threshold_rule=args.threshold_rule,
+                           inner_folds=args.inner_folds,
+                           early_stopping=None if args.early_stopping == "auto" else args.early_stopping == "on",
+                           progress=progress)
     except ValueError as err:
         return fail(err)
     with open(os.path.join(args.output, "report.md"), encoding="utf-8") as fh:

@@ -42,3 +42,17 @@ def test_the_filter_forwards_everything_else_in_order(capfd, monkeypatch):
     assert capfd.readouterr().err == "first\n" + REAL_ERROR.decode() + "no newline at the end"
     os.write(2, ONEDNN)   # after the window nothing is filtered
     assert capfd.readouterr().err == ONEDNN.decode()
+
+
+def test_a_crash_inside_the_filter_keeps_its_last_words():
+    """The filter is a process of its own: when this one aborts mid-block, what it wrote is still printed."""
+    import subprocess
+    import sys
+    code = ("import os\nfrom beam_pipeline.quiet import stderr_filtered\nwith stderr_filtered():\n"
+            f"    os.write(2, {ONEDNN!r})\n"
+            "    os.write(2, b'F0000 00:00:1.1   1 tensor.cc:7] Check failed: dims() == 2\\n')\n    os.abort()\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, check=False,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert res.returncode == -6
+    assert res.stderr == b"F0000 00:00:1.1   1 tensor.cc:7] Check failed: dims() == 2\n"
