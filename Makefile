@@ -26,14 +26,17 @@ help:
 	@echo "make clean   - remove outputs and local state (keeps .venv and node_modules)"
 
 $(STAMP): setup.py
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,training]"
-	touch $(STAMP)
+	@test -x $(PY) || { echo "[install 1/3] creating the virtual environment $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@echo "[install 2/3] upgrading pip"
+	@$(PY) -m pip install --quiet --upgrade pip
+	@echo "[install 3/3] installing the project and its dependencies (Beam, TensorFlow, delta-rs, ...; several minutes the first time)"
+	@$(PY) -m pip install --quiet -e ".[dev,training]"
+	@touch $(STAMP)
 
 $(AZURITE): package.json
-	npm install --no-audit --no-fund --loglevel=error
-	touch $(AZURITE)
+	@echo "[install] Azurite (npm install, the local Azure Blob stand-in)"
+	@npm install --no-audit --no-fund --loglevel=error
+	@touch $(AZURITE)
 
 install: $(STAMP) $(AZURITE)
 

@@ -1,4 +1,7 @@
 """The Beam side of the reviews job: options, sources and sinks, the graph, and ``run(argv)``."""
+from beam_pipeline import quiet
+
+quiet.install()   # TensorFlow's start-up chatter (--sentiment_model), whoever imports it first
 
 
 def hard_exit(rc):

@@ -22,7 +22,6 @@ def main(argv=None):
     if "-h" in args or "--help" in args:
         print(help_text())
         return 0
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # with --sentiment_model: TensorFlow's start-up chatter
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     for noisy in ("apache_beam", "azure", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -125,9 +125,17 @@ def _modified_ms(m):
     return int(round((m.last_updated_in_seconds or 0) * 1000))
 
 
-def prepare_batch(o, review_patterns, product_patterns, run_id):
+def match_inputs(review_patterns, product_patterns):
+    """{kind: file metadata} of every input pattern; InputError for one that matches nothing or cannot be
+    listed. The driver calls it before it writes anything, so a refused run leaves nothing behind."""
+    return {"reviews": _match(review_patterns, "reviews"), "products": _match(product_patterns, "products")}
+
+
+def prepare_batch(o, review_patterns, product_patterns, run_id, matched=None):
     """Finish what a killed run left, remove files of runs that never committed, pick the files to read
-    and load what dedupe and the join need from the tables."""
+    and load what dedupe and the join need from the tables. ``matched``: ``match_inputs``' answer for
+    these patterns (listed again without it)."""
+    matched = matched or match_inputs(review_patterns, product_patterns)
     loc = Location(o.output)
     finished = tables.recover(loc)
     if finished:
@@ -143,9 +151,9 @@ def prepare_batch(o, review_patterns, product_patterns, run_id):
             ingested[(r["kind"], r["path"])] = (r["size_bytes"], r["modified_ms"])
     files, counts, read = [], {}, {"reviews": [], "products": []}
     est_bytes = 0
-    for kind, patterns in (("reviews", review_patterns), ("products", product_patterns)):
+    for kind in ("reviews", "products"):
         c = counts.setdefault(kind, {"new": 0, "changed": 0, "skipped": 0})
-        for m in _match(patterns, kind):
+        for m in matched[kind]:
             before = ingested.get((kind, m.path))
             now = (m.size_in_bytes, _modified_ms(m))
             status = "new" if before is None else ("skipped" if tuple(before) == now else "changed")

@@ -31,7 +31,12 @@ class OptionsError(ValueError):
 
 def _parser(classes):
     from apache_beam.options.pipeline_options import _BeamArgumentParser
-    parser = _BeamArgumentParser(allow_abbrev=False)
+
+    class Parser(_BeamArgumentParser):
+        def error(self, message):  # a bad value: one line, not argparse's usage of every Beam option
+            raise OptionsError(f"invalid options: {message}")
+
+    parser = Parser(allow_abbrev=False)
     for cls in classes:
         cls._add_argparse_args(parser)  # pylint: disable=protected-access
     return parser
@@ -271,20 +276,19 @@ def validated(options):
         problems.append("--reviews is required: where the review JSON lines are")
     if not o.output:
         problems.append("--output is required: where silver, gold and dead letters go")
+    else:
+        from beam_pipeline.cli import folder_problem
+        problems.append(folder_problem(o.output, "--output"))
     paths = reviews + products
     if o.source == "adls":
         bad = [p for p in paths if not p.startswith("azfs://")]
         if bad:
             problems.append(f"--source=adls reads azfs://ACCOUNT/CONTAINER/PATH paths only, got: {', '.join(bad)}")
-        az = options.view_as(AzureOptions)
-        if not (os.environ.get("AZURE_STORAGE_CONNECTION_STRING") or az.blob_service_endpoint):
-            problems.append("--source=adls needs credentials: set AZURE_STORAGE_CONNECTION_STRING, or pass "
-                            "--blob_service_endpoint=https://ACCOUNT.blob.core.windows.net and sign in for "
-                            "DefaultAzureCredential (az login, managed identity or AZURE_CLIENT_* variables)")
     elif o.source in ("files", "eventhub"):
         bad = [p for p in paths if p.startswith("azfs://")] if o.source == "files" else []
         if bad:
             problems.append(f"--source=files was given azfs:// paths ({', '.join(bad)}); use --source=adls")
+    problems.append(azure_credentials_problem(o, options.view_as(AzureOptions)))
     if options.view_as(AzureOptions).azure_connection_string:
         problems.append("--azure_connection_string would be copied into the job's metadata and logs; put the "
                         "connection string in the AZURE_STORAGE_CONNECTION_STRING environment variable instead")
@@ -329,9 +333,33 @@ def validated(options):
         elif "://" not in o.sentiment_model and "Dataflow" in str(options.view_as(StandardOptions).runner or ""):
             problems.append(f"--sentiment_model {o.sentiment_model} is a local path, which Dataflow workers cannot "
                             "read: upload the SavedModel directory and give its gs:// or azfs:// path")
+    problems = [p for p in problems if p]
     if problems:
-        raise OptionsError("invalid options:\n  - " + "\n  - ".join(problems))
+        raise OptionsError(one_line(problems))
     return o, reviews, products
+
+
+def one_line(problems):
+    """Every problem on one line: a user error is one line (issue 21)."""
+    if len(problems) == 1:
+        return f"invalid options: {problems[0]}"
+    return f"invalid options ({len(problems)} problems): " + " ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
+
+
+def azure_credentials_problem(o, az):
+    """None when no azfs:// path is used or Azure credentials are there: AZURE_STORAGE_CONNECTION_STRING
+    (what Beam's azfs and the Delta writer read), or --blob_service_endpoint with DefaultAzureCredential."""
+    def azfs(value):
+        return any(p.startswith("azfs://") for p in _split_paths([value] if isinstance(value, str) else value))
+    users = [f"--{name}" for name in ("reviews", "products", "output", "sentiment_model") if azfs(getattr(o, name))]
+    if o.source == "adls":
+        users.insert(0, "--source=adls")
+    if not users or os.environ.get("AZURE_STORAGE_CONNECTION_STRING") or az.blob_service_endpoint \
+            or az.azure_connection_string:   # the last one is refused on its own, with its reason
+        return None
+    return (f"{', '.join(users)} need{'s' if len(users) == 1 else ''} Azure credentials: set "
+            "AZURE_STORAGE_CONNECTION_STRING, or pass --blob_service_endpoint=https://ACCOUNT.blob.core.windows.net "
+            "and sign in for DefaultAzureCredential (az login, managed identity or AZURE_CLIENT_* variables)")
 
 
 def _glob_regex(pattern):

@@ -557,6 +557,8 @@ def run(argv=None, save_main_session=False, fail_after=None):
     if _dataflow_dry_run(options):
         return _dry_run(options, o, run_id)
     loc = tables.Location(o.output)
+    # inputs listed before anything is written: a glob that matches nothing leaves no output folder behind
+    matched = commit.match_inputs(review_patterns, product_patterns)
     if not o.take_over_output:
         foreign = tables.foreign_files(loc)
         if foreign:
@@ -569,7 +571,7 @@ def run(argv=None, save_main_session=False, fail_after=None):
         if o.source == "eventhub":
             summary = _run_streaming(options, o, run_id)
         else:
-            plan = commit.prepare_batch(o, review_patterns, product_patterns, run_id)
+            plan = commit.prepare_batch(o, review_patterns, product_patterns, run_id, matched)
             summary = _run_batch(options, o, plan, fail_after)
         finished = True
         return summary

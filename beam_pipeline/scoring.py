@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from beam_pipeline import quiet
 from transforms.labels import NEGATIVE, POSITIVE
 from transforms.schemas import PREDICTION_FIELDS
 
@@ -88,12 +89,14 @@ def load_model(path):
             local = _local_copies.get(path) or _copy_to_local(path)
             _local_copies[path] = local
         import tensorflow as tf  # only here: jobs without --sentiment_model never import TensorFlow
-        loaded = tf.saved_model.load(local)
-        fn = loaded.signatures["serving_default"]
-        missing = [name for name in INPUTS if name not in fn.structured_input_signature[1]]
-        if missing:
-            raise ValueError(f"--sentiment_model {path}: serving_default takes no {', '.join(missing)} input "
-                             f"(it takes {sorted(fn.structured_input_signature[1])})")
+        with quiet.stderr_filtered():   # TensorFlow's notices while it loads the graph and picks its kernels
+            loaded = tf.saved_model.load(local)
+            fn = loaded.signatures["serving_default"]
+            missing = [name for name in INPUTS if name not in fn.structured_input_signature[1]]
+            if missing:
+                raise ValueError(f"--sentiment_model {path}: serving_default takes no {', '.join(missing)} input "
+                                 f"(it takes {sorted(fn.structured_input_signature[1])})")
+            fn(**{name: tf.constant([""]) for name in INPUTS})   # the first call, inside the window
         _models[path] = (loaded, fn)  # the signature's variables live as long as the loaded object
         LOG.info("sentiment model loaded from %s", path)
         return fn

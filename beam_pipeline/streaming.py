@@ -18,6 +18,7 @@ source is a hub.
          (merged with _state/gold, exactly as batch), the pane changelog appended, and the partitions'
          positions in the event log, all in one run commit (beam_pipeline.tables.commit_run).
 """
+import functools
 import logging
 import time
 import typing
@@ -86,9 +87,12 @@ class RowWindows(NonMergingWindowFn):
         return hash(type(self))
 
 
+@functools.cache
 def make_trigger(early_firing_s, allowed_lateness_s):
     """On time when the watermark passes the window end; optional early panes every ``early_firing_s``
-    of processing time; a late pane for each late arrival while the window is within its lateness."""
+    of processing time; a late pane for each late arrival while the window is within its lateness.
+    One object per setting: Beam compares windowings (Flatten's inputs) with ``==``, and
+    AfterProcessingTime has no ``__eq__`` of its own, so only the same object compares equal."""
     early = tr.AfterProcessingTime(early_firing_s) if early_firing_s else None
     late = tr.AfterCount(1) if allowed_lateness_s else None
     return tr.AfterWatermark(early=early, late=late)
@@ -426,11 +430,12 @@ class WindowedReviews(beam.PTransform):
         known = extra[0] if extra else stamped.pipeline | "NoKnownReviews" >> beam.Create([])
         carried = extra[1] if len(extra) > 1 else stamped.pipeline | "NoCarriedGold" >> beam.Create([])
         assigned = stamped | "AssignEventTime" >> beam.ParDo(AssignEventTimeFn(
-            self.spec, self.clock, self.lateness, self.shards, self.payload_bytes)).with_outputs(DEAD, main="rows")
+            self.spec, self.clock, self.lateness, self.shards, self.payload_bytes)) \
+            .with_output_types(tuple[int, typing.Any], **{DEAD: dict}) \
+            .with_outputs(DEAD, main="rows")   # an int key: the dedupe state's key coder is deterministic
         deduped = (assigned.rows
                    | "WindowReviews" >> window_into(RowWindows(), self.early, self.lateness, accumulate=False)
-                   | "Deduplicate" >> beam.ParDo(DedupeInWindowFn(), beam.pvalue.AsDict(known))
-                   .with_input_types(typing.Tuple[int, typing.Any], typing.Any))
+                   | "Deduplicate" >> beam.ParDo(DedupeInWindowFn(), beam.pvalue.AsDict(known)))
         panes = (deduped
                  | "GroupPanes" >> beam.GroupByKey()
                  | "EnrichPanes" >> beam.ParDo(EnrichPaneFn(self.spec, self.n_buckets,
@@ -446,10 +451,11 @@ class WindowedReviews(beam.PTransform):
         families = frozenset(f.name for f in gold.review_families(bool(self.sentiment_model), self.insights))
         carried = (carried  # a family this run does not compute (a model dropped since) is not carried on
                    | "OnlyComputedFamilies" >> beam.Filter(lambda kv, names=families: kv[0] in names)
-                   | "WindowCarriedGold" >> beam.WindowInto(RowWindows()))  # Flatten needs one window type
-        merged = ((panes[GOLD], carried)
+                   | "WindowCarriedGold" >> window_into(RowWindows(), self.early, self.lateness, accumulate=True))
+        # both inputs windowed alike before the Flatten (Beam wants one windowing there, trigger included)
+        merged = ((panes[GOLD] | "WindowGold" >> window_into(RowWindows(), self.early, self.lateness, accumulate=True),
+                   carried)
                   | "WithCarriedGold" >> beam.Flatten()
-                  | "WindowGold" >> window_into(RowWindows(), self.early, self.lateness, accumulate=True)
                   | "ComputeGold" >> beam.CombinePerKey(MergeGoldFn()))
         gold_panes = merged | "FinalizeGold" >> beam.ParDo(FinalizeGoldPaneFn(self.top_reviewers,
                                                                              self.target.run_id))
@@ -461,6 +467,7 @@ class WindowedReviews(beam.PTransform):
         if self.insights:  # the speed layer: each reviewer's recent brands in Beam state
             out["recent_brands"] = (panes.silver
                                     | "RecentBrandEvents" >> beam.ParDo(RecentBrandEventsFn())
+                                    .with_output_types(tuple[str, typing.Any])  # the state's key: a str
                                     | "GlobalRecentBrands" >> beam.WindowInto(GlobalWindows())
                                     | "RecentBrands" >> beam.ParDo(RecentBrandsFn(self.recent_n)))
             out["recent_brands_staged"] = (_commit_window(out["recent_brands"], "RecentBrandsForCommit", interval)
@@ -560,7 +567,10 @@ def build_streaming(p, o, target, spec, settings, reader_config, checkpoint, pro
                                                             else []) + [
              out["state"] | "TagState" >> beam.MapTuple(lambda name, t: {"gold": name, "partial": t}),
              _commit_window(out["positions"], "PositionsForCommit", interval)
-             | "TagPositions" >> beam.MapTuple(lambda pid, pos: {"position": [pid, pos[0], pos[1]]})]
+             # grouped like every other item, so all reach the Flatten with the same (continuation) trigger
+             | "GroupPositions" >> beam.GroupByKey()
+             | "TagPositions" >> beam.FlatMapTuple(lambda pid, positions: [{"position": [pid, pos[0], pos[1]]}
+                                                                          for pos in positions])]
     out["staged"] = (items
                      | "FlattenCommit" >> beam.Flatten()
                      | "KeyCommit" >> beam.Map(lambda item: (None, item))

@@ -760,9 +760,10 @@ def describe(loc):
 
 
 def main(argv=None):
-    import argparse
     import sys
-    parser = argparse.ArgumentParser(
+
+    from beam_pipeline.cli import ArgumentParser
+    parser = ArgumentParser(
         prog="python -m beam_pipeline.tables",
         description="Inspect and maintain the job's Delta tables under an output root (local path or "
                     "azfs://ACCOUNT/CONTAINER/PATH; Azure credentials from AZURE_STORAGE_CONNECTION_STRING or "

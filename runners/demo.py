@@ -193,11 +193,11 @@ def insights_leg(a):
     model_dir = os.path.join(a.output, "recommendations")
     print(f"[insights 3/3] training the recommender on {a.output}/silver/reviews (python -m training.recommend "
           f"train) ...", flush=True)
-    proc = subprocess.run([sys.executable, "-m", "training.recommend", "train",
-                           f"--silver={os.path.join(a.output, 'silver', 'reviews')}", f"--output={model_dir}"],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        print(f"[insights 3/3] training the recommender failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    rc, output = _run_showing_progress([sys.executable, "-m", "training.recommend", "train",
+                                        f"--silver={os.path.join(a.output, 'silver', 'reviews')}",
+                                        f"--output={model_dir}"], "[recommend")
+    if rc != 0:
+        print(f"[insights 3/3] training the recommender failed (exit {rc}):\n{output[-3000:]}")
         return False
     from training.recommend.export import Recommender
     rec = Recommender.load(model_dir)
@@ -211,6 +211,18 @@ def insights_leg(a):
     for r in picks:
         print(f"            #{r['rank']} {r['asin']:12s} {(titles.get(r['asin']) or '')[:60]}")
     return bool(picks)
+
+
+def _run_showing_progress(cmd, marker, indent="            "):
+    """Run ``cmd``, printing the lines of its output that start with ``marker`` (its progress lines) as
+    they come -> (exit status, its whole output, stdout and stderr together, for a failure message)."""
+    lines = []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith(marker):
+                print(indent + line.rstrip(), flush=True)
+    return proc.returncode, "".join(lines)
 
 
 def pa_compute():
@@ -237,15 +249,14 @@ def _rename_blob(cs, src, dst):
 # --------------------------------------------------------------------------------------------- model
 def model_leg(a):
     """Train a small sentiment model on the batch leg's silver, then score a batch run with it."""
-    import subprocess
     silver = os.path.join(a.output, "silver", "reviews")
     print(f"[model 1/3] training a sentiment model on {silver} (tf.Transform + Keras; generated reviews, "
           "categories from main_cat, split by review-key hash, full-batch L-BFGS) ...", flush=True)
     cmd = [sys.executable, "-m", "training", f"--silver={silver}", "--category=main_cat", "--split=hash",
            f"--output={a.model_output}", "--bootstrap=200"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        print(f"[model 1/3] training failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    rc, output = _run_showing_progress(cmd, "[training")
+    if rc != 0:
+        print(f"[model 1/3] training failed (exit {rc}):\n{output[-4000:]}")
         return False
     import json
     with open(os.path.join(a.model_output, "report.json"), encoding="utf-8") as fh:
@@ -275,18 +286,26 @@ def model_leg(a):
 
 
 # --------------------------------------------------------------------------------------------- streaming
-def _clear_stream_output(path):
-    """Delete the previous streaming output, refusing folders that hold anything the job does not write."""
+def stream_output_problem(path):
+    """Why the streaming leg may not delete ``path`` first (None: it may): a folder holding anything the
+    streaming job does not write is the user's."""
     out = Path(path)
-    if not out.exists():
-        return
     if not out.is_dir():
-        raise SystemExit(f"--stream-output {out} exists and is not a folder; choose another path")
+        return None
     foreign = sorted(p.name for p in out.iterdir() if p.name not in STREAM_OUTPUT_ENTRIES)
     if foreign:
-        raise SystemExit(f"--stream-output {out} holds {', '.join(foreign[:5])}, which the streaming job does not "
-                         "write; not deleting it. Choose another --stream-output (or empty it yourself).")
-    shutil.rmtree(out)
+        return (f"--stream-output {out} holds {', '.join(foreign[:5])}, which the streaming job does not write; "
+                "not deleting it. Choose another --stream-output (or empty it yourself)")
+    return None
+
+
+def _clear_stream_output(path):
+    """Delete the previous streaming output (``main`` has checked it is the job's own)."""
+    problem = stream_output_problem(path)
+    if problem:   # filled between the check and this leg
+        raise SystemExit(f"error: {problem}")
+    if Path(path).is_dir():
+        shutil.rmtree(path)
 
 
 def _fresh_endpoint():
@@ -460,9 +479,13 @@ def stream_leg(a):
     return True
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+FOLDER_OPTIONS = ("data", "output", "stream_data", "stream_output", "model_output", "scored_output")
+
+
+def build_parser():
+    from beam_pipeline.cli import ArgumentParser
+    ap = ArgumentParser(prog="python -m runners.demo", description=__doc__.split("\n\n")[0],
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--reviews", type=int, default=20000, help="number of review lines to generate (default 20000)")
     ap.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
     ap.add_argument("--data", default=".local/demo/data", help="where the generated files go (default .local/demo/data)")
@@ -480,14 +503,23 @@ def main(argv=None):
                     help="output root of the batch run scored with that model (default out/batch_scored)")
     ap.add_argument("--only", choices=("batch", "insights", "model", "stream"), default=None, help="run one leg only "
                     "(insights and model need the batch leg's output; model also the Azurite it started)")
-    a = ap.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter (model leg)
+    return ap
+
+
+def main(argv=None):
+    from beam_pipeline.cli import fail, folder_problem
+    a = build_parser().parse_args(argv)
+    problems = [folder_problem(getattr(a, name), "--" + name.replace("_", "-")) for name in FOLDER_OPTIONS]
+    if a.only in (None, "stream"):
+        problems.append(stream_output_problem(a.stream_output))
+    if any(problems):   # before Azurite, the hub or the generator start
+        return fail("; ".join(p for p in problems if p))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     for noisy in ("apache_beam", "azure", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     started = time.monotonic()
-    timings, ok = [], True
+    timings, ok, ran = [], True, []
     for only, name, leg in (("batch", "batch", batch_leg), ("insights", "insights", insights_leg),
                              ("model", "model", model_leg), ("stream", "streaming", stream_leg)):
         if a.only not in (None, only):
@@ -495,16 +527,49 @@ def main(argv=None):
         if timings:
             print(flush=True)
         t = time.monotonic()
+        ran.append(only)
         ok = leg(a)
         timings.append(f"{name} leg {time.monotonic() - t:.1f} s")
         if not ok:
             break
-    print(f"\n{'Done' if ok else 'FAILED'} in {time.monotonic() - started:.1f} s ({', '.join(timings)}). Azurite "
-          f"and the Event Hubs endpoint keep running for inspection; `make stop` stops both.")
-    if ok:
-        print(f"Dashboard over these tables: `make dashboard`, then open http://127.0.0.1:8050/ (or .venv/bin/python -m "
-              f"beam_pipeline.dashboard --output={a.output} --output={a.scored_output} --output={a.stream_output})")
+    print("\n" + final_block(a, ran, ok, time.monotonic() - started, timings), flush=True)
     return 0 if ok else 1
+
+
+LEGS = ("batch", "insights", "model", "stream")
+DASHBOARD_URL = "http://127.0.0.1:8050/"
+
+
+def output_folders(a, legs):
+    """[(what, absolute folder)] of every folder the ``legs`` write, in the order they write them."""
+    rows = {
+        "batch": [("generated reviews and metadata", a.data),
+                  ("the file landed for the incremental run", os.path.join(os.path.dirname(a.data), "extra")),
+                  ("batch Delta tables: silver, gold, dead letters, event log", a.output),
+                  ("insight tables: trending, recent brands", os.path.join(a.output, "insights"))],
+        "insights": [("recommendations (training.recommend export)", os.path.join(a.output, "recommendations"))],
+        "model": [("sentiment model: saved_model, report.md, model_card.md", a.model_output),
+                  ("batch tables scored with that model", a.scored_output)],
+        "stream": [("generated reviews for the stream", a.stream_data),
+                   ("streaming Delta tables", a.stream_output)],
+    }
+    return [(what, os.path.abspath(path)) for leg in LEGS if leg in legs for what, path in rows[leg]]
+
+
+def final_block(a, legs, ok, seconds, timings):
+    """The last lines of ``make run``: the outcome, every output folder with its absolute path, and the
+    dashboard over the tables (its command with absolute paths, and its URL)."""
+    lines = [(f"{'Done' if ok else 'FAILED'} in {seconds:.1f} s ({', '.join(timings)}). Azurite and the Event Hubs "
+              "endpoint keep running for inspection; `make stop` stops both."), "Outputs:"]
+    folders = output_folders(a, legs)
+    width = max((len(what) for what, _ in folders), default=0)
+    lines += [f"  {what:{width}s}  {path}" for what, path in folders]
+    roots = [os.path.abspath(p) for leg, p in (("batch", a.output), ("model", a.scored_output),
+                                                 ("stream", a.stream_output)) if leg in legs]
+    if ok and roots:
+        command = shlex.join([sys.executable, "-m", "beam_pipeline.dashboard", *(f"--output={r}" for r in roots)])
+        lines += [f"Dashboard: {command}", f"  then open {DASHBOARD_URL} (`make dashboard` serves the default folders)"]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

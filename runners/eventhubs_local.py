@@ -1021,7 +1021,8 @@ class LocalEventHubs:
 
 # ------------------------------------------------------------------------------------------ CLI
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from beam_pipeline.cli import ArgumentParser
+    parser = ArgumentParser(
         prog="python -m runners.eventhubs_local",
         description="Local, durable Azure Event Hubs stand-in for the azure-eventhub SDK (plain AMQP, "
                     "no authentication; clients must use UseDevelopmentEmulator=true).")

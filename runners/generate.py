@@ -879,7 +879,8 @@ def _positive(text):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(
+    from beam_pipeline.cli import ArgumentParser
+    ap = ArgumentParser(
         prog="python -m runners.generate",
         description="Generate synthetic Amazon reviews and product metadata (2018 schema) with known, counted "
                     "defects, plus manifest.json with the counts the job must reproduce.",
@@ -908,6 +909,10 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.duplicate_rate >= 1.0:
         ap.error("--duplicate-rate must be < 1")
+    from beam_pipeline.cli import fail, folder_problem
+    problem = folder_problem(a.out, "--out")
+    if problem:
+        return fail(problem)
 
     t0 = time.time()
 

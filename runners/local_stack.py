@@ -1001,7 +1001,8 @@ def _add_eventhubs_parser(sub, fmt) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    parser = argparse.ArgumentParser(
+    from beam_pipeline.cli import ArgumentParser
+    parser = ArgumentParser(
         prog="python -m runners.local_stack", formatter_class=fmt,
         description="Start, stop and inspect local stand-ins for Azure services (Azurite blob, a local "
                     "Event Hubs endpoint), and upload local files to Azurite.")

@@ -467,7 +467,8 @@ def _non_negative_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from beam_pipeline.cli import ArgumentParser
+    parser = ArgumentParser(
         prog="python -m runners.publish", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Replay review JSON-lines files into an Event Hub: every non-blank line becomes one\n"
                     "event whose body is the line's raw bytes (line end removed, nothing decoded). Blank\n"

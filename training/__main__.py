@@ -28,9 +28,10 @@ exit status: 0 done, 2 invalid options or data."""
 
 
 def build_parser():
+    from beam_pipeline.cli import ArgumentParser
     from training.data import CATEGORY_SOURCES, SPLITS
-    p = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n\n")[0],
-                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m training", description=__doc__.split("\n\n")[0],
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--silver", help="silver review Parquet root of a batch run (OUT/silver/reviews)")
     src.add_argument("--reviews", help="raw review JSON lines (path or glob, local or azfs://): the batch job "
@@ -112,28 +113,34 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     for noisy in ("apache_beam", "absl", "tensorflow", "azure"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from beam_pipeline import quiet
+    from beam_pipeline.cli import fail, folder_problem
+    problem = folder_problem(args.output, "--output")
+    if problem:
+        return fail(problem)
     started = time.monotonic()
-    silver = args.silver or _run_batch_job(args)
-    from training.train import train
 
     def progress(message):
         print(f"[training {time.monotonic() - started:6.1f} s] {message}", flush=True)
 
-    try:
-        report = train(silver, args.output, split=args.split, category_source=args.category,
-                       holdout=args.holdout_categories.split(",") if args.holdout_categories else None,
-                       epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                       l2=args.l2, dim=args.dim, patience=args.patience, seed=args.seed, n_boot=args.bootstrap,
-                       baselines=not args.no_baselines, norm=args.tfidf_norm, validation=args.validation,
-                       classes=args.classes, optimizer=args.optimizer,
-                       max_iterations=args.max_iterations, threshold_rule=args.threshold_rule,
-                       inner_folds=args.inner_folds,
-                       early_stopping=None if args.early_stopping == "auto" else args.early_stopping == "on",
-                       progress=progress)
+    try:   # ValueError: the batch job's OptionsError and InputError too
+        # TensorFlow prints notices while tf.Transform runs (an E line 'oneDNN supports DT_INT64 only on
+        # platforms with AVX-512'): the same filter as at its import (beam_pipeline.quiet)
+        with quiet.stderr_filtered():
+            silver = args.silver or _run_batch_job(args)
+            from training.train import train
+            report = train(silver, args.output, split=args.split, category_source=args.category,
+                           holdout=args.holdout_categories.split(",") if args.holdout_categories else None,
+                           epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                           l2=args.l2, dim=args.dim, patience=args.patience, seed=args.seed, n_boot=args.bootstrap,
+                           baselines=not args.no_baselines, norm=args.tfidf_norm, validation=args.validation,
+                           classes=args.classes, optimizer=args.optimizer,
+                           max_iterations=args.max_iterations, threshold_rule=args.threshold_rule,
+                           inner_folds=args.inner_folds,
+                           early_stopping=None if args.early_stopping == "auto" else args.early_stopping == "on",
+                           progress=progress)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(err)
     with open(os.path.join(args.output, "report.md"), encoding="utf-8") as fh:
         print(fh.read())
     print(f"model: {report['saved_model']}\nreport: {os.path.join(args.output, 'report.md')} (and report.json)")

@@ -48,10 +48,17 @@ class Examples:
 
 
 def read_silver(root):
-    """The silver review table under ``root`` (a batch run's Delta table, or a streaming run's Parquet)."""
+    """The silver review table under ``root`` (a batch run's Delta table, or a streaming run's Parquet);
+    ValueError, one line naming ``--silver``, when there is none."""
     cols = ["summary", "review_text", "overall", "main_cat", "source", *KEY]
     from beam_pipeline.tables import read_folder
-    return read_folder(root, columns=cols)
+    if "://" not in str(root) and not os.path.isdir(root):
+        raise ValueError(f"--silver {root}: " + ("not a folder" if os.path.exists(root) else "no such folder"))
+    try:
+        return read_folder(root, columns=cols)
+    except (pa.ArrowInvalid, FileNotFoundError) as err:   # pyarrow's many-line message names no option
+        raise ValueError(f"--silver {root} holds no silver reviews table (expected a batch run's "
+                         f"OUTPUT/silver/reviews with the columns {', '.join(cols)})") from err
 
 
 def category_of(table, source="source"):

@@ -579,8 +579,9 @@ def run(reviews, output, *, min_negatives=50, categories=None, inner_folds=3, un
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m training.loco", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    from beam_pipeline.cli import ArgumentParser
+    p = ArgumentParser(prog="python -m training.loco", description=__doc__.split("\n\n")[0],
+                       epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", nargs="+", default=list(DEFAULT_FOLDERS),
                    help="data folders, each with reviews/<Category>.jsonl.gz (either schema). Default: "
                         + " ".join(DEFAULT_FOLDERS))

@@ -176,7 +176,6 @@ def train(silver, output, *, split="category", holdout=None, category_source="so
         raise ValueError("adam and sgd always stop early on the validation split; only lbfgs can fit to the minimum")
     t_start = time.monotonic()
     tf.keras.utils.set_random_seed(seed)
-    os.makedirs(output, exist_ok=True)
     workdir = workdir or os.path.join(output, "_work")
     table = data_mod.read_silver(silver)
     ex = data_mod.examples(table, classes=classes, split=split, holdout=holdout, category_source=category_source,
@@ -189,10 +188,12 @@ def train(silver, output, *, split="category", holdout=None, category_source="so
     if split == "all":
         if classes != 2 or optimizer != "lbfgs" or early_stopping:
             raise ValueError("--split all refits the binary linear model with L-BFGS to the minimum (no validation split)")
+    elif min(counts.values()) == 0:
+        raise ValueError(f"an empty split: {counts}; use more data or another --split")
+    os.makedirs(output, exist_ok=True)   # only now: a refused run leaves no folder behind
+    if split == "all":
         return _train_all(ex, silver, output, workdir, l2=l2, norm=norm, max_iterations=max_iterations,
                           threshold_rule=threshold_rule, inner_folds=inner_folds, t_start=t_start, progress=progress)
-    if min(counts.values()) == 0:
-        raise ValueError(f"an empty split: {counts}; use more data or another --split")
 
     t0 = time.monotonic()
     tft_dir, records = transform(ex, workdir, norm)

@@ -28,7 +28,8 @@ Examples:
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(
+    from beam_pipeline.cli import ArgumentParser
+    ap = ArgumentParser(
         prog="python -m beam_pipeline.dashboard",
         description="A local web dashboard over the job's Delta tables: review insights, trending, a reviewer "
                     "view with recommendations, and pipeline health; refreshes as runs commit.",

@@ -9,10 +9,61 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def cli(*args):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "beam_pipeline", *args], capture_output=True, text=True,
+def cli(*args, module="beam_pipeline", **env):
+    env = {k: v for k, v in dict(os.environ, **env).items() if v is not None}
+    env["PYTHONPATH"] = ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
                           timeout=120, cwd=ROOT, env=env)
+
+
+def one_error_line(res):
+    """A user error: exit 2 and exactly one non-blank stderr line, ``error: ...`` -> that line."""
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), \
+        (res.returncode, res.stderr[-3000:])
+    return lines[0]
+
+
+NO_AZURE = {"AZURE_STORAGE_CONNECTION_STRING": None}
+CREDENTIALS = ("Azure credentials: set AZURE_STORAGE_CONNECTION_STRING, or pass "
+               "--blob_service_endpoint=https://ACCOUNT.blob.core.windows.net and sign in for DefaultAzureCredential "
+               "(az login, managed identity or AZURE_CLIENT_* variables)")
+
+
+@pytest.mark.parametrize("case", ["output_is_a_file", "output_under_a_file", "azfs_output", "azfs_reviews",
+                                  "azfs_products", "azfs_model", "reviews_match_nothing",
+                                  "products_match_nothing_streaming", "bad_value"])
+def test_user_errors_are_one_line_exit_2_and_create_nothing(tmp_path, case):
+    """Issue 21: each of these was a traceback (exit 1) or left an output folder behind."""
+    (tmp_path / "f.txt").write_text("mine")
+    (tmp_path / "r.jsonl").write_text("{}\n")
+    reviews, out = f"--reviews={tmp_path}/r.jsonl", f"--output={tmp_path}/out"
+    hub = {"EVENTHUB_CONNECTION_STRING": "Endpoint=sb://127.0.0.1:1;SharedAccessKeyName=k;SharedAccessKey=v;"
+                                         "UseDevelopmentEmulator=true;EntityPath=reviews"}
+    args, env, want = {
+        "output_is_a_file": ([reviews, f"--output={tmp_path}/f.txt"], {},
+                             f"invalid options: --output {tmp_path}/f.txt is a file, not a folder"),
+        "output_under_a_file": ([reviews, f"--output={tmp_path}/f.txt/out"], {},
+                                (f"invalid options: --output {tmp_path}/f.txt/out: {tmp_path}/f.txt is a file, "
+                                 "so no folder can be made under it")),
+        "azfs_output": ([reviews, "--output=azfs://acct/c/out"], NO_AZURE, f"invalid options: --output needs {CREDENTIALS}"),
+        "azfs_reviews": (["--source=adls", "--reviews=azfs://acct/c/r/*.jsonl", out], NO_AZURE,
+                         f"invalid options: --source=adls, --reviews need {CREDENTIALS}"),
+        "azfs_products": (["--source=adls", "--reviews=azfs://acct/c/r/*", "--products=azfs://acct/c/p/*", out],
+                          NO_AZURE, f"invalid options: --source=adls, --reviews, --products need {CREDENTIALS}"),
+        "azfs_model": ([reviews, out, "--sentiment_model=azfs://acct/c/model"], NO_AZURE,
+                       f"invalid options: --sentiment_model needs {CREDENTIALS}"),
+        "reviews_match_nothing": ([f"--reviews={tmp_path}/none/*.jsonl", out], {},
+                                  f"--reviews {tmp_path}/none/*.jsonl: no file matches it"),
+        "products_match_nothing_streaming": (["--source=eventhub", f"--products={tmp_path}/none/*.jsonl", out,
+                                              "--stop_after_idle_s=1"], hub,
+                                             f"--products {tmp_path}/none/*.jsonl: no file matches it"),
+        "bad_value": ([reviews, out, "--top_reviewers=x"], {},
+                      "invalid options: argument --top_reviewers: invalid int value: 'x'"),
+    }[case]
+    assert one_error_line(cli(*args, **env)) == f"error: {want}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt", "r.jsonl"]
+    assert (tmp_path / "f.txt").read_text() == "mine"
 
 
 @pytest.mark.parametrize("arg, hint", [("--windw_size=1h", "--window_size"), ("--outptu=x", "--output")])
@@ -93,3 +144,68 @@ def test_a_folder_the_job_did_not_write_is_refused_unless_taken_over(tmp_path):
     res = cli(*args, "--take_over_output")
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "out" / "_pipeline" / "events" / "_delta_log").is_dir()
+
+
+@pytest.mark.parametrize("case", ["silver_missing", "silver_empty", "silver_is_a_file", "output_is_a_file",
+                                  "reviews_match_nothing"])
+def test_training_user_errors_are_one_line_exit_2_and_create_nothing(tmp_path, case):
+    """``python -m training``: these were a FileNotFoundError traceback, pyarrow's many-line 'No match for
+    FieldRef.Name(summary)' or a folder left behind; TensorFlow, imported on the way, adds no line either."""
+    (tmp_path / "f.txt").write_text("mine")
+    (tmp_path / "empty").mkdir()
+    out = f"--output={tmp_path}/model"
+    args, want = {
+        "silver_missing": ([f"--silver={tmp_path}/none", out], f"--silver {tmp_path}/none: no such folder"),
+        "silver_empty": ([f"--silver={tmp_path}/empty", out],
+                         (f"--silver {tmp_path}/empty holds no silver reviews table (expected a batch run's "
+                          "OUTPUT/silver/reviews with the columns summary, review_text, overall, main_cat, source, "
+                          "reviewer_id, asin, unix_review_time)")),
+        "silver_is_a_file": ([f"--silver={tmp_path}/f.txt", out], f"--silver {tmp_path}/f.txt: not a folder"),
+        "output_is_a_file": ([f"--silver={tmp_path}/empty", f"--output={tmp_path}/f.txt"],
+                             f"--output {tmp_path}/f.txt is a file, not a folder"),
+        "reviews_match_nothing": ([f"--reviews={tmp_path}/none/*.jsonl", out],
+                                  f"--reviews {tmp_path}/none/*.jsonl: no file matches it"),
+    }[case]
+    assert one_error_line(cli(*args, module="training", TF_CPP_MIN_LOG_LEVEL=None)) == f"error: {want}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "f.txt"] and not any((tmp_path / "empty").iterdir())
+
+
+@pytest.mark.parametrize("module, args, want", [
+    ("training.loco", ["--output=OUT", "--bogus"],   # imports TensorFlow before it parses: no chatter either
+     "error: unrecognized arguments: --bogus (python -m training.loco --help lists the options)"),
+    ("training", ["--silver=x"],
+     "error: the following arguments are required: --output (python -m training --help lists the options)"),
+    ("training.recommend", ["train", "--knn_k", "x"],
+     ("error: argument --knn-k/--knn_k: invalid int value: 'x' (python -m training.recommend train --help lists "
+      "the options)")),
+    ("runners.generate", ["--out", "f.txt", "--reviews", "10"], "error: --out TMP/f.txt is a file, not a folder"),
+    ("runners.generate", ["--out", "f.txt/x", "--reviews", "10"],
+     "error: --out TMP/f.txt/x: TMP/f.txt is a file, so no folder can be made under it"),
+    ("runners.generate", ["--out", "g", "--reviews", "10", "--dirty-rate", "1.5"],
+     ("error: argument --dirty-rate: must be a fraction within 0..1 (python -m runners.generate --help lists "
+      "the options)")),
+    ("runners.demo", ["--reviews", "many"],
+     "error: argument --reviews: invalid int value: 'many' (python -m runners.demo --help lists the options)"),
+    ("beam_pipeline.tables", ["shwo"], None),
+])
+def test_other_commands_user_errors_are_one_line_exit_2(tmp_path, module, args, want):
+    (tmp_path / "f.txt").write_text("mine")
+    args = [str(tmp_path / a) if a.startswith(("f.txt", "g", "OUT")) else a for a in args]
+    line = one_error_line(cli(*args, module=module, TF_CPP_MIN_LOG_LEVEL=None))
+    if want:
+        assert line == want.replace("TMP", str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]
+
+
+def test_make_run_refuses_unusable_folders_before_it_starts(tmp_path):
+    """``python -m runners.demo`` used to find these after minutes of work (or with a traceback)."""
+    (tmp_path / "f.txt").write_text("mine")
+    (tmp_path / "stream").mkdir()
+    (tmp_path / "stream" / "notes.txt").write_text("mine")
+    line = one_error_line(cli("--output", str(tmp_path / "f.txt"), "--stream-output", str(tmp_path / "stream"),
+                              "--data", str(tmp_path / "data"), module="runners.demo"))
+    assert line == (f"error: --output {tmp_path}/f.txt is a file, not a folder; --stream-output {tmp_path}/stream "
+                    "holds notes.txt, which the streaming job does not write; not deleting it. Choose another "
+                    "--stream-output (or empty it yourself)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt", "stream"]
+    assert (tmp_path / "stream" / "notes.txt").read_text() == "mine"

@@ -29,11 +29,29 @@ def generated_model(tmp_path_factory):
                            "--category=main_cat", "--split=hash", f"--output={out}",
                            "--bootstrap=100"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out, proc.stdout
+    return out, proc.stdout, proc.stderr
+
+
+def test_training_prints_no_tensorflow_start_up_chatter(generated_model):
+    """Issue 21: TensorFlow's C++ start-up lines (absl preamble, oneDNN, cuda drivers, cuInit) are held back."""
+    from tests._quiet import noise
+    assert noise(generated_model[2]) == []
+
+
+def test_scoring_with_the_trained_model_prints_no_tensorflow_notice(generated_model, tmp_path):
+    """The trainer's model made TensorFlow print "oneDNN supports DT_INT64 only on platforms with AVX-512" as an
+    E line at its first call: scoring loads it and makes that call inside the filter (issue 21)."""
+    from tests._quiet import noise
+    out = generated_model[0]
+    proc = subprocess.run([sys.executable, "-m", "beam_pipeline", f"--reviews={out.parent}/data/reviews/*.jsonl",
+                           f"--output={tmp_path}/scored", f"--sentiment_model={out}/saved_model"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert noise(proc.stderr) == []
 
 
 def test_progress_per_epoch_and_report_files(generated_model):
-    out, stdout = generated_model
+    out, stdout, _ = generated_model
     assert "fitted (lbfgs): iterations_run" in stdout and "best_validation" in stdout
     assert "L-BFGS iteration 10: loss" in stdout                      # validation AUC reported as it goes
     report = json.loads((out / "report.json").read_text())
@@ -56,7 +74,7 @@ def test_saved_model_alone_scores_raw_text(generated_model, tmp_path):
     """Copied away from its work folder (no transform output beside it), the SavedModel still scores raw
     text through its one signature; generated reviews say what they mean, so the signs must be right."""
     import shutil
-    out, _ = generated_model
+    out, _, _ = generated_model
     alone = tmp_path / "alone"
     shutil.copytree(out / "saved_model", alone)
     shutil.rmtree(out / "_work")

@@ -73,8 +73,10 @@ def test_insight_options_and_their_checks():
     assert Insights.of(o) == Insights(True, "open_avenues", 3, 5, 3, 7, 10)
     with pytest.raises(OptionsError, match="--trending_days must be at least 2"):
         validated(PipelineOptions(checked_argv(BASE + ["--trending_days=1"])))
-    with pytest.raises(SystemExit):
+    with pytest.raises(OptionsError) as err:   # argparse's error, as one line (not its usage of every option)
         validated(PipelineOptions(checked_argv(BASE + ["--trending_rule=hot"])))
+    assert str(err.value) == ("invalid options: argument --trending_rule: invalid choice: 'hot' (choose from "
+                              "'zscore', 'open_avenues')")
 
 
 def test_help_explains_every_insight_option():
@@ -83,3 +85,34 @@ def test_help_explains_every_insight_option():
     for name in ("--insights", "--no_insights", "--trending_rule", "--trending_days", "--trending_top",
                  "--trending_min_count", "--recent_brands", "--rating_min_reviews", "docs/insights.md"):
         assert name in text, name
+
+
+def test_several_problems_are_still_one_line(tmp_path):
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(OptionsError) as err:
+        validated(PipelineOptions(["--reviews=in/*.json", f"--output={tmp_path}/f.txt", "--window_size=oops"]))
+    assert str(err.value) == (f"invalid options (2 problems): (1) --output {tmp_path}/f.txt is a file, not a folder "
+                              "(2) not a duration: 'oops' (use e.g. 3600, 15m, 6h, 1d)")
+
+
+CREDENTIALS = ("Azure credentials: set AZURE_STORAGE_CONNECTION_STRING, or pass "
+               "--blob_service_endpoint=https://ACCOUNT.blob.core.windows.net and sign in for DefaultAzureCredential "
+               "(az login, managed identity or AZURE_CLIENT_* variables)")
+
+
+@pytest.mark.parametrize("args, users", [
+    (["--reviews=in/*.json", "--output=azfs://acct/c/out"], "--output needs"),
+    (["--source=adls", "--reviews=azfs://a/c/r/*", "--output=out"], "--source=adls, --reviews need"),
+    (["--source=adls", "--reviews=azfs://a/c/r/*", "--products=azfs://a/c/p/*", "--output=azfs://a/c/o"],
+     "--source=adls, --reviews, --products, --output need"),
+    (["--reviews=in/*.json", "--output=out", "--sentiment_model=azfs://a/c/m"], "--sentiment_model needs"),
+])
+def test_any_azfs_path_needs_credentials_before_any_work(monkeypatch, args, users):
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    with pytest.raises(OptionsError) as err:
+        validated(PipelineOptions(args))
+    assert str(err.value) == f"invalid options: {users} {CREDENTIALS}"
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", "UseDevelopmentStorage=true")
+    validated(PipelineOptions(args))
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING")
+    validated(PipelineOptions(args + ["--blob_service_endpoint=https://acct.blob.core.windows.net"]))

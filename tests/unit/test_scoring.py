@@ -154,7 +154,7 @@ def test_option_absent_by_default():
     assert o.sentiment_model is None
 
 
-def test_option_checks_a_local_path(tmp_path):
+def test_option_checks_a_local_path(tmp_path, monkeypatch):
     with pytest.raises(OptionsError, match="no such directory"):
         validated(_options(f"--sentiment_model={tmp_path / 'missing'}"))
     with pytest.raises(OptionsError, match="not a SavedModel directory"):
@@ -164,7 +164,12 @@ def test_option_checks_a_local_path(tmp_path):
     assert o.sentiment_model == str(tmp_path)
     with pytest.raises(OptionsError, match="Dataflow workers cannot read"):
         validated(_options(f"--sentiment_model={tmp_path}", "--runner=DataflowRunner"))
-    # URLs are read with the job's credentials when the model is loaded, not checked here
+    # URLs are read with the job's credentials when the model is loaded; only the credentials are checked here
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    with pytest.raises(OptionsError, match=r"^invalid options: --sentiment_model needs Azure credentials: set "
+                                           r"AZURE_STORAGE_CONNECTION_STRING"):
+        validated(_options("--sentiment_model=azfs://account/models/sentiment"))
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", "UseDevelopmentStorage=true")
     validated(_options("--sentiment_model=azfs://account/models/sentiment"))
 
 

@@ -47,8 +47,9 @@ def _model_opts(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.recommend", description=__doc__.split("\n\n")[0],
-                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from beam_pipeline.cli import ArgumentParser
+    p = ArgumentParser(prog="python -m training.recommend", description=__doc__.split("\n\n")[0],
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="{train,evaluate,recommend}")
     t = sub.add_parser("train", help="fit on all interactions and export the tables",
                        description="Fit the shipped hybrid (item-kNN on recency-weighted histories + ALS + content + "
