@@ -226,7 +226,8 @@ class ReviewsOptions(PipelineOptions):
                             "late pane each); later than that they are dead letters 'too_late'. Default 0")
         s.add_argument("--early_firing", default=None,
                        help="emit early (speculative) panes of open windows every DURATION of processing time. "
-                            "Default: none, only on-time and late panes")
+                            "Default: none, only on-time and late panes. Needs Dataflow or Flink: the local runner "
+                            "fires no processing-time triggers")
         s.add_argument("--stream_shards", type=int, default=1,
                        help="hash shards of asin per window: the keys of the dedupe state and the silver files per "
                             "window and pane (and year/month). More shards spread a busy window over more workers "
@@ -261,6 +262,9 @@ def _split_paths(values):
     return out
 
 
+LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner")
+
+
 def validated(options):
     """-> (ReviewsOptions view, list of review patterns, list of product patterns); OptionsError if the
     options cannot work together. Called before the pipeline is built, so mistakes cost nothing."""
@@ -292,6 +296,10 @@ def validated(options):
     if options.view_as(AzureOptions).azure_connection_string:
         problems.append("--azure_connection_string would be copied into the job's metadata and logs; put the "
                         "connection string in the AZURE_STORAGE_CONNECTION_STRING environment variable instead")
+    runner = str(options.view_as(StandardOptions).runner or "FnApiRunner")
+    if o.source == "eventhub" and o.early_firing and runner.split(".")[-1] in LOCAL_RUNNERS:
+        problems.append(f"--early_firing needs a runner that fires processing-time triggers (DataflowRunner, "
+                        f"FlinkRunner); Beam's local {runner} does not: drop it for local runs")
     if options.view_as(StandardOptions).streaming and o.source != "eventhub":
         problems.append(f"--streaming contradicts --source={o.source} (a bounded source); drop --streaming")
     try:

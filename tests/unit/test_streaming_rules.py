@@ -219,7 +219,8 @@ def _problems(argv, monkeypatch, env=True):
 
 
 def test_streaming_options_valid(monkeypatch):
-    assert _problems(["--stop_after_idle_s=3", "--allowed_lateness=1h", "--early_firing=30s"], monkeypatch) == ""
+    assert _problems(["--stop_after_idle_s=3", "--allowed_lateness=1h", "--early_firing=30s",
+                      "--runner=FlinkRunner"], monkeypatch) == ""
 
 
 @pytest.mark.parametrize("argv,env,needle", [
@@ -227,7 +228,8 @@ def test_streaming_options_valid(monkeypatch):
     (["--reviews=a.jsonl"], True, "--reviews is for files"),
     (["--start_position=yesterday"], True, "--start_position"),
     (["--allowed_lateness=soon"], True, "--allowed_lateness"),
-    (["--early_firing=0"], True, "--early_firing must be positive"),
+    (["--early_firing=0", "--runner=FlinkRunner"], True, "--early_firing must be positive"),
+    (["--early_firing=30s"], True, "--early_firing needs a runner that fires processing-time triggers"),
     (["--max_records=0"], True, "--max_records"),
     (["--stop_after_idle_s=-1"], True, "--stop_after_idle_s"),
 ])
