@@ -461,14 +461,14 @@ Examples
                      --products='azfs://ACCOUNT/source-files/amazon_metadata/partition_*/*.json.gz' \\
                      --output=azfs://ACCOUNT/lake/reviews
   streaming:     export EVENTHUB_CONNECTION_STRING=...      # or --event_hub_namespace + DefaultAzureCredential
-                 python -m beam_pipeline --source=eventhub --output=out/stream --stop_after_idle_s=10 \
+                 python -m beam_pipeline --source=eventhub --output=out/stream --stop_after_idle_s=10 \\
                      --products='data/metadata/*.jsonl.gz' --window_size=1d --allowed_lateness=1d
   no insights:   add --no_insights (or --insights=false): no trending, recent brands or insight gold families
   trending:      add --trending_rule=open_avenues --trending_days=7 --trending_top=20 --trending_min_count=3
   Dataflow:      add --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp --setup_file=./setup.py
 Without --runner the job runs in-process on Beam's FnApiRunner. Exit status: 0 when the run reconciles,
-1 when its counts do not, 2 for invalid options or inputs, 3 when the commit could not be made (another
-run committed first, storage unavailable): then nothing of the run is visible; 4 when an input file
+1 when its counts do not, 2 for invalid options or inputs, 3 when nothing of the run is visible (another
+run committed first, storage unavailable, the event hub unreachable or lost); 4 when an input file
 could not be read to its end (truncated or corrupt .gz): its readable lines are committed and the file
 has a dead letter (record_type file).
 Insights (on by default): Delta tables insights/trending_products, insights/trending_brands,

@@ -116,3 +116,19 @@ def test_any_azfs_path_needs_credentials_before_any_work(monkeypatch, args, user
     validated(PipelineOptions(args))
     monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING")
     validated(PipelineOptions(args + ["--blob_service_endpoint=https://acct.blob.core.windows.net"]))
+
+
+def test_help_examples_are_commands_a_shell_can_run():
+    """Every example line of --help that continues ends with a backslash and the next line holds the rest:
+    once, an unescaped backslash in the source joined two lines of the streaming example into one."""
+    from beam_pipeline.options import HELP_EPILOG
+    lines = HELP_EPILOG.splitlines()
+    commands = [i for i, line in enumerate(lines) if "python -m beam_pipeline" in line]
+    assert len(commands) >= 3
+    for i in commands:
+        while lines[i].endswith("\\"):
+            i += 1
+            assert lines[i].startswith(" " * 20) and lines[i].strip().startswith("--"), lines[i]
+        assert lines[i].count(" --") <= 4, lines[i]   # no two physical lines run together
+    streaming = next(line for line in lines if "--source=eventhub" in line)
+    assert streaming.rstrip().endswith("\\") and "--products" not in streaming
