@@ -43,8 +43,11 @@ install: $(STAMP) $(AZURITE)
 run: install
 	$(PY) -m runners.demo
 
+# two pytest workers (pytest-xdist), a test file per worker at a time: most end-to-end tests wait on
+# services and Beam's start-up, so the suite takes ~10 minutes on 2 cores instead of ~20 in one process
+PYTEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest tests -q -p no:cacheprovider --durations=10
+	$(PY) -m pytest tests -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile --durations=10
 
 # The browser tests need Debian's chromium and chromium-driver: installed here when missing and root (CI);
 # otherwise those tests fail and say how to install them.

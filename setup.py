@@ -37,7 +37,7 @@ setup(
         # [gcp] lets the tests build the Dataflow graph offline (--dry_run) and lets you launch on Dataflow
         "dataflow": [f"apache-beam[gcp]=={BEAM_VERSION}"],
         # selenium drives Debian's chromium + chromium-driver in the dashboard's browser tests
-        "dev": ["pytest>=8", "hypothesis>=6", "duckdb>=1.0", f"apache-beam[gcp]=={BEAM_VERSION}", "selenium>=4.20"],
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6", "duckdb>=1.0", f"apache-beam[gcp]=={BEAM_VERSION}", "selenium>=4.20"],
         "test": ["pytest>=8", "hypothesis>=6", "duckdb>=1.0", f"apache-beam[gcp]=={BEAM_VERSION}", "selenium>=4.20"],
     },
 )

@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 import typing
 import uuid
@@ -102,13 +103,27 @@ def _target_rows(o):
     return max(1000, int(o.target_file_mb * (1 << 20) / ROW_BYTES))
 
 
+def listing_failure(err):
+    """A store's listing error -> a short reason: 'storage unreachable (HOST:PORT)' when nothing answered
+    (Beam nests the SDK's connection error three levels deep in its message), else the error cut to 200
+    characters."""
+    text = str(err)
+    unreachable = re.search(r"host='([^']+)', port=(\d+)\): Failed to establish a new connection", text.replace("\\'", "'"))
+    if unreachable or "Failed to establish a new connection" in text:
+        where = f" at {unreachable.group(1)}:{unreachable.group(2)}" if unreachable else ""
+        return f"storage unreachable{where}: connection refused or timed out"
+    text = " ".join(text.split())
+    return f"{type(err).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
+
+
 def _match(patterns, kind):
     out = []
     for pattern in patterns:
         try:
             found = FileSystems.match([pattern])[0].metadata_list
         except Exception as err:  # noqa: BLE001 - the store's own message says why
-            raise InputError(f"--{kind} {pattern}: cannot list it ({type(err).__name__}: {str(err)[:300]})") \
+            raise InputError(f"--{kind} {pattern}: cannot list it ({listing_failure(err)}); nothing was read or "
+                             "written") \
                 from err
         if not found:
             raise InputError(f"--{kind} {pattern}: no file matches it")
