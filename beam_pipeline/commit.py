@@ -330,6 +330,24 @@ def recent_brands_table(plan, snapshot, adds, n, staged_events=None):
         else recent_brands.recent_brands(events, n)
 
 
+def recent_brands_changes(plan, snapshot, adds, n, staged_events=None):
+    """What a run changes in insights/recent_brands -> ("merge", rows) with the new rows of the reviewers
+    the run has events of (to MERGE on reviewer_id: every other row stays as it is, in its file), or
+    ("overwrite", whole table) when there is no stored table yet (or a full refresh); None: no change.
+    The rows equal ``recent_brands_table``'s for those reviewers (tests/e2e/test_insights.py)."""
+    events = staged_events if staged_events is not None else _silver_events(plan.loc, adds)
+    if plan.full_refresh or tables.RECENT_BRANDS not in snapshot:
+        table = recent_brands_table(plan, snapshot, adds, n, events)
+        return None if table is None else ("overwrite", table)
+    if not events.num_rows:
+        return None
+    touched = pc.unique(events["reviewer_id"])
+    old = tables.read(plan.loc, tables.RECENT_BRANDS, snapshot[tables.RECENT_BRANDS])
+    old = old.filter(pc.is_in(old["reviewer_id"], value_set=touched))
+    rows = recent_brands.merge_recent(old, events, n)
+    return ("merge", rows) if rows.num_rows else None
+
+
 def _manifest(loc, run_id):
     manifest = json.loads(_read_bytes(io.join(loc.path(STAGED, run_id), "manifest.json")))
     by_table = {}
@@ -358,9 +376,17 @@ def _gold_actions(plan, manifest, top_reviewers, insights=Insights(), silver_add
         return out, (name, state) if insights.enabled and name in _DERIVING else None
 
     def recent_actions():
-        table = recent_brands_table(plan, snapshot, list(silver_adds), insights.recent_brands,
-                                    _staged_recent_events(manifest))
-        return {} if table is None else write(tables.RECENT_BRANDS, table)
+        change = recent_brands_changes(plan, snapshot, list(silver_adds), insights.recent_brands,
+                                       _staged_recent_events(manifest))
+        if change is None:
+            return {}
+        mode, table = change
+        if mode == "overwrite":
+            return write(tables.RECENT_BRANDS, table)
+        path = io.join(plan.loc.path(STAGED, plan.run_id), "recent_brands-merge.arrow")
+        io.write_bytes(coders.table_to_bytes(table), path)   # kept until the run is committed (recovery)
+        return {tables.RECENT_BRANDS: {"mode": "merge", "key": ["reviewer_id"], "source": path, "adds": [],
+                                       "schema": tables.delta_compatible(table).schema}}
 
     staged = sorted(manifest["gold"], key=lambda g: -g.get("bytes", 0))
     actions, states = {}, {}

@@ -381,6 +381,30 @@ def _commit_adds(loc, rel, adds, schema, mode, *, claim=None, base_version=None,
     raise TableError(f"{rel}: commit {commit_id} is not in the table's recent history")
 
 
+def _merge_rows(loc, rel, source_path, key, claim, metadata):
+    """MERGE the rows staged at ``source_path`` (Arrow IPC) into table ``rel`` on ``key``: a row whose key
+    the table holds replaces it, a new key is inserted, every other row stays in its file (delta-rs
+    rewrites only the files that hold matched keys). One commit, carrying the run's application
+    transaction like every other table of the run; -> the new version."""
+    dl = _deltalake()
+    from beam_pipeline import coders
+    with FileSystems.open(source_path) as fh:
+        source = coders.table_from_bytes(fh.read())
+    if not source.num_rows:   # delta-rs commits nothing for an empty MERGE: record the run's transaction
+        return _commit_adds(loc, rel, [], source.schema, "append", claim=claim, metadata=metadata)
+    commit_id = uuid.uuid4().hex
+    props = dl.CommitProperties(custom_metadata={**metadata, "commit_id": commit_id},
+                                app_transactions=[dl.Transaction(APP_ID, claim)])
+    table = open_table(loc, rel)
+    predicate = " AND ".join(f"t.{k} = s.{k}" for k in key)
+    table.merge(delta_compatible(source), predicate, source_alias="s", target_alias="t",
+                commit_properties=props).when_matched_update_all().when_not_matched_insert_all().execute()
+    for h in open_table(loc, rel).history(20):
+        if h.get("commit_id") == commit_id:
+            return h["version"]
+    raise TableError(f"{rel}: merge {commit_id} is not in the table's recent history")
+
+
 def commit_run(loc, run_id, plan, base_events_version, *, mode="batch", source=None, summary=None,
                positions=None, checkpoint_key=None, started=None, fail_after=None):
     """Commit a run: ``plan`` = {table rel: {"mode": "append"|"overwrite", "adds": [...], "schema":
@@ -390,7 +414,8 @@ def commit_run(loc, run_id, plan, base_events_version, *, mode="batch", source=N
               "summary": summary, "positions": positions, "checkpoint_key": checkpoint_key,
               "started": started,
               "tables": {rel: {"mode": p["mode"], "adds": p["adds"], "removes": list(p.get("removes", ())),
-                               "schema": p["schema"].serialize().to_pybytes().hex()}
+                               "schema": p["schema"].serialize().to_pybytes().hex(),
+                               **({"key": p["key"], "source": p["source"]} if p["mode"] == "merge" else {})}
                          for rel, p in plan.items()}}
     try:
         _write_json(intent, _intent_path(loc, run_id), loc)
@@ -443,6 +468,11 @@ def _apply(loc, intent, claim, fail_after=None):
             versions[rel] = _version_of_claim(t, claim)   # committed before the interruption
             continue
         schema = pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(p["schema"])))
+        if p["mode"] == "merge":
+            versions[rel] = _merge_rows(loc, rel, p["source"], p["key"], claim,
+                                        metadata={"run_id": intent["run_id"], "claim": str(claim)})
+            _maybe_fail(fail_after, rel)
+            continue
         versions[rel] = _commit_adds(loc, rel, p["adds"], schema, p["mode"], claim=claim,
                                      removes=p.get("removes", ()),
                                      metadata={"run_id": intent["run_id"], "claim": str(claim)})

@@ -73,6 +73,30 @@ def test_recent_brands_equal_the_rule_over_all_silver(two_runs):
     assert before.num_rows < len(got)   # the second run added reviewers (merged with the stored table)
 
 
+def test_the_second_run_merges_recent_brands_only_for_its_reviewers(two_runs):
+    """The incremental run's commit to insights/recent_brands is a Delta MERGE on reviewer_id whose source
+    is the rows of the reviewers the new file has events of: every other row is left as the first run
+    wrote it (checked row by row against the table before the run)."""
+    root, output, first, second, before = two_runs
+    new_file = sorted((root / "all" / "reviews").glob("*.jsonl"))[2].name
+    loc = tables.Location(str(output))
+    version = second["table_versions"]["insights/recent_brands"]
+    commit = next(h for h in tables.open_table(loc, "insights/recent_brands").history() if h["version"] == version)
+    assert commit["operation"] == "MERGE" and commit["run_id"] == "second"
+    new_rows = [r for r in _silver(output) if r["source"].endswith("/" + new_file)]   # the second run's rows
+    after = {r["reviewer_id"]: r for r in out.table(output, "insights/recent_brands").to_pylist()}
+    old = {r["reviewer_id"]: r for r in before.to_pylist()}
+    changed = {k for k in after if old.get(k) != after[k]}
+    metrics = commit["operationMetrics"]
+    assert metrics["num_source_rows"] == metrics["num_target_rows_updated"] + metrics["num_target_rows_inserted"]
+    assert metrics["num_target_rows_inserted"] == len(set(after) - set(old)) > 0
+    assert changed <= set(after) and len(changed) <= metrics["num_source_rows"] < len(after)
+    assert set(old) <= set(after)   # nobody disappears
+    # the source: every reviewer of the new rows who has a brand, in those rows or in the stored list
+    assert new_rows and metrics["num_source_rows"] == len({r["reviewer_id"] for r in new_rows
+                                                           if r["brand"] or r["reviewer_id"] in old})
+
+
 def _daily(rows, key):
     counts = collections.Counter((_day(r["unix_review_time"]), r[key]) for r in rows)
     return pa.Table.from_pylist([{"day": d, key: k, "n_reviews": n} for (d, k), n in counts.items()],
