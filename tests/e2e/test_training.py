@@ -36,6 +36,8 @@ def test_training_prints_no_tensorflow_start_up_chatter(generated_model):
     """Issue 21: TensorFlow's C++ start-up lines (absl preamble, oneDNN, cuda drivers, cuInit) are held back."""
     from tests._quiet import noise
     assert noise(generated_model[2]) == []
+    warnings = [line for line in generated_model[2].splitlines() if " WARNING " in line or "WARNING:" in line]
+    assert warnings == []   # tf.Transform's instance-dict and cache-key warnings included
 
 
 def test_scoring_with_the_trained_model_prints_no_tensorflow_notice(generated_model, tmp_path):
