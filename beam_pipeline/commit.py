@@ -116,9 +116,36 @@ def listing_failure(err):
     return f"{type(err).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
 
 
+def storage_probe(pattern):
+    """An azfs:// pattern with a connection string: one unretried request to its container, so a store that
+    is down is reported in seconds (the SDK Beam's azfs uses retries for over a minute first). -> the
+    reason it cannot be reached, or None (reachable, not azfs, or an error the listing itself will name)."""
+    conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    if not pattern.startswith("azfs://") or not conn:
+        return None
+    from urllib.parse import urlparse
+
+    from azure.core.exceptions import AzureError, ServiceRequestError
+    from azure.storage.blob import BlobServiceClient
+    parts = pattern[len("azfs://"):].split("/")
+    client = BlobServiceClient.from_connection_string(conn, retry_total=0, connection_timeout=5, read_timeout=10)
+    try:
+        client.get_container_client(parts[1] if len(parts) > 1 else "").exists()
+    except ServiceRequestError:
+        return f"storage unreachable at {urlparse(client.url).netloc}: connection refused or timed out"
+    except (AzureError, ValueError):
+        return None
+    finally:
+        client.close()
+    return None
+
+
 def _match(patterns, kind):
     out = []
     for pattern in patterns:
+        unreachable = storage_probe(pattern)
+        if unreachable:
+            raise InputError(f"--{kind} {pattern}: cannot list it ({unreachable}); nothing was read or written")
         try:
             found = FileSystems.match([pattern])[0].metadata_list
         except Exception as err:  # noqa: BLE001 - the store's own message says why
