@@ -32,6 +32,8 @@ def main(argv=None):
     from beam_pipeline.tables import TableError
     for handler in logging.getLogger().handlers:   # the error line below says it; Beam would log a traceback
         handler.addFilter(lambda record: not (record.exc_info and isinstance(record.exc_info[1], HubUnavailable)))
+        handler.addFilter(lambda record: not (record.levelno >= logging.ERROR
+                                              and "Failed to establish a new connection" in record.getMessage()))
     try:
         summary = run(checked_argv(args))  # --a-b spellings of the job's options; unknown options: exit 2
     except (OptionsError, InputError) as err:
@@ -39,6 +41,15 @@ def main(argv=None):
         return 2
     except (TableError, HubUnavailable) as err:  # a concurrent commit, a table that cannot be written, the hub
         print(f"error: {err}", file=sys.stderr)  # unreachable or gone during the read: nothing became visible
+        return 3
+    except Exception as err:  # storage gone while the pipeline ran: say so in one line (others re-raised)
+        from beam_pipeline.commit import storage_failure
+        reason = storage_failure(err)
+        if reason is None:
+            raise
+        print(f"error: {reason} while the run was reading its inputs or writing its files; nothing of this run "
+              "was committed (every table is at its previous version): run it again once storage is back",
+              file=sys.stderr)
         return 3
     if "dry_run" in summary:  # --runner=DataflowRunner --dry_run=True: the graph only
         return 0

@@ -103,6 +103,18 @@ def _target_rows(o):
     return max(1000, int(o.target_file_mb * (1 << 20) / ROW_BYTES))
 
 
+def storage_failure(err):
+    """'storage unreachable at HOST:PORT' when ``err`` (or what it wraps: Beam nests the SDK's error in
+    its messages) says the store did not answer; else None."""
+    while err is not None:
+        text = str(err).replace("\\'", "'")
+        if "Failed to establish a new connection" in text:
+            found = re.search(r"host='([^']+)', port=(\d+)\)", text)
+            return "storage unreachable" + (f" at {found.group(1)}:{found.group(2)}" if found else "")
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def listing_failure(err):
     """A store's listing error -> a short reason: 'storage unreachable (HOST:PORT)' when nothing answered
     (Beam nests the SDK's connection error three levels deep in its message), else the error cut to 200

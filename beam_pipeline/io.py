@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from beam_pipeline.testhooks import pause_at
 from transforms import reasons
 from transforms.dead_letters import dead_letter
 from transforms.parse import Chunk
@@ -189,6 +190,7 @@ class ReadChunksFn(beam.DoFn):
         path = metadata.path if hasattr(metadata, "path") else metadata
         faults = []
         for chunk in read_chunks(path, self.chunk_bytes, faults):
+            pause_at("reading")  # test hook (beam_pipeline.testhooks): inert unless a test sets it
             n = len(chunk.data)
             self.bytes.inc(n)
             self._read += n

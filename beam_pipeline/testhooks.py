@@ -1,6 +1,7 @@
 """A test hook: stop at a named point of a run until a file appears, so a test can act there (kill the
 process, stop a service). ``REVIEWS_TEST_PAUSE_AT`` = the point, ``REVIEWS_TEST_PAUSE_FILE`` = the file;
-on arrival ``FILE.reached`` is written. Inert unless a test sets both. Points: ``read`` (the Event Hubs
+on arrival ``FILE.reached`` is written. Inert unless a test sets both. Points: ``reading`` (a batch run has
+read its first chunk of input), ``read`` (the Event Hubs
 reader has emitted its first events), ``written`` (every table file written, before the commit),
 ``intent``, ``claim`` and a table name (``beam_pipeline.tables.commit_run``'s phases)."""
 import os
