@@ -116,15 +116,12 @@ def storage_failure(err):
 
 
 def listing_failure(err):
-    """A store's listing error -> a short reason: 'storage unreachable (HOST:PORT)' when nothing answered
-    (Beam nests the SDK's connection error three levels deep in its message), else the error cut to 200
-    characters."""
-    text = str(err)
-    unreachable = re.search(r"host='([^']+)', port=(\d+)\): Failed to establish a new connection", text.replace("\\'", "'"))
-    if unreachable or "Failed to establish a new connection" in text:
-        where = f" at {unreachable.group(1)}:{unreachable.group(2)}" if unreachable else ""
-        return f"storage unreachable{where}: connection refused or timed out"
-    text = " ".join(text.split())
+    """A store's listing error -> a short reason: 'storage unreachable at HOST:PORT: ...' when nothing
+    answered (``storage_failure``), else the error cut to 200 characters."""
+    unreachable = storage_failure(err)
+    if unreachable:
+        return f"{unreachable}: connection refused or timed out"
+    text = " ".join(str(err).split())
     return f"{type(err).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
 
 

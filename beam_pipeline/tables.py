@@ -375,7 +375,12 @@ def _commit_adds(loc, rel, adds, schema, mode, *, claim=None, base_version=None,
     now_ms = int(time.time() * 1000)
     actions += [RemoveAction(p, True, now_ms, None, None) for p in removes]
     existing.create_write_transaction(actions, mode, schema, commit_properties=props)
-    for h in open_table(loc, rel).history(20):  # this commit's version (others may have landed since)
+    return _version_of_commit(loc, rel, commit_id)
+
+
+def _version_of_commit(loc, rel, commit_id):
+    """The version of our commit ``commit_id`` (custom metadata) of ``rel``: others may have landed since."""
+    for h in open_table(loc, rel).history(20):
         if h.get("commit_id") == commit_id:
             return h["version"]
     raise TableError(f"{rel}: commit {commit_id} is not in the table's recent history")
@@ -399,10 +404,7 @@ def _merge_rows(loc, rel, source_path, key, claim, metadata):
     predicate = " AND ".join(f"t.{k} = s.{k}" for k in key)
     table.merge(delta_compatible(source), predicate, source_alias="s", target_alias="t",
                 commit_properties=props).when_matched_update_all().when_not_matched_insert_all().execute()
-    for h in open_table(loc, rel).history(20):
-        if h.get("commit_id") == commit_id:
-            return h["version"]
-    raise TableError(f"{rel}: merge {commit_id} is not in the table's recent history")
+    return _version_of_commit(loc, rel, commit_id)
 
 
 def commit_run(loc, run_id, plan, base_events_version, *, mode="batch", source=None, summary=None,

@@ -63,6 +63,23 @@ def pytest_configure(config):
 
 
 # ------------------------------------------------------------------------------------------ Azurite
+def start_azurite(location, port=None):
+    """A started ``runners.local_stack.Azurite`` with its data under ``location`` (``port=None``: a free one;
+    the same location and port: the same storage back after a stop). Skips when Azurite is not installed,
+    unless E2E_REQUIRE_AZURITE=1 (CI), which makes that an error. The caller stops it."""
+    from runners.local_stack import Azurite
+
+    az = Azurite(location=location, port=port)
+    try:
+        az.start(timeout=60)
+    except RuntimeError as exc:
+        missing = "not installed" in str(exc) or "not on PATH" in str(exc)
+        if missing and not os.environ.get("E2E_REQUIRE_AZURITE"):
+            pytest.skip(str(exc))
+        raise
+    return az
+
+
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory):
     """A running Azurite blob service on a free loopback port, for the whole session.
@@ -71,16 +88,7 @@ def azurite(tmp_path_factory):
     Changes no global state. Skips when Azurite is not installed (run ``npm install`` at the repo
     root), unless E2E_REQUIRE_AZURITE=1, which turns that into an error (for CI).
     """
-    from runners.local_stack import Azurite
-
-    az = Azurite(location=tmp_path_factory.mktemp("azurite"))
-    try:
-        az.start(timeout=60)
-    except RuntimeError as exc:
-        missing = "not installed" in str(exc) or "not on PATH" in str(exc)
-        if missing and not os.environ.get("E2E_REQUIRE_AZURITE"):
-            pytest.skip(str(exc))
-        raise
+    az = start_azurite(tmp_path_factory.mktemp("azurite"))
     try:
         yield az
     finally:

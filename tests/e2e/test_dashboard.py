@@ -32,6 +32,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from tests._waiting import wait_until
+
 pytestmark = pytest.mark.e2e
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -579,9 +581,7 @@ def test_a_run_committed_while_the_page_is_open_appears(site, browser):
     _run_job(site["data"], site["out"])                     # incremental: reads only the landed file
     after = len(read(site["out"], "silver/reviews"))
     assert after > before
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and kpi(d, "reviews") != after:
-        time.sleep(0.2)
+    wait_until(lambda: kpi(d, "reviews") == after, 20, 0.2)   # the page polls the event log
     assert kpi(d, "reviews") == after
     assert js(d, "return window.__still_here") == 1         # redrawn in place, not reloaded
     assert js(d, "return document.body.dataset.ready") != version
@@ -625,9 +625,7 @@ def test_a_streaming_run_committed_while_the_page_is_open_appears(site, browser)
         hub.stop()
     after = len(read(site["out"], "silver/reviews"))
     assert after > before
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and kpi(d, "reviews") != after:
-        time.sleep(0.2)
+    wait_until(lambda: kpi(d, "reviews") == after, 20, 0.2)   # the page polls the event log
     assert kpi(d, "reviews") == after
     open_page(d, site, "health")
     assert js(d, "return document.getElementById('watermark') ? document.getElementById('watermark').textContent : ''")

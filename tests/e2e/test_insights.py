@@ -90,7 +90,9 @@ def test_the_second_run_merges_recent_brands_only_for_its_reviewers(two_runs):
     metrics = commit["operationMetrics"]
     assert metrics["num_source_rows"] == metrics["num_target_rows_updated"] + metrics["num_target_rows_inserted"]
     assert metrics["num_target_rows_inserted"] == len(set(after) - set(old)) > 0
-    assert changed <= set(after) and len(changed) <= metrics["num_source_rows"] < len(after)
+    touched = {r["reviewer_id"] for r in new_rows}
+    assert changed and changed <= touched                  # only the new file's reviewers changed
+    assert len(changed) <= metrics["num_source_rows"] < len(after)
     assert set(old) <= set(after)   # nobody disappears
     # the source: every reviewer of the new rows who has a brand, in those rows or in the stored list
     assert new_rows and metrics["num_source_rows"] == len({r["reviewer_id"] for r in new_rows

@@ -12,7 +12,8 @@ import pytest
 from beam_pipeline import tables
 from beam_pipeline.pipeline import run
 from runners.generate import generate
-from runners.local_stack import Azurite, azfs_url, ensure_container, upload_tree
+from runners.local_stack import azfs_url, ensure_container, upload_tree
+from tests.conftest import start_azurite
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -25,13 +26,7 @@ def _argv(output, run_id, reviews):
 
 def test_storage_down_during_the_commit(tmp_path, monkeypatch):
     location = tmp_path / "azurite"
-    az = Azurite(location=location)
-    try:
-        az.start(timeout=60)
-    except RuntimeError as exc:
-        if "not installed" in str(exc) and not __import__("os").environ.get("E2E_REQUIRE_AZURITE"):
-            pytest.skip(str(exc))
-        raise
+    az = start_azurite(location)
     port = az.port
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", az.connection_string)
     # the store is down on purpose: fail each table operation after one short retry, not 4 x 30 s
@@ -63,8 +58,7 @@ def test_storage_down_during_the_commit(tmp_path, monkeypatch):
     finally:
         az.stop()
 
-    az2 = Azurite(location=location, port=port)   # the same storage, back again
-    az2.start(timeout=60)
+    az2 = start_azurite(location, port=port)   # the same storage, back again
     try:
         # readers of the last committed run still see run 1 only; no table holds part of run 2
         assert tables.read(loc, tables.SILVER_REVIEWS).num_rows == before
