@@ -32,18 +32,19 @@ import typing
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline import coders, io, tables
-from beam_pipeline.options import parse_duration
+from beam_pipeline.options import parse_duration, window_spec
 from beam_pipeline.threaded import THREADS
 from beam_pipeline.tables import Location
 from transforms import gold, recent_brands, trending
 from transforms.dead_letters import RECORDED_KEY, recorded_key
-from transforms.enrich import REVIEW_KEY, content_hashes_by_bucket
+from transforms.enrich import KNOWN_COLUMNS, REVIEW_KEY, KnownReviews, content_hashes, known_by_bucket
 from transforms.windows import TS
 from transforms.schemas import DEAD_LETTER_SCHEMA, SILVER_PRODUCT_SCHEMA, SILVER_REVIEW_SCHEMA
 
@@ -84,7 +85,7 @@ class BatchPlan(typing.NamedTuple):
     files: list                    # [{kind, path, size_bytes, modified_ms, status}] of the files read
     file_counts: dict              # {kind: {"new": n, "changed": n, "skipped": n}}
     existing_products_version: int | None
-    known: dict                    # {bucket: sorted content hashes of the reviews silver holds}
+    known: dict                    # {bucket: KnownReviews: the copies silver holds (transforms.enrich)}
     target_rows: int
     n_buckets: int
     full_refresh: bool
@@ -220,9 +221,9 @@ def prepare_batch(o, review_patterns, product_patterns, run_id, matched=None):
     products_version = None
     if not full:
         if tables.SILVER_REVIEWS in snapshot and read["reviews"]:
-            t = tables.read(loc, tables.SILVER_REVIEWS, snapshot[tables.SILVER_REVIEWS], columns=list(REVIEW_KEY))
+            t = tables.read(loc, tables.SILVER_REVIEWS, snapshot[tables.SILVER_REVIEWS], columns=list(KNOWN_COLUMNS))
             if t is not None and t.num_rows:
-                known = content_hashes_by_bucket(t, n_buckets)
+                known = known_by_bucket(t, n_buckets)
         products_version = snapshot.get(tables.SILVER_PRODUCTS)
     for kind, c in counts.items():
         LOG.info("%s files: %d new, %d changed, %d already ingested (skipped)%s", kind, c["new"], c["changed"],
@@ -253,6 +254,7 @@ def stage_manifest(loc, run_id, items):
     adds = [i for i in items if "table" in i]
     positions = [i["position"] for i in items if "position" in i]
     recent = [i["recent_brands"] for i in items if "recent_brands" in i]   # streaming: the speed layer's lists
+    replaces = sorted({h for i in items if "replaces" in i for h in i["replaces"]})
     golds = []
     for item in items:
         if "gold" in item:
@@ -261,7 +263,7 @@ def stage_manifest(loc, run_id, items):
                 golds.append({"family": staged["gold"], "path": staged["path"], "bytes": staged["bytes"]})
     manifest = io.join(root, "manifest.json")
     io.write_bytes(json.dumps({"run_id": run_id, "adds": adds, "gold": golds, "positions": positions,
-                               "recent_brands": recent}).encode(), manifest)
+                               "recent_brands": recent, "replaces": replaces}).encode(), manifest)
     return manifest
 
 
@@ -291,9 +293,10 @@ def gold_tables(plan, manifest, top_reviewers, insights=Insights()):
     return {g["family"]: gold_family(plan, snapshot, g, top_reviewers, insights) for g in manifest["gold"]}
 
 
-def gold_family(plan, snapshot, staged, top_reviewers, insights=Insights()):
+def gold_family(plan, snapshot, staged, top_reviewers, insights=Insights(), retract=None):
     """One family's staged partial (a manifest ``gold`` entry), merged with its stored state ->
-    (finalised gold table, new state)."""
+    (finalised gold table, new state). ``retract``: the partial of the held copies this run's copies
+    replace (``replaced_copies``), taken out of the stored state."""
     name = staged["family"]
     partial = coders.table_from_bytes(_read_bytes(staged["path"]))
     family = gold.family(name, top_reviewers, insights.rating_min_reviews)
@@ -301,7 +304,10 @@ def gold_family(plan, snapshot, staged, top_reviewers, insights=Insights()):
     if family.source == "reviews" and not plan.full_refresh and state_rel in snapshot:
         old = tables.read(plan.loc, state_rel, snapshot[state_rel])
         if old is not None and old.num_rows:  # stored in microseconds: back to the partial's own types
-            partial = gold.merge([old.select(partial.column_names).cast(partial.schema), partial])
+            parts = [old.select(partial.column_names).cast(partial.schema), partial]
+            if retract is not None and retract.num_rows:
+                parts.append(gold.negated(retract.select(partial.column_names).cast(partial.schema)))
+            partial = gold.without_empty_groups(family, gold.merge(parts))
     return tables.delta_compatible(gold.finalize(family, partial)), tables.delta_compatible(partial)
 
 
@@ -392,7 +398,32 @@ def _manifest(loc, run_id):
     return manifest, by_table
 
 
-def _gold_actions(plan, manifest, top_reviewers, insights=Insights(), silver_adds=()):
+def replaced_copies(loc, run_id, snapshot, manifest):
+    """The held silver rows that this run's copies replace (their content hashes: the manifest's
+    ``replaces``), removed copy-on-write -> (adds of the rewritten files, paths they replace, the removed
+    rows or None). A copy of this run that wins over another copy of this run replaces nothing here:
+    the dedupe step already kept only the winner."""
+    wanted = np.asarray(manifest.get("replaces") or [], dtype=np.uint64)
+    if not wanted.size or tables.SILVER_REVIEWS not in snapshot:
+        return [], [], None
+    return tables.remove_rows(loc, tables.SILVER_REVIEWS, snapshot[tables.SILVER_REVIEWS],
+                              lambda t: np.isin(content_hashes(t), wanted), run_id, REVIEW_KEY)
+
+
+def retractions(held, manifest, spec):
+    """{family: partial} of the held copies being replaced, for the review families this run computed."""
+    if held is None or not held.num_rows:
+        return {}
+    families = [gold.FAMILY_BY_NAME[g["family"]] for g in manifest["gold"]
+                if g["family"] in gold.FAMILY_BY_NAME and gold.FAMILY_BY_NAME[g["family"]].source == "reviews"]
+    scored = any(f in gold.PREDICTED_FAMILIES for f in families)
+    facts = gold.review_facts(tables.delta_compatible(held).cast(
+        pa.schema([f.with_type(pa.timestamp("ms", tz="UTC")) if f.name == "review_time" else f
+                   for f in tables.delta_compatible(held).schema])), scored)
+    return gold.partials(facts, spec, "reviews", families)
+
+
+def _gold_actions(plan, manifest, top_reviewers, insights=Insights(), silver_adds=(), retract=None):
     """Gold current values and their new state, both replaced whole (``gold_family``), and with
     ``insights.enabled`` the insight tables (``insight_tables``, ``recent_brands_table``). Families are
     independent and Arrow and Parquet release the GIL, so they are built and written on a small pool,
@@ -404,7 +435,8 @@ def _gold_actions(plan, manifest, top_reviewers, insights=Insights(), silver_add
                       "schema": tables.delta_compatible(table).schema}}
 
     def family_actions(staged):
-        final, state = gold_family(plan, snapshot, staged, top_reviewers, insights)
+        final, state = gold_family(plan, snapshot, staged, top_reviewers, insights,
+                                   (retract or {}).get(staged["family"]))
         name = staged["family"]
         out = {}
         for rel, table in ((f"{tables.GOLD}/{name}", final), (f"{tables.GOLD_STATE}/{name}", state)):
@@ -440,15 +472,24 @@ def _gold_actions(plan, manifest, top_reviewers, insights=Insights(), silver_add
     return dict(sorted(actions.items()))
 
 
+def _replacements(plan, manifest, spec, summary):
+    """``replaced_copies`` and their ``retractions``, counted in the run summary."""
+    adds, removes, held = replaced_copies(plan.loc, plan.run_id, tables.snapshot_versions(plan.loc), manifest)
+    if summary is not None and "reviews" in summary:
+        summary["reviews"]["earlier_copies_replaced"] = 0 if held is None else held.num_rows
+    return adds, removes, retractions(held, manifest, spec)
+
+
 def commit_batch(plan, o, summary, fail_after=None):
     """Build every table's actions from the staged manifest and commit them as one run (see
     ``beam_pipeline.tables``). -> {table: version}."""
     loc = plan.loc
     manifest, by_table = _manifest(loc, plan.run_id)
     mode = "overwrite" if plan.full_refresh else "append"
+    rewritten, removes, retract = _replacements(plan, manifest, window_spec(o), summary)
     actions = {
-        tables.SILVER_REVIEWS: {"mode": mode, "adds": by_table.get(tables.SILVER_REVIEWS, []),
-                                "schema": SILVER_REVIEW_SCHEMA},
+        tables.SILVER_REVIEWS: {"mode": mode, "adds": by_table.get(tables.SILVER_REVIEWS, []) + rewritten,
+                                "removes": removes, "schema": SILVER_REVIEW_SCHEMA},
         tables.DEAD_LETTERS: {"mode": mode, "adds": by_table.get(tables.DEAD_LETTERS, []),
                               "schema": DEAD_LETTER_TABLE_SCHEMA},
     }
@@ -456,7 +497,7 @@ def commit_batch(plan, o, summary, fail_after=None):
         actions[tables.SILVER_PRODUCTS] = {"mode": "overwrite", "adds": by_table.get(tables.SILVER_PRODUCTS, []),
                                            "schema": SILVER_PRODUCT_SCHEMA}
     actions.update(_gold_actions(plan, manifest, o.top_reviewers, Insights.of(o),
-                                 by_table.get(tables.SILVER_REVIEWS, [])))
+                                 by_table.get(tables.SILVER_REVIEWS, []), retract))
     if plan.full_refresh:  # families an earlier run wrote and this one did not compute (a model dropped since)
         for rel in tables.all_tables(loc):
             if rel.startswith((tables.GOLD + "/", tables.GOLD_STATE + "/", tables.INSIGHTS + "/")) \
@@ -483,7 +524,7 @@ def commit_batch(plan, o, summary, fail_after=None):
 class StreamPlan(typing.NamedTuple):
     loc: Location
     run_id: str
-    known: dict                    # {stream shard: sorted content hashes of the reviews silver holds}
+    known: dict                    # {stream shard: KnownReviews: the copies silver holds}
     checkpoint: dict               # {partition: {"sequence_number", "watermark_s"}} committed so far
     checkpoint_key: str | None     # None: an unbounded run's firing (positions are not committed)
     carried: list                  # [(family, partial of one window)] still open at the last commit
@@ -515,14 +556,16 @@ def prepare_stream(o, run_id, spec, key, n_shards):
     base = tables.table_version(loc, tables.EVENTS)
     snapshot = tables.snapshot_versions(loc)
     checkpoint = tables.checkpoint(loc, key)
-    known = {}
-    roots = [(loc, snapshot.get(tables.SILVER_REVIEWS))] if tables.SILVER_REVIEWS in snapshot else []
-    frames = [tables.read(l, tables.SILVER_REVIEWS, v, columns=list(REVIEW_KEY)) for l, v in roots]
+    parts = []   # the output's own copies can be replaced by a preferred copy; --known_reviews' cannot
+    if tables.SILVER_REVIEWS in snapshot:
+        own = tables.read(loc, tables.SILVER_REVIEWS, snapshot[tables.SILVER_REVIEWS], columns=list(KNOWN_COLUMNS))
+        if own is not None and own.num_rows:
+            parts.append(known_by_bucket(own, n_shards))
     if o.known_reviews:
-        frames.append(tables.read_folder(o.known_reviews, columns=list(REVIEW_KEY)))
-    frames = [f for f in frames if f is not None and f.num_rows]
-    if frames:
-        known = content_hashes_by_bucket(pa.concat_tables(frames), n_shards)
+        other = tables.read_folder(o.known_reviews, columns=list(REVIEW_KEY))
+        if other is not None and other.num_rows:
+            parts.append(known_by_bucket(other, n_shards, unbeatable=True))
+    known = {shard: KnownReviews.concat([p.get(shard) for p in parts]) for shard in {s for p in parts for s in p}}
     carried = _open_windows(loc, snapshot, spec, watermark(checkpoint) if checkpoint else None,
                             parse_duration(o.allowed_lateness))
     recorded = recorded_product_dead_letters(loc, snapshot) if o.products else frozenset()
@@ -576,20 +619,22 @@ def _open_windows(loc, snapshot, spec, watermark_s, lateness_s=0):
     return out
 
 
-def commit_stream(plan, top_reviewers, summary, fail_after=None, insights=Insights(), hub_ends=None):
+def commit_stream(plan, top_reviewers, summary, fail_after=None, insights=Insights(), hub_ends=None, spec=None):
     """A streaming run's (or firing's) one run commit: silver and dead letters appended, gold current
     values and state replaced (merged with the stored state exactly as batch), the pane changelog
     appended, and the hub positions (when ``plan.checkpoint_key``) in the event log's commit row.
     ``hub_ends``: a function -> the hub's end of each partition now (``beam_pipeline.eventhub.partition_ends``);
     with it the commit row's summary records, per partition, the last sequence number consumed, the hub's
     last enqueued one and the lag in events between them (``summary["eventhub"]["partitions"]``).
+    ``spec``: the run's windows (needed when its copies replace held ones: their gold is retracted).
     -> {table: version}."""
     from beam_pipeline import checkpoints
     loc = plan.loc
     manifest, by_table = _manifest(loc, plan.run_id)
+    rewritten, removes, retract = _replacements(plan, manifest, spec, summary)
     actions = {
-        tables.SILVER_REVIEWS: {"mode": "append", "adds": by_table.get(tables.SILVER_REVIEWS, []),
-                                "schema": SILVER_REVIEW_SCHEMA},
+        tables.SILVER_REVIEWS: {"mode": "append", "adds": by_table.get(tables.SILVER_REVIEWS, []) + rewritten,
+                                "removes": removes, "schema": SILVER_REVIEW_SCHEMA},
         tables.DEAD_LETTERS: {"mode": "append", "adds": by_table.get(tables.DEAD_LETTERS, []),
                               "schema": DEAD_LETTER_TABLE_SCHEMA},
     }
@@ -598,7 +643,8 @@ def commit_stream(plan, top_reviewers, summary, fail_after=None, insights=Insigh
             with FileSystems.open(loc.path(rel, adds[0]["path"])) as fh:
                 schema = pq.read_schema(fh)
             actions[rel] = {"mode": "append", "adds": adds, "schema": schema}
-    actions.update(_gold_actions(plan, manifest, top_reviewers, insights, by_table.get(tables.SILVER_REVIEWS, [])))
+    actions.update(_gold_actions(plan, manifest, top_reviewers, insights, by_table.get(tables.SILVER_REVIEWS, []),
+                                 retract))
     positions = None
     run_positions = checkpoints.combine_positions(manifest["positions"])
     if plan.checkpoint_key is not None:

@@ -25,6 +25,12 @@ def parse_duration(text):
     return int(m.group(1)) * _UNITS[m.group(2)]
 
 
+def window_spec(o):
+    """The run's event-time windows (``--window_size``, ``--window_period``) as a ``transforms.windows.WindowSpec``."""
+    from transforms.windows import WindowSpec
+    return WindowSpec(parse_duration(o.window_size), parse_duration(o.window_period) if o.window_period else None)
+
+
 class OptionsError(ValueError):
     """Options that contradict each other or cannot work; raised before the pipeline is built."""
 

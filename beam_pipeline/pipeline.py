@@ -39,15 +39,15 @@ from beam_pipeline import coders, io, scoring, tables  # importing coders regist
 from beam_pipeline.composites import (DEAD, CleanReviews, ParseReviews, WriteDeadLettersFn, count_dead, count_schema,
                                       dead_letter_shard, gold_payloads)
 from beam_pipeline.threaded import ThreadedDoFn
-from beam_pipeline.options import OptionsError, hub_settings, normalize_argv, parse_duration, validated, with_local_defaults
+from beam_pipeline.options import (OptionsError, hub_settings, normalize_argv, parse_duration, validated, window_spec,
+                                    with_local_defaults)
 from transforms import gold, keys, reasons, schema_versions
 from transforms.expectations import configure, failures, parse_overrides
 from transforms.dead_letters import dead_letter
-from transforms.enrich import content_hashes, dedupe_products, dedupe_reviews, enrich_with_products
+from transforms.enrich import content_hashes, dedupe_products, dedupe_reviews, enrich_with_products, preference
 from transforms.parse import classify_line
 from transforms.products import clean_product
 from transforms.schemas import SILVER_PRODUCT_SCHEMA
-from transforms.windows import WindowSpec
 
 LOG = logging.getLogger("reviews")
 SILVER, PRODUCTS, GOLD = "silver", "products", "gold"
@@ -151,10 +151,11 @@ class DedupeProductsFn(beam.DoFn):
 
 
 class DedupeAndEnrichFn(ThreadedDoFn):
-    """(bucket, [encoded clean review tables]) + products of that bucket (side input) + content hashes of
-    the reviews the silver table already holds (side input, incremental runs) -> the bucket's silver
-    rows written as Parquet files into the silver table's folder (main output: their add descriptions,
-    committed at the end of the run) and gold partials per family, as (family, ArrowPayload): encoded
+    """(bucket, [encoded clean review tables]) + products of that bucket (side input) + the reviews the
+    silver table already holds (side input, incremental runs: ``transforms.enrich.KnownReviews``) -> the
+    bucket's silver rows written as Parquet files into the silver table's folder (main output: their add
+    descriptions, committed at the end of the run, and ``{"replaces": [content hashes]}`` of the held
+    copies that copies of this run win over) and gold partials per family, as (family, ArrowPayload): encoded
     once, on the pool, instead of pickled by Beam at every step they pass (some partials have as many
     rows as the bucket has reviewers).
 
@@ -196,12 +197,15 @@ class DedupeAndEnrichFn(ThreadedDoFn):
         reviews, duplicates = dedupe_reviews([p.table() for p in payloads])
         if reviews is None:
             return None
-        earlier = 0
-        if known is not None and len(known):  # the content key holds across runs too
-            fresh = ~np.isin(content_hashes(reviews), known)
-            earlier = reviews.num_rows - int(fresh.sum())
+        earlier, replaces = 0, None
+        if known is not None and len(known):  # the content key and the survivor rule hold across runs too
+            content = content_hashes(reviews)
+            held, wins = known.compare(content, *preference(reviews))
+            earlier = int(np.count_nonzero(held & ~wins))
             if earlier:
-                reviews = reviews.filter(pa.array(fresh))
+                reviews = reviews.filter(pa.array(~(held & ~wins)))
+            if wins.any():  # the commit removes the copies these replace (beam_pipeline.commit)
+                replaces = {"replaces": [int(h) for h in content[wins]]}
         silver, matched, unmatched = enrich_with_products(
             reviews, products if products is not None else SILVER_PRODUCT_SCHEMA.empty_table())
         del reviews
@@ -210,12 +214,12 @@ class DedupeAndEnrichFn(ThreadedDoFn):
         partials = self._gold_pool.submit(gold_payloads, silver, self.window, self.families, self.scorer is not None)
         adds = tables.write_files(self.loc, tables.SILVER_REVIEWS, silver, self.run_id, self.target_rows,
                                   tag=f"b{bucket:03d}-")
-        return silver.num_rows, duplicates, earlier, matched, unmatched, partials.result(), adds
+        return silver.num_rows, duplicates, earlier, matched, unmatched, partials.result(), adds, replaces
 
     def emit(self, result):
         if result is None:
             return
-        rows, duplicates, earlier, matched, unmatched, partials, adds = result
+        rows, duplicates, earlier, matched, unmatched, partials, adds, replaces = result
         self.silver.inc(rows)
         if self.scorer is not None:
             self.scored.inc(rows)
@@ -226,6 +230,8 @@ class DedupeAndEnrichFn(ThreadedDoFn):
         for name, partial in partials.items():
             yield pvalue.TaggedOutput(GOLD, (name, partial))
         yield from adds
+        if replaces is not None:
+            yield replaces
 
 
 class MergeGoldPartialsFn(ThreadedDoFn):
@@ -304,8 +310,7 @@ def build_pipeline(p, options, plan=None):
     from beam_pipeline.commit import BatchPlan
     o, review_patterns, product_patterns = validated(options)
     streaming = o.source == "eventhub"
-    size = parse_duration(o.window_size)
-    window = WindowSpec(size, parse_duration(o.window_period) if o.window_period else None)
+    window = window_spec(o)
     chunk = o.chunk_mb << 20
     if not streaming:
         plan = plan or BatchPlan.naive(o, review_patterns, product_patterns)
@@ -614,7 +619,7 @@ def _run_streaming(options, o, run_id):
     options.view_as(StandardOptions).streaming = True
     settings = hub_settings(o)
     key = checkpoint_key(settings.hub_name, settings.consumer_group)
-    spec = WindowSpec(parse_duration(o.window_size), parse_duration(o.window_period) if o.window_period else None)
+    spec = window_spec(o)
     plan = commit.prepare_stream(o, run_id, spec, key, o.stream_shards)
     started = time.monotonic()
     p = beam.Pipeline(options=options)
@@ -651,7 +656,7 @@ def _run_streaming(options, o, run_id):
         from beam_pipeline.eventhub import partition_ends
         summary["table_versions"] = commit.commit_stream(plan, o.top_reviewers, summary,
                                                          insights=commit.Insights.of(o),
-                                                         hub_ends=lambda: partition_ends(settings))
+                                                         hub_ends=lambda: partition_ends(settings), spec=spec)
     _print_stream_summary(summary, plan, time.monotonic() - started)
     return summary
 

@@ -37,12 +37,13 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 from beam_pipeline import coders, scoring, tables
 from beam_pipeline.eventhub import ReadEventHub
-from beam_pipeline.options import parse_duration
+from beam_pipeline.options import parse_duration, window_spec
 from beam_pipeline.composites import (DEAD, CleanReviews, MergeGoldFn, ParseReviews, WriteDeadLettersFn, count_dead,
                                       dead_letter_shard)
 from transforms import gold, keys, reasons, recent_brands
 from transforms.dead_letters import dead_letter, recorded_key
-from transforms.enrich import content_hashes, enrich_with_products
+from transforms.enrich import (UNBEATABLE_VOTE, KnownReviews, content_hashes, dedupe_reviews, enrich_with_products,
+                               preference, preference_order)
 from transforms.events import UNKNOWN, prepare_events, row_event_times
 from transforms.expectations import configure, parse_overrides
 from transforms.schemas import SILVER_PRODUCT_SCHEMA
@@ -51,6 +52,7 @@ from transforms.windows import window_rows
 LOG = logging.getLogger("reviews")
 GOLD, STATE, POSITIONS = "gold", "state", "positions"
 PRIMARY = "_primary"  # the row's copy in its latest window: written to silver, counted once
+REPLACES = "_replaces"  # a copy the survivor rule prefers to a copy seen before (DedupeInWindowFn)
 
 
 class WindowedRows(typing.NamedTuple):
@@ -170,14 +172,21 @@ class AssignEventTimeFn(beam.DoFn):
                 yield pvalue.TaggedOutput(DEAD, d)
 
 
-class DedupeInWindowFn(beam.DoFn):
-    """(shard, WindowedRows) -> the rows not seen before in this window and shard.
+_SEEN = np.dtype([("position", "<u8"), ("content", "<u8"), ("vote", "<i8"), ("digest", "<u8")])
 
-    A row is a duplicate when its (partition, sequence number) was seen (an event read twice), its
-    content key was seen (the batch key: reviewer, product, review time, text; a review sent twice), or
-    its content key is among the known reviews (side input: reviews already in the batch tables).
-    Duplicates share the review time, hence the window, so per-window state finds them all, and the
-    state is dropped when the window expires. Seen keys are stored as 64-bit hashes."""
+
+class DedupeInWindowFn(beam.DoFn):
+    """(shard, WindowedRows) -> the rows not seen before in this window and shard, and the copies that
+    win over the copy seen before (column ``REPLACES`` true).
+
+    A row is dropped when its (partition, sequence number) was seen (an event read twice), or when a copy
+    of the same review (the batch content key: reviewer, product, review time, text) was seen, or is
+    among the known reviews (side input: the copies the silver table holds), and that copy is preferred
+    by the survivor rule (``transforms.enrich``: most votes, then a hash of the other fields), whatever
+    the order they came in. A copy the rule prefers goes on, marked: ``WriteSilverFn`` keeps only the
+    preferred copy of the commit and the commit replaces a held one. Copies share the review time, hence
+    the window, so per-window state finds them all; the state is dropped when the window expires. Each
+    kept row is stored as four 64-bit numbers (``_SEEN``)."""
 
     SEEN = userstate.BagStateSpec("seen", beam_coders.BytesCoder())
 
@@ -188,22 +197,44 @@ class DedupeInWindowFn(beam.DoFn):
         bucket, rows = element
         t = rows.table
         stored = b"".join(seen.read())
-        prior = np.frombuffer(stored, dtype=np.uint64) if stored else np.zeros(0, np.uint64)
+        prior = np.frombuffer(stored, dtype=_SEEN) if stored else np.zeros(0, _SEEN)
         position = keys.hash_columns(t, ["source", "source_position"])
         content = content_hashes(t)
+        votes, digests = preference(t)
         keep = np.zeros(t.num_rows, dtype=bool)
-        keep[np.unique(position, return_index=True)[1]] = True
-        first_content = np.zeros(t.num_rows, dtype=bool)
-        first_content[np.unique(content, return_index=True)[1]] = True
-        keep &= first_content & ~np.isin(position, prior) & ~np.isin(content, prior)
-        known = known_by_bucket.get(bucket)
-        if known is not None:
-            keep &= ~np.isin(content, known, assume_unique=False)
+        keep[np.unique(position, return_index=True)[1]] = True   # an event read twice in this batch
+        keep &= ~np.isin(position, prior["position"])
+        rank = preference_order(t)
+        ordered = np.lexsort((rank, content))   # per review, this batch's preferred copy first
+        ordered = ordered[keep[ordered]]
+        first = np.ones(len(ordered), dtype=bool)
+        first[1:] = content[ordered][1:] != content[ordered][:-1]
+        keep[:] = False
+        keep[ordered[first]] = True
+        held_before = KnownReviews.concat([KnownReviews.best(prior["content"], prior["vote"], prior["digest"]),
+                                           as_known(known_by_bucket.get(bucket))])
+        replaces = np.zeros(t.num_rows, dtype=bool)
+        if held_before is not None:
+            held, wins = held_before.compare(content, votes, digests)
+            keep &= ~held | wins
+            replaces = held & wins
         primary = np.asarray(t[PRIMARY].to_numpy(zero_copy_only=False), dtype=bool)
         self.duplicates.inc(int(np.count_nonzero(primary & ~keep)))
         if keep.any():
-            seen.add(np.concatenate([position[keep], content[keep]]).tobytes())
-            yield bucket, WindowedRows(rows.start_s, rows.end_s, t.filter(pa.array(keep)))
+            kept = np.zeros(int(keep.sum()), _SEEN)
+            kept["position"], kept["content"], kept["vote"], kept["digest"] = (
+                position[keep], content[keep], votes[keep], digests[keep])
+            seen.add(kept.tobytes())
+            out = t.append_column(REPLACES, pa.array(replaces)).filter(pa.array(keep))
+            yield bucket, WindowedRows(rows.start_s, rows.end_s, out)
+
+
+def as_known(value):
+    """A known-reviews side input value: ``KnownReviews``, or plain content hashes (held, never replaced)."""
+    if value is None or isinstance(value, KnownReviews):
+        return value
+    hashes = np.unique(np.asarray(value, dtype=np.uint64))
+    return KnownReviews(hashes, np.full(len(hashes), UNBEATABLE_VOTE, np.int64), np.zeros(len(hashes), np.uint64))
 
 
 class StreamTarget(typing.NamedTuple):
@@ -218,16 +249,16 @@ class StreamTarget(typing.NamedTuple):
 
 class EnrichPaneFn(beam.DoFn):
     """(shard, [WindowedRows]) of one window pane -> the pane's new silver rows (main: (shard, ArrowPayload)
-    of the primary copies), the gold partials of every copy in this window (GOLD: the pane changelog),
-    and the additive partials of the primary copies (STATE: the same partials a batch run computes over
-    the same rows, merged at the commit with what the tables hold, so gold is identical in both modes).
+    of the primary copies, with the ``REPLACES`` marks) and the gold partials of every copy in this window
+    (GOLD: the pane changelog; a copy that replaces one the panes already counted is not counted again).
     Rows are joined with the products of their asin bucket (the side input is keyed like the batch
-    shuffle) and, with a ``scorer`` (``beam_pipeline.scoring``), scored by the sentiment model."""
+    shuffle) and, with a ``scorer`` (``beam_pipeline.scoring``), scored by the sentiment model. The
+    additive partials of gold's current values are computed from the commit's silver rows
+    (``WriteSilverFn``), after the survivor rule has picked among copies."""
 
     def __init__(self, spec, n_buckets, scorer=None, insights=True):
         self.spec, self.n_buckets, self.scorer = spec, n_buckets, scorer
         self.families = gold.review_families(scorer is not None, insights)
-        self.silver = Metrics.counter("reviews", "silver_rows")
         self.scored = Metrics.counter("reviews", "scored_rows")
         self.matched = Metrics.counter("reviews", "products_matched")
         self.unmatched = Metrics.counter("reviews", "products_unmatched")
@@ -237,12 +268,13 @@ class EnrichPaneFn(beam.DoFn):
         for bucket, rows in keys.split_by_bucket(table, keys.buckets(table["asin"], self.n_buckets)):
             products = products_by_bucket.get(bucket)
             primary = np.asarray(rows[PRIMARY].to_numpy(zero_copy_only=False), dtype=bool)
-            enriched, _, _ = enrich_with_products(rows.drop_columns([PRIMARY]), products if products is not None
+            enriched, _, _ = enrich_with_products(rows.drop_columns([PRIMARY, REPLACES]),
+                                                  products if products is not None
                                                   else SILVER_PRODUCT_SCHEMA.empty_table())
             if products is not None and products.num_rows:
                 hit = np.asarray(pc.is_in(rows["asin"], value_set=products["asin"]).to_numpy(zero_copy_only=False))
                 matched += int(np.count_nonzero(hit & primary))
-            parts.append(enriched.append_column(PRIMARY, pa.array(primary)))
+            parts.append(enriched.append_column(PRIMARY, pa.array(primary)).append_column(REPLACES, rows[REPLACES]))
         return pa.concat_tables(parts), matched
 
     def setup(self):
@@ -256,36 +288,56 @@ class EnrichPaneFn(beam.DoFn):
             return
         start_s, end_s = parts[0].start_s, parts[0].end_s
         enriched, matched = self._enrich(pa.concat_tables([p.table for p in parts]), products_by_bucket)
-        primary = enriched[PRIMARY]
-        enriched = enriched.drop_columns([PRIMARY])
+        primary, replaces = enriched[PRIMARY], enriched[REPLACES]
+        enriched = enriched.drop_columns([PRIMARY, REPLACES])
         if self.scorer is not None:  # every copy: a sliding window's gold counts the copies of other windows
             enriched = self.scorer.score(enriched)
-        facts = gold.review_facts(enriched, self.scorer is not None)
-        for name, partial in gold.window_partials(facts, start_s, end_s, families=self.families).items():
-            yield pvalue.TaggedOutput(GOLD, (name, partial))
-        silver = enriched.filter(primary)
+        facts = gold.review_facts(enriched, self.scorer is not None).filter(pc.invert(replaces))
+        if facts.num_rows:
+            for name, partial in gold.window_partials(facts, start_s, end_s, families=self.families).items():
+                yield pvalue.TaggedOutput(GOLD, (name, partial))
+        silver = enriched.append_column(REPLACES, replaces).filter(primary)
         if not silver.num_rows:
             return
-        self.silver.inc(silver.num_rows)
-        if self.scorer is not None:
-            self.scored.inc(silver.num_rows)
-        self.matched.inc(matched)
-        self.unmatched.inc(silver.num_rows - matched)
-        for name, partial in gold.partials(facts.filter(primary), self.spec, "reviews", self.families).items():
-            yield pvalue.TaggedOutput(STATE, (name, partial))
+        self.scored_rows(silver.num_rows, matched)
         yield shard, coders.ArrowPayload.of(silver)
+
+    def scored_rows(self, rows, matched):
+        if self.scorer is not None:
+            self.scored.inc(rows)
+        self.matched.inc(matched)
+        self.unmatched.inc(rows - matched)
 
 
 class WriteSilverFn(beam.DoFn):
-    """(shard, [silver payloads]) of a commit -> Parquet files of up to the target rows in the silver
-    reviews table's folder; yields their add descriptions (committed with the rest of the run)."""
+    """(shard, [silver payloads]) of a commit -> the preferred copy of each review (the survivor rule of
+    ``transforms.enrich``, as batch applies it; the others are counted as duplicates) written as Parquet
+    files of up to the target rows in the silver reviews table's folder. Yields their add descriptions,
+    ``{"replaces": [content hashes]}`` of the copies that win over a copy seen before (the commit removes
+    it from silver when an earlier commit holds it), and (STATE) the additive gold partials of the
+    written rows: the same partials a batch run computes over the same rows, merged at the commit with
+    what the tables hold, so gold is identical in both modes."""
 
-    def __init__(self, target):
-        self.target = target
+    def __init__(self, target, spec, families, scored):
+        self.target, self.spec, self.families, self.scored = target, spec, families, scored
+        self.silver = Metrics.counter("reviews", "silver_rows")
+        self.duplicates = Metrics.counter("reviews", "duplicates_dropped")
 
     def process(self, element):
         shard, payloads = element
-        silver = pa.concat_tables([p.table() for p in payloads])
+        silver, dropped = dedupe_reviews([p.table() for p in payloads])
+        self.duplicates.inc(dropped)
+        if silver is None or not silver.num_rows:
+            return
+        self.silver.inc(silver.num_rows)
+        replaces = silver[REPLACES]
+        silver = silver.drop_columns([REPLACES])
+        flagged = np.asarray(replaces.to_numpy(zero_copy_only=False), dtype=bool)
+        if flagged.any():
+            yield {"replaces": [int(h) for h in content_hashes(silver.filter(pa.array(flagged)))]}
+        facts = gold.review_facts(silver, self.scored)
+        for name, partial in gold.partials(facts, self.spec, "reviews", self.families).items():
+            yield pvalue.TaggedOutput(STATE, (name, partial))
         yield from tables.write_files(self.target.loc, tables.SILVER_REVIEWS, silver, self.target.run_id,
                                       self.target.target_rows, tag=f"s{shard:03d}-")
 
@@ -391,7 +443,7 @@ class StageCommitFn(beam.DoFn):
         hub = hub_settings(self.settings)
         yield commit.commit_stream(commit.StreamPlan.for_firing(self.target, firing), self.settings.top_reviewers,
                                    None, insights=commit.Insights.of(self.settings),
-                                   hub_ends=lambda: partition_ends(hub))
+                                   hub_ends=lambda: partition_ends(hub), spec=window_spec(self.settings))
 
 
 def _commit_window(pcoll, label, interval_s):
@@ -442,12 +494,14 @@ class WindowedReviews(beam.PTransform):
                                                             scoring.scorer(self.sentiment_model), self.insights),
                                                beam.pvalue.AsDict(product_tables))
                  .with_output_types(typing.Tuple[int, coders.ArrowPayload])
-                 .with_outputs(GOLD, STATE, main="silver"))
-        silver = (_commit_window(panes.silver, "SilverForCommit", interval)
-                  | "GroupSilver" >> beam.GroupByKey()
-                  | "WriteSilver" >> beam.ParDo(WriteSilverFn(self.target)))
-        state = (_commit_window(panes[STATE], "StateForCommit", interval)
-                 | "MergeState" >> beam.CombinePerKey(MergeGoldFn()))
+                 .with_outputs(GOLD, main="silver"))
+        written = (_commit_window(panes.silver, "SilverForCommit", interval)
+                   | "GroupSilver" >> beam.GroupByKey()
+                   | "WriteSilver" >> beam.ParDo(WriteSilverFn(
+                       self.target, self.spec, gold.review_families(bool(self.sentiment_model), self.insights),
+                       bool(self.sentiment_model))).with_outputs(STATE, main="silver"))
+        silver = written.silver
+        state = written[STATE] | "MergeState" >> beam.CombinePerKey(MergeGoldFn())
         families = frozenset(f.name for f in gold.review_families(bool(self.sentiment_model), self.insights))
         carried = (carried  # a family this run does not compute (a model dropped since) is not carried on
                    | "OnlyComputedFamilies" >> beam.Filter(lambda kv, names=families: kv[0] in names)

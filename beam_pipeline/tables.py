@@ -265,6 +265,28 @@ def write_files(loc, rel, table, run_id, target_rows=None, tag=""):
     return out
 
 
+def remove_rows(loc, rel, version, match, run_id, key_columns):
+    """Copy-on-write removal of rows from table ``rel`` (as of ``version``), to be committed by the run:
+    ``match(table of key_columns)`` -> bool numpy of the rows to remove. Only files holding a matched row
+    are read whole and written again, without those rows, under the run's name.
+    -> (add descriptions of the rewritten files, paths of the files they replace, the removed rows)."""
+    t = open_table(loc, rel, version)
+    if t is None:
+        return [], [], None
+    adds, removes, removed = [], [], []
+    for path in t.get_add_actions(flatten=True).column("path").to_pylist():
+        with FileSystems.open(loc.path(rel, path)) as fh:
+            hit = match(pq.read_table(fh, columns=list(key_columns)))
+        if not hit.any():
+            continue
+        with FileSystems.open(loc.path(rel, path)) as fh:
+            whole = pq.read_table(fh)
+        removed.append(whole.filter(pa.array(hit)))
+        adds += write_files(loc, rel, whole.filter(pa.array(~hit)), run_id, tag="rewrite-")
+        removes.append(path)
+    return adds, removes, pa.concat_tables(removed) if removed else None
+
+
 # ---------------------------------------------------------------------------------------------------
 # intents
 

@@ -381,6 +381,27 @@ def merge(tables):
     return _reaggregate(t, _split_columns(t)[0])
 
 
+def negated(partial):
+    """A partial with its counts and sums negated (minima and maxima kept): merged with a state, it takes
+    those rows out again (a copy of a review replaced by a preferred copy, ``transforms.enrich``)."""
+    cols = {}
+    for name in partial.column_names:
+        col = partial[name]
+        cols[name] = pc.negate(col) if name.startswith(("n_", "sum_")) else col
+    return pa.table(cols, schema=partial.schema)
+
+
+def without_empty_groups(family, table):
+    """A merged partial without the groups whose count fell to zero (every row of them retracted)."""
+    if table is None:
+        return None
+    count = next((c for c in (_count_name(family), "n_reviews", "n_occurrences", "n_products")
+                  if c in table.column_names), None)
+    if count is None:
+        return table
+    return table.filter(pc.greater(table[count], 0))
+
+
 def finalize(family, table, totals=True):
     """Merged partial -> the published gold table: totals added (unless ``totals`` is false: a streaming
     pane has no all-time view), means and shares derived, top N cut."""

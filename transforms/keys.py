@@ -65,19 +65,67 @@ def hash_strings(arr):
     return _mix(h)
 
 
+_NULL = np.uint64(0x9E3779B97F4A7C15)
+
+
+def hash_values(col):
+    """Any Arrow column of strings, integers, booleans, floats, dates, timestamps, lists or maps of those ->
+    uint64 numpy hash per value (null -> a fixed value; a list's or map's order counts)."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    t = col.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return hash_strings(col)
+    if pa.types.is_map(t):   # the (key, item) pairs as one list; offsets index the unsliced child
+        key, item = col.values.flatten()
+        with np.errstate(over="ignore"):
+            return _segments(col, _mix(hash_values(key) * _P + hash_values(item)))
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _segments(col, hash_values(col.values))
+    if pa.types.is_floating(t):
+        values = np.asarray(col.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False)).view(np.uint64)
+    elif pa.types.is_boolean(t) or pa.types.is_date(t):
+        values = np.asarray(col.cast(pa.int64()).fill_null(0).to_numpy(), dtype=np.int64).view(np.uint64)
+    else:   # integers and timestamps
+        values = np.asarray(col.cast(pa.int64()).fill_null(0).to_numpy(), dtype=np.int64).view(np.uint64)
+    part = _mix(values ^ np.uint64(0x5851F42D4C957F2D))
+    if col.null_count:
+        part[np.asarray(col.is_null())] = _NULL
+    return part
+
+
+def _segments(col, element_hashes):
+    """A list (or map) column and the hashes of its whole child array (which its offsets index, whatever
+    the slice) -> one order-sensitive hash per row."""
+    offsets = np.asarray(col.offsets.to_numpy(), dtype=np.int64)
+    lengths = np.diff(offsets)
+    starts = offsets[:-1]
+    with np.errstate(over="ignore"):
+        h = np.zeros(len(col), dtype=np.uint64)
+        nonempty = lengths > 0
+        if nonempty.any():
+            lo, hi = int(offsets[0]), int(offsets[-1])
+            pos = np.arange(lo, hi, dtype=np.int64) - np.repeat(starts, lengths)
+            vals = element_hashes[lo:hi] * _powers_upto(int(lengths.max()))[pos]
+            h[nonempty] = np.add.reduceat(vals, (starts - lo)[nonempty])
+        h += lengths.astype(np.uint64) + np.uint64(0x27D4EB2F165667C5)   # [] differs from null and from ""
+    if col.null_count:
+        h[np.asarray(col.is_null())] = _NULL
+    return _mix(h)
+
+
+def _powers_upto(n):
+    global _POWERS
+    if n > len(_POWERS):
+        _POWERS = _powers(n)
+    return _POWERS
+
+
 def hash_columns(table, columns):
-    """Rows of ``table`` -> uint64 numpy hash of their values in ``columns`` (strings or integers)."""
+    """Rows of ``table`` -> uint64 numpy hash of their values in ``columns`` (any type ``hash_values`` takes)."""
     h = np.zeros(table.num_rows, dtype=np.uint64)
     for name in columns:
-        col = table[name]
-        if pa.types.is_integer(col.type) or pa.types.is_timestamp(col.type):
-            col = col.cast(pa.int64())
-            values = np.asarray(col.fill_null(0).to_numpy(), dtype=np.int64).view(np.uint64)
-            part = _mix(values ^ np.uint64(0x5851F42D4C957F2D))
-            if col.null_count:
-                part[np.asarray(col.is_null())] = np.uint64(0x9E3779B97F4A7C15)
-        else:
-            part = hash_strings(col)
+        part = hash_values(table[name])
         with np.errstate(over="ignore"):
             h = _mix(h * _P + part)
     return h

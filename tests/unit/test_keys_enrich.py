@@ -1,8 +1,9 @@
 """Unit tests for transforms.keys (stable hashing, buckets) and transforms.enrich (dedupe, product join).
 
 Clean/silver tables are built directly with pyarrow from the schemas; the expected survivors of a
-dedupe are computed with a plain-Python reference (sort by (source, source_position), keep the first
-row per content key), the expected join with a dict lookup.
+dedupe are computed with a plain-Python reference of the survivor rule (per content key: most helpful
+votes, then the smallest digest of the other fields, then the first (source, source_position)), the
+expected join with a dict lookup.
 """
 import datetime as dt
 import json
@@ -18,8 +19,9 @@ import pyarrow as pa
 import pytest
 
 from transforms.clean import clean_reviews
-from transforms.enrich import REVIEW_KEY, dedupe_products, dedupe_reviews, enrich_with_products
-from transforms.keys import buckets, hash_strings, split_by_bucket
+from transforms.enrich import (PREFERENCE_FIELDS, REVIEW_KEY, KnownReviews, content_hashes, dedupe_products,
+                               dedupe_reviews, enrich_with_products, preference)
+from transforms.keys import buckets, hash_columns, hash_strings, hash_values, split_by_bucket
 from transforms.parse import Chunk, parse_reviews
 from transforms.schemas import CLEAN_REVIEW_SCHEMA, PRODUCT_FIELDS, SILVER_PRODUCT_SCHEMA, SILVER_REVIEW_SCHEMA
 
@@ -55,16 +57,22 @@ def _keys(table):
     return [tuple(r[k] for k in REVIEW_KEY) for r in table.select(list(REVIEW_KEY)).to_pylist()]
 
 
+def _digest(row):
+    """The survivor rule's digest of one row, hashed on its own (so the reference shares no batch with
+    the code under test)."""
+    one = pa.Table.from_pylist([row], schema=CLEAN_REVIEW_SCHEMA)
+    return int(hash_columns(one, list(PREFERENCE_FIELDS))[0])
+
+
 def _reference_dedupe(tables):
     rows = [r for t in tables for r in t.to_pylist()]
-    rows.sort(key=lambda r: (r["source"], r["source_position"]))
-    seen, kept = set(), []
+    best = {}
     for r in rows:
         k = tuple(r[c] for c in REVIEW_KEY)
-        if k not in seen:
-            seen.add(k)
-            kept.append((r["source"], r["source_position"]))
-    return kept, len(rows) - len(kept)
+        rank = (-(r["vote"] if r["vote"] is not None else -1), _digest(r), r["source"], r["source_position"])
+        if k not in best or rank < best[k][0]:
+            best[k] = (rank, (r["source"], r["source_position"]))
+    return [v[1] for v in best.values()], len(rows) - len(best)
 
 
 def _lineage(table):
@@ -214,11 +222,32 @@ def test_dedupe_drops_exact_duplicates_across_tables():
     out, dropped = dedupe_reviews([a, b])
     expected, n_dropped = _reference_dedupe([a, b])
     assert (dropped, n_dropped) == (2, 2)
-    assert _lineage(out) == sorted(expected) == [("s.json", p) for p in (1, 3, 4, 5, 11, 12)]
+    assert _lineage(out) == sorted(expected)
+    # one copy of each content key: positions 3, 4, 5, 11, 12 are alone; 1, 2 and 10 share a key
+    kept = {p for _, p in _lineage(out)}
+    assert {3, 4, 5, 11, 12} <= kept and len(kept & {1, 2, 10}) == 1
     assert len(set(_keys(out))) == out.num_rows
     assert out.schema == CLEAN_REVIEW_SCHEMA
-    # the copy kept is the first one: its other columns are those of position 1
-    assert {r["source_position"]: r["overall"] for r in out.to_pylist()}[1] == 5.0
+    # 1 and 10 are equal but for lineage: if that content survives, the first in source order does
+    assert 10 not in kept
+
+
+def test_dedupe_prefers_more_votes_whatever_the_order():
+    rows = [{"review_text": "t", "vote": v, "source_position": p, "summary": s}
+            for p, v, s in [(1, None, "a"), (2, 3, "b"), (3, 7, "c"), (4, 0, "d")]]
+    for perm in ([0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]):
+        out, dropped = dedupe_reviews([review_table([rows[i]]) for i in perm])
+        assert dropped == 3 and out["source_position"].to_pylist() == [3]
+        assert out["summary"].to_pylist() == ["c"]
+
+
+def test_dedupe_equal_votes_smallest_digest_of_the_other_fields():
+    rows = [{"review_text": "t", "summary": f"s{i}", "overall": float(1 + i % 5), "verified": i % 2 == 0,
+             "source": f"f{9 - i}.json", "source_position": 1} for i in range(6)]
+    digests = {r["summary"]: _digest(review_table([r]).to_pylist()[0]) for r in rows}
+    out, dropped = dedupe_reviews([review_table(rows)])
+    assert dropped == 5
+    assert out["summary"].to_pylist() == [min(digests, key=digests.get)]   # not the first source (f4.json)
 
 
 def test_dedupe_keeps_same_reviewer_asin_time_with_different_text():
@@ -235,11 +264,12 @@ def test_dedupe_null_texts_are_the_same_content():
 
 
 @pytest.mark.parametrize("order", [(0, 1), (1, 0)])
-def test_dedupe_keeps_first_in_source_order_whatever_the_table_order(order):
+def test_dedupe_survivor_does_not_depend_on_table_order(order):
     tables = [_table_a(), _table_b()]
     out, dropped = dedupe_reviews([tables[i] for i in order])
+    want, _ = _reference_dedupe(tables)
     assert dropped == 2
-    assert _lineage(out) == [("s.json", p) for p in (1, 3, 4, 5, 11, 12)]
+    assert _lineage(out) == sorted(want)
 
 
 def test_dedupe_across_sources_keeps_the_first_source():
@@ -393,3 +423,81 @@ def test_dedupe_with_rows_out_of_source_order_keeps_exactly_the_reference_rows()
     assert dropped == want_dropped
     assert dropped > 0
     assert _lineage(got) == sorted(want)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the survivor rule: independent of arrival order, and the same against copies held by earlier runs
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_copy = st.fixed_dictionaries({
+    "reviewer_id": st.sampled_from(["R1", "R2"]), "review_text": st.sampled_from(["t", "u", None]),
+    "vote": st.one_of(st.none(), st.integers(0, 3)), "summary": st.one_of(st.none(), st.sampled_from(["a", "b"])),
+    "overall": st.sampled_from([1.0, 5.0]), "verified": st.booleans(),
+    "style": st.one_of(st.none(), st.dictionaries(st.sampled_from(["Size:", "Color:"]), st.sampled_from(["S", "L"]),
+                                                  max_size=2)),
+    "image_urls": st.one_of(st.none(), st.lists(st.sampled_from(["u1", "u2"]), max_size=2)),
+})
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_copy, min_size=1, max_size=12), st.randoms(use_true_random=False), st.integers(1, 4))
+def test_dedupe_survivor_is_independent_of_arrival_order_and_chunking(copies, rng, n_tables):
+    rows = [dict(c, source=f"f{i % 3}.json", source_position=i + 1) for i, c in enumerate(copies)]
+    want, want_dropped = _reference_dedupe([review_table(rows)])
+    shuffled = list(rows)
+    rng.shuffle(shuffled)
+    tables = [review_table(shuffled[k::n_tables]) for k in range(n_tables) if shuffled[k::n_tables]]
+    got, dropped = dedupe_reviews(tables)
+    assert dropped == want_dropped
+    assert _lineage(got) == sorted(want)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_copy, min_size=1, max_size=10), st.integers(0, 10))
+def test_known_reviews_across_runs_keep_what_one_run_over_everything_keeps(copies, cut):
+    """An earlier run held the best copy of its rows; a later run's copies that ``compare`` says win replace
+    it. The table afterwards holds exactly what one run over all copies would."""
+    rows = [dict(c, source="f.json", source_position=i + 1) for i, c in enumerate(copies)]
+    first, second = rows[:cut], rows[cut:]
+    held, _ = dedupe_reviews([review_table(first)]) if first else (None, 0)
+    new, _ = dedupe_reviews([review_table(second)]) if second else (None, 0)
+    table = held.to_pylist() if held is not None else []
+    if new is not None:
+        known = KnownReviews.of(held) if held is not None else KnownReviews.of(review_table([]).slice(0, 0))
+        is_held, wins = known.compare(content_hashes(new), *preference(new))
+        keep_new = [r for r, h, w in zip(new.to_pylist(), is_held, wins) if not h or w]
+        replaced = {tuple(r[c] for c in REVIEW_KEY) for r, w in zip(new.to_pylist(), wins) if w}
+        table = [r for r in table if tuple(r[c] for c in REVIEW_KEY) not in replaced] + keep_new
+    want, _ = _reference_dedupe([review_table(rows)])
+    by_lineage = {(r["source"], r["source_position"]): r for r in rows}
+
+    def content(r):   # what a reader sees: the key and the preferred fields (lineage may differ on ties)
+        r = review_table([r]).to_pylist()[0]
+        return tuple(r[c] for c in REVIEW_KEY), r["vote"], _digest(r)
+    assert sorted(map(content, table), key=repr) == sorted((content(by_lineage[w]) for w in want), key=repr)
+
+
+def test_known_reviews_unbeatable_copies_are_never_replaced():
+    held = review_table([{"review_text": "t", "vote": 0, "source_position": 1}])
+    new = review_table([{"review_text": "t", "vote": 99, "source_position": 2},
+                        {"review_text": "other", "vote": 99, "source_position": 3}])
+    for unbeatable, wins_first in ((False, True), (True, False)):
+        is_held, wins = KnownReviews.of(held, unbeatable).compare(content_hashes(new), *preference(new))
+        assert is_held.tolist() == [True, False]
+        assert wins.tolist() == [wins_first, False]
+
+
+def test_hash_values_slices_nulls_and_order():
+    lists = pa.array([[1, 2], None, [3], [], [2, 1]])
+    h = hash_values(lists)
+    assert len(set(h.tolist())) == 5                                    # null, [], order all differ
+    assert hash_values(lists.slice(2)).tolist() == h[2:].tolist()       # slices hash like the whole
+    maps = pa.array([[("a", 1)], None, [("b", 2), ("c", 3)], [("c", 3), ("b", 2)]],
+                    type=pa.map_(pa.string(), pa.int64()))
+    hm = hash_values(maps)
+    assert len(set(hm.tolist())) == 4 and hash_values(maps.slice(1)).tolist() == hm[1:].tolist()
+    floats = hash_values(pa.array([0.5, None, 0.5, 1.5]))
+    assert floats[0] == floats[2] and len(set(floats.tolist())) == 3
+    strings = pa.array(["x", None, "x"])
+    assert hash_values(strings).tolist() == hash_strings(strings).tolist()
