@@ -53,6 +53,7 @@ LOG = logging.getLogger("reviews")
 GOLD, STATE, POSITIONS = "gold", "state", "positions"
 PRIMARY = "_primary"  # the row's copy in its latest window: written to silver, counted once
 REPLACES = "_replaces"  # a copy the survivor rule prefers to a copy seen before (DedupeInWindowFn)
+MATCHED = "_matched"  # the row found its product (counted at the commit, after the survivor rule)
 
 
 class WindowedRows(typing.NamedTuple):
@@ -259,23 +260,21 @@ class EnrichPaneFn(beam.DoFn):
     def __init__(self, spec, n_buckets, scorer=None, insights=True):
         self.spec, self.n_buckets, self.scorer = spec, n_buckets, scorer
         self.families = gold.review_families(scorer is not None, insights)
-        self.scored = Metrics.counter("reviews", "scored_rows")
-        self.matched = Metrics.counter("reviews", "products_matched")
-        self.unmatched = Metrics.counter("reviews", "products_unmatched")
 
     def _enrich(self, table, products_by_bucket):
-        parts, matched = [], 0
+        parts = []
         for bucket, rows in keys.split_by_bucket(table, keys.buckets(table["asin"], self.n_buckets)):
             products = products_by_bucket.get(bucket)
-            primary = np.asarray(rows[PRIMARY].to_numpy(zero_copy_only=False), dtype=bool)
             enriched, _, _ = enrich_with_products(rows.drop_columns([PRIMARY, REPLACES]),
                                                   products if products is not None
                                                   else SILVER_PRODUCT_SCHEMA.empty_table())
             if products is not None and products.num_rows:
-                hit = np.asarray(pc.is_in(rows["asin"], value_set=products["asin"]).to_numpy(zero_copy_only=False))
-                matched += int(np.count_nonzero(hit & primary))
-            parts.append(enriched.append_column(PRIMARY, pa.array(primary)).append_column(REPLACES, rows[REPLACES]))
-        return pa.concat_tables(parts), matched
+                hit = pc.fill_null(pc.is_in(rows["asin"], value_set=products["asin"]), False)
+            else:
+                hit = pa.array(np.zeros(rows.num_rows, dtype=bool))
+            parts.append(enriched.append_column(PRIMARY, rows[PRIMARY]).append_column(REPLACES, rows[REPLACES])
+                         .append_column(MATCHED, hit))
+        return pa.concat_tables(parts)
 
     def setup(self):
         if self.scorer is not None:
@@ -287,26 +286,18 @@ class EnrichPaneFn(beam.DoFn):
         if not parts:  # a pane with nothing new (e.g. on time after an early pane)
             return
         start_s, end_s = parts[0].start_s, parts[0].end_s
-        enriched, matched = self._enrich(pa.concat_tables([p.table for p in parts]), products_by_bucket)
-        primary, replaces = enriched[PRIMARY], enriched[REPLACES]
-        enriched = enriched.drop_columns([PRIMARY, REPLACES])
+        enriched = self._enrich(pa.concat_tables([p.table for p in parts]), products_by_bucket)
+        primary, replaces, matched = enriched[PRIMARY], enriched[REPLACES], enriched[MATCHED]
+        enriched = enriched.drop_columns([PRIMARY, REPLACES, MATCHED])
         if self.scorer is not None:  # every copy: a sliding window's gold counts the copies of other windows
             enriched = self.scorer.score(enriched)
         facts = gold.review_facts(enriched, self.scorer is not None).filter(pc.invert(replaces))
         if facts.num_rows:
             for name, partial in gold.window_partials(facts, start_s, end_s, families=self.families).items():
                 yield pvalue.TaggedOutput(GOLD, (name, partial))
-        silver = enriched.append_column(REPLACES, replaces).filter(primary)
-        if not silver.num_rows:
-            return
-        self.scored_rows(silver.num_rows, matched)
-        yield shard, coders.ArrowPayload.of(silver)
-
-    def scored_rows(self, rows, matched):
-        if self.scorer is not None:
-            self.scored.inc(rows)
-        self.matched.inc(matched)
-        self.unmatched.inc(rows - matched)
+        silver = enriched.append_column(REPLACES, replaces).append_column(MATCHED, matched).filter(primary)
+        if silver.num_rows:
+            yield shard, coders.ArrowPayload.of(silver)
 
 
 class WriteSilverFn(beam.DoFn):
@@ -322,6 +313,9 @@ class WriteSilverFn(beam.DoFn):
         self.target, self.spec, self.families, self.scored = target, spec, families, scored
         self.silver = Metrics.counter("reviews", "silver_rows")
         self.duplicates = Metrics.counter("reviews", "duplicates_dropped")
+        self.scored_rows = Metrics.counter("reviews", "scored_rows")
+        self.matched = Metrics.counter("reviews", "products_matched")
+        self.unmatched = Metrics.counter("reviews", "products_unmatched")
 
     def process(self, element):
         shard, payloads = element
@@ -330,8 +324,13 @@ class WriteSilverFn(beam.DoFn):
         if silver is None or not silver.num_rows:
             return
         self.silver.inc(silver.num_rows)
+        matched = int(pc.sum(silver[MATCHED]).as_py() or 0)
+        self.matched.inc(matched)
+        self.unmatched.inc(silver.num_rows - matched)
+        if self.scored:
+            self.scored_rows.inc(silver.num_rows)
         replaces = silver[REPLACES]
-        silver = silver.drop_columns([REPLACES])
+        silver = silver.drop_columns([REPLACES, MATCHED])
         flagged = np.asarray(replaces.to_numpy(zero_copy_only=False), dtype=bool)
         if flagged.any():
             yield {"replaces": [int(h) for h in content_hashes(silver.filter(pa.array(flagged)))]}
