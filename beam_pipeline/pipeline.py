@@ -463,6 +463,7 @@ def summarize(counters):
     summary["reviews"]["scored_rows"] = get("reviews", "scored_rows")
     summary["reviews"]["products_matched"] = get("reviews", "products_matched")
     summary["reviews"]["products_unmatched"] = get("reviews", "products_unmatched")
+    summary["reviews"]["duplicates_of_earlier_runs"] = get("reviews", "duplicates_of_earlier_runs")  # of duplicates
     return summary
 
 
@@ -681,7 +682,6 @@ def _run_batch(options, o, plan, fail_after=None):
     summary["files"] = plan.file_counts
     summary["full_refresh"] = plan.full_refresh
     summary["shuffle_buckets"] = plan.n_buckets
-    summary["reviews"]["duplicates_of_earlier_runs"] = int(counters.get(("reviews", "duplicates_of_earlier_runs"), 0))
     failed = failures(summary["expectations"])
     if failed:   # an expectation with action "fail": nothing becomes visible
         raise tables.ExpectationFailed(

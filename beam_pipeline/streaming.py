@@ -193,6 +193,7 @@ class DedupeInWindowFn(beam.DoFn):
 
     def __init__(self):
         self.duplicates = Metrics.counter("reviews", "duplicates_dropped")
+        self.earlier_runs = Metrics.counter("reviews", "duplicates_of_earlier_runs")
 
     def process(self, element, known_by_bucket, seen=beam.DoFn.StateParam(SEEN)):
         bucket, rows = element
@@ -212,8 +213,9 @@ class DedupeInWindowFn(beam.DoFn):
         first[1:] = content[ordered][1:] != content[ordered][:-1]
         keep[:] = False
         keep[ordered[first]] = True
+        earlier_runs = as_known(known_by_bucket.get(bucket))
         held_before = KnownReviews.concat([KnownReviews.best(prior["content"], prior["vote"], prior["digest"]),
-                                           as_known(known_by_bucket.get(bucket))])
+                                           earlier_runs])
         replaces = np.zeros(t.num_rows, dtype=bool)
         if held_before is not None:
             held, wins = held_before.compare(content, votes, digests)
@@ -221,6 +223,9 @@ class DedupeInWindowFn(beam.DoFn):
             replaces = held & wins
         primary = np.asarray(t[PRIMARY].to_numpy(zero_copy_only=False), dtype=bool)
         self.duplicates.inc(int(np.count_nonzero(primary & ~keep)))
+        if earlier_runs is not None:   # of which copies of what earlier runs committed (and the rule keeps)
+            held, wins = earlier_runs.compare(content, votes, digests)
+            self.earlier_runs.inc(int(np.count_nonzero(primary & ~keep & held & ~wins)))
         if keep.any():
             kept = np.zeros(int(keep.sum()), _SEEN)
             kept["position"], kept["content"], kept["vote"], kept["digest"] = (
