@@ -287,16 +287,19 @@ def _drop_staged(loc, run_id):
 # ---------------------------------------------------------------------------------------------------
 # the commit
 
-def gold_tables(plan, manifest, top_reviewers, insights=Insights()):
-    """-> {family: (finalised gold table, new state)} for the families this run computed."""
-    snapshot = tables.snapshot_versions(plan.loc)
-    return {g["family"]: gold_family(plan, snapshot, g, top_reviewers, insights) for g in manifest["gold"]}
+class GoldFamily(typing.NamedTuple):
+    """One family after a run: its finalised table and new state, and what changed: ``changes`` holds
+    the rows of the windows this run touched (plus the all-time rows) with ``gold.OP`` = upsert, and the rows
+    those windows held before and no longer do with ``gold.OP`` = delete (None when there was no stored state)."""
+    final: pa.Table
+    state: pa.Table
+    changes: typing.Optional[pa.Table]
 
 
-def gold_family(plan, snapshot, staged, top_reviewers, insights=Insights(), retract=None):
+def gold_family(plan, snapshot, staged, top_reviewers, insights=Insights(), retract=None, changes=False):
     """One family's staged partial (a manifest ``gold`` entry), merged with its stored state ->
-    (finalised gold table, new state). ``retract``: the partial of the held copies this run's copies
-    replace (``replaced_copies``), taken out of the stored state."""
+    ``GoldFamily`` (``changes``: with the rows that changed). ``retract``: the partial of the held
+    copies this run's copies replace (``replaced_copies``), taken out of the stored state."""
     name = staged["family"]
     partial = coders.table_from_bytes(_read_bytes(staged["path"]))
     family = gold.family(name, top_reviewers, insights.rating_min_reviews)
@@ -304,11 +307,17 @@ def gold_family(plan, snapshot, staged, top_reviewers, insights=Insights(), retr
     if family.source == "reviews" and not plan.full_refresh and state_rel in snapshot:
         old = tables.read(plan.loc, state_rel, snapshot[state_rel])
         if old is not None and old.num_rows:  # stored in microseconds: back to the partial's own types
-            parts = [old.select(partial.column_names).cast(partial.schema), partial]
+            old = old.select(partial.column_names).cast(partial.schema)
+            run_part = [partial]
             if retract is not None and retract.num_rows:
-                parts.append(gold.negated(retract.select(partial.column_names).cast(partial.schema)))
-            partial = gold.without_empty_groups(family, gold.merge(parts))
-    return tables.delta_compatible(gold.finalize(family, partial)), tables.delta_compatible(partial)
+                run_part.append(gold.negated(retract.select(partial.column_names).cast(partial.schema)))
+            touched = gold.window_starts(pa.concat_tables(run_part))
+            partial = gold.without_empty_groups(family, gold.merge([old, *run_part]))
+            final = tables.delta_compatible(gold.finalize(family, partial))
+            before = tables.delta_compatible(gold.finalize(family, old)) if changes else None
+            return GoldFamily(final, tables.delta_compatible(partial),
+                              gold.changes(family, before, final, touched) if changes else None)
+    return GoldFamily(tables.delta_compatible(gold.finalize(family, partial)), tables.delta_compatible(partial), None)
 
 
 # the families whose merged state the insights derive tables from
@@ -423,25 +432,35 @@ def retractions(held, manifest, spec):
     return gold.partials(facts, spec, "reviews", families)
 
 
-def _gold_actions(plan, manifest, top_reviewers, insights=Insights(), silver_adds=(), retract=None):
-    """Gold current values and their new state, both replaced whole (``gold_family``), and with
-    ``insights.enabled`` the insight tables (``insight_tables``, ``recent_brands_table``). Families are
-    independent and Arrow and Parquet release the GIL, so they are built and written on a small pool,
-    largest first: the driver waits on this step alone, after the pipeline."""
+def _gold_actions(plan, manifest, top_reviewers, insights=Insights(), silver_adds=(), retract=None,
+                  merge_gold=False):
+    """Gold current values and their new state (``gold_family``), and with ``insights.enabled`` the
+    insight tables (``insight_tables``, ``recent_brands_table``). A gold table is replaced whole, or with
+    ``merge_gold`` (streaming) and a stored state MERGEd: only the rows of the windows the run touched
+    change. Families are independent and Arrow and Parquet release the GIL, so they are built and
+    written on a small pool, largest first: the driver waits on this step alone, after the pipeline."""
     snapshot = tables.snapshot_versions(plan.loc)
 
     def write(rel, table):
         return {rel: {"mode": "overwrite", "adds": tables.write_files(plan.loc, rel, table, plan.run_id),
                       "schema": tables.delta_compatible(table).schema}}
 
+    def merge(rel, changes, key):
+        path = io.join(plan.loc.path(STAGED, plan.run_id), rel.replace("/", "-") + "-merge.arrow")
+        io.write_bytes(coders.table_to_bytes(changes), path)   # kept until the run is committed (recovery)
+        return {rel: {"mode": "merge", "key": list(key), "source": path, "adds": [],
+                      "schema": changes.drop_columns([gold.OP]).schema}}
+
     def family_actions(staged):
-        final, state = gold_family(plan, snapshot, staged, top_reviewers, insights,
-                                   (retract or {}).get(staged["family"]))
         name = staged["family"]
-        out = {}
-        for rel, table in ((f"{tables.GOLD}/{name}", final), (f"{tables.GOLD_STATE}/{name}", state)):
-            out.update(write(rel, table))
-        return out, (name, state) if insights.enabled and name in _DERIVING else None
+        result = gold_family(plan, snapshot, staged, top_reviewers, insights, (retract or {}).get(name), merge_gold)
+        rel = f"{tables.GOLD}/{name}"
+        out = write(f"{tables.GOLD_STATE}/{name}", result.state)
+        if merge_gold and result.changes is not None and rel in snapshot:
+            out.update(merge(rel, result.changes, gold.row_key(gold.FAMILY_BY_NAME[name])))
+        else:
+            out.update(write(rel, result.final))
+        return out, (name, result.state) if insights.enabled and name in _DERIVING else None
 
     def recent_actions():
         change = recent_brands_changes(plan, snapshot, list(silver_adds), insights.recent_brands,
@@ -644,7 +663,7 @@ def commit_stream(plan, top_reviewers, summary, fail_after=None, insights=Insigh
                 schema = pq.read_schema(fh)
             actions[rel] = {"mode": "append", "adds": adds, "schema": schema}
     actions.update(_gold_actions(plan, manifest, top_reviewers, insights, by_table.get(tables.SILVER_REVIEWS, []),
-                                 retract))
+                                 retract, merge_gold=True))
     positions = None
     run_positions = checkpoints.combine_positions(manifest["positions"])
     if plan.checkpoint_key is not None:

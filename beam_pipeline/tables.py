@@ -409,23 +409,32 @@ def _version_of_commit(loc, rel, commit_id):
 
 
 def _merge_rows(loc, rel, source_path, key, claim, metadata):
-    """MERGE the rows staged at ``source_path`` (Arrow IPC) into table ``rel`` on ``key``: a row whose key
-    the table holds replaces it, a new key is inserted, every other row stays in its file (delta-rs
-    rewrites only the files that hold matched keys). One commit, carrying the run's application
-    transaction like every other table of the run; -> the new version."""
+    """MERGE the rows staged at ``source_path`` (Arrow IPC) into table ``rel`` on ``key`` (null equals
+    null): a row whose key the table holds replaces it, a new key is inserted, every other row stays in
+    its file (delta-rs rewrites only the files that hold matched keys). A source with an ``_op`` column
+    marks rows to delete (``_op`` = delete) among those to upsert. One commit, carrying the run's
+    application transaction like every other table of the run; -> the new version."""
     dl = _deltalake()
     from beam_pipeline import coders
     with FileSystems.open(source_path) as fh:
         source = coders.table_from_bytes(fh.read())
     if not source.num_rows:   # delta-rs commits nothing for an empty MERGE: record the run's transaction
-        return _commit_adds(loc, rel, [], source.schema, "append", claim=claim, metadata=metadata)
+        schema = source.drop_columns(["_op"]).schema if "_op" in source.column_names else source.schema
+        return _commit_adds(loc, rel, [], schema, "append", claim=claim, metadata=metadata)
     commit_id = uuid.uuid4().hex
     props = dl.CommitProperties(custom_metadata={**metadata, "commit_id": commit_id},
                                 app_transactions=[dl.Transaction(APP_ID, claim)])
     table = open_table(loc, rel)
-    predicate = " AND ".join(f"t.{k} = s.{k}" for k in key)
-    table.merge(delta_compatible(source), predicate, source_alias="s", target_alias="t",
-                commit_properties=props).when_matched_update_all().when_not_matched_insert_all().execute()
+    predicate = " AND ".join(f"(t.{k} IS NOT DISTINCT FROM s.{k})" for k in key)
+    merger = table.merge(delta_compatible(source), predicate, source_alias="s", target_alias="t",
+                         commit_properties=props)
+    if "_op" in source.column_names:
+        upsert, except_cols = "s._op = 'upsert'", ["_op"]
+        merger = merger.when_matched_delete("s._op = 'delete'")
+    else:
+        upsert, except_cols = None, None
+    merger.when_matched_update_all(predicate=upsert, except_cols=except_cols) \
+        .when_not_matched_insert_all(predicate=upsert, except_cols=except_cols).execute()
     return _version_of_commit(loc, rel, commit_id)
 
 

@@ -50,7 +50,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms import labels
+from transforms import keys, labels
 from transforms.text import STOP_WORDS, normalize_for_model
 from transforms.windows import TS, with_windows
 
@@ -149,6 +149,12 @@ def family(name, top_reviewers=None, min_reviews=None):
     if fam.extremes and min_reviews:
         fam = dataclass_replace(fam, min_reviews=min_reviews)
     return fam
+
+
+def row_key(family):
+    """The columns that identify a row of the finalised gold table of ``family`` (the MERGE key): the
+    window, the family's keys, and for the extremes families which end of the ranking the row is on."""
+    return tuple(WINDOW_COLUMNS) + tuple(family.keys) + (("end",) if family.extremes else ())
 
 
 def review_families(scored, insights=True):
@@ -565,3 +571,42 @@ def _outer_join_windows(a, b):
         values = merged[col]
         out[name] = pc.if_else(pc.equal(values, low), pa.scalar(None, TS), values.cast(TS))
     return pa.table({**out, "n_reviewers": merged["n_reviewers"], "n_products": merged["n_products"]})
+
+
+# ---------------------------------------------------------------------------------------------------
+# what a run changes in a finalised gold table (the MERGE source of a streaming commit)
+
+OP = "_op"   # the MERGE source's action column: "upsert" or "delete"
+
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
+def _seconds(col):
+    """A timestamp column -> int64 seconds (null -> 0), as numpy."""
+    values = np.asarray(col.cast(pa.int64()).fill_null(0).to_numpy(), dtype=np.int64)
+    return values // _PER_SECOND[col.type.unit]
+
+
+def window_starts(partial):
+    """The window starts (int64 seconds) a partial has rows for; the all-time rows always change with them."""
+    col = partial["window_start"]
+    return np.unique(_seconds(col)[np.asarray(col.is_valid().to_numpy(zero_copy_only=False))])
+
+
+def _in_windows(table, starts_s):
+    """Bool numpy: rows of a finalised table in one of the windows ``starts_s``, or all-time (null start)."""
+    col = table["window_start"]
+    return np.isin(_seconds(col), starts_s) | np.asarray(col.is_null().to_numpy(zero_copy_only=False))
+
+
+def changes(family, before, after, touched_s):
+    """Finalised gold before and after a run, and the windows the run touched -> the MERGE source: the
+    touched windows' rows (upsert) and the rows they held that are gone (delete: a group a retraction
+    emptied, a rank that fell out of a top list)."""
+    key = row_key(family)
+    new = after.filter(pa.array(_in_windows(after, touched_s)))
+    old = before.filter(pa.array(_in_windows(before, touched_s)))
+    gone = old.filter(pa.array(~np.isin(keys.hash_columns(old, key), keys.hash_columns(new, key))))
+    return pa.concat_tables([new.append_column(OP, pa.array(["upsert"] * new.num_rows, pa.string())),
+                             gone.select(new.column_names).cast(new.schema)
+                                 .append_column(OP, pa.array(["delete"] * gone.num_rows, pa.string()))])

@@ -84,8 +84,8 @@ def hash_values(col):
         return _segments(col, hash_values(col.values))
     if pa.types.is_floating(t):
         values = np.asarray(col.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False)).view(np.uint64)
-    elif pa.types.is_boolean(t) or pa.types.is_date(t):
-        values = np.asarray(col.cast(pa.int64()).fill_null(0).to_numpy(), dtype=np.int64).view(np.uint64)
+    elif pa.types.is_boolean(t) or pa.types.is_date32(t):
+        values = np.asarray(col.cast(pa.int32()).fill_null(0).to_numpy(), dtype=np.int64).view(np.uint64)
     else:   # integers and timestamps
         values = np.asarray(col.cast(pa.int64()).fill_null(0).to_numpy(), dtype=np.int64).view(np.uint64)
     part = _mix(values ^ np.uint64(0x5851F42D4C957F2D))

@@ -155,4 +155,17 @@ def test_stream_second_run_replaces_the_held_copies_the_rule_prefers(files, full
         hub.stop()
     assert s2["reviews"]["records_read"] == N_BETTER + N_WORSE + N_NEW
     _check_replaced(output, full, files, s2)
+    # the second run MERGEd gold: only rows of the windows it touched changed, and some rows went
+    # (a rating group emptied when a preferred copy changed the rating)
+    loc = tables.Location(str(output))
+    merges = [tables.open_table(loc, f"gold/{f.name}").history(1)[0] for f in gold.FAMILIES if f.source == "reviews"]
+    assert {h["operation"] for h in merges} == {"MERGE"}
+    metrics = [json.loads(h["operationMetrics"]) if isinstance(h.get("operationMetrics"), str)
+               else h.get("operationMetrics", {}) for h in merges]
+    assert sum(m.get("num_target_rows_deleted", 0) for m in metrics) > 0
+    # gold/reviews has a row per day with reviews: the run's 31 reviews touch at most 31 days + all-time
+    by_name = dict(zip([f.name for f in gold.FAMILIES if f.source == "reviews"], metrics))
+    changed = sum(by_name["reviews"][k] for k in ("num_target_rows_updated", "num_target_rows_inserted",
+                                                   "num_target_rows_deleted"))
+    assert 0 < changed <= N_BETTER + N_WORSE + N_NEW + 1 < tables.read(loc, "gold/reviews").num_rows
     assert _content(output, s1["table_versions"][tables.SILVER_REVIEWS]) == before

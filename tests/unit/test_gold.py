@@ -511,3 +511,77 @@ def test_partials_cover_every_review_family():
     assert set(p) == {f.name for f in gold.FAMILIES if f.source == "reviews"}
     core = gold.partials(gold.review_facts(whole), WindowSpec(DAY), families=gold.review_families(False, False))
     assert set(core) == {f.name for f in gold.FAMILIES if f.source == "reviews" and not f.insight} == set(SPEC)
+
+
+# ---------------------------------------------------------------------------------------------------
+# retraction (a preferred copy replacing a held one) and the MERGE source of a streaming commit
+
+REVIEW_FAMILY_NAMES = [f.name for f in gold.FAMILIES if f.source == "reviews"]
+
+
+def _rows_with_summaries():
+    words = ["great value", "broke fast", "great", "ok value", "fast"]
+    return [dict(r, summary=words[i % len(words)], reviewer_name=f"N{r['reviewer_id']}")
+            for i, r in enumerate(review_rows())]
+
+
+def _drop_extrema(rows):
+    return [{k: v for k, v in r.items() if not k.startswith(("min_", "max_"))} for r in rows]
+
+
+@pytest.mark.parametrize("name", REVIEW_FAMILY_NAMES)
+def test_negated_partial_retracts_rows(name):
+    """whole - part2 = part1, group by group, for every review family (empty groups disappear). Min and
+    max are not retractable; a replaced copy has the same product, so they cannot move: not compared."""
+    spec = WindowSpec(DAY)
+    rows = _rows_with_summaries()
+    part1 = [r for r in rows if r["asin"] in PART_1_ASINS]
+    part2 = [r for r in rows if r["asin"] not in PART_1_ASINS]
+    p_whole, p1, p2 = (gold.partials(gold.review_facts(silver_table(t)), spec, "reviews", gold.FAMILIES)[name]
+                       for t in (rows, part1, part2))
+    family = gold.FAMILY_BY_NAME[name]
+    left = gold.without_empty_groups(family, gold.merge([p_whole, gold.negated(p2)]))
+    assert _drop_extrema(sorted_rows(gold.finalize(family, left))) == \
+        _drop_extrema(sorted_rows(gold.finalize(family, p1)))
+
+
+def _apply(before, changes, key):
+    """A plain-Python MERGE of ``changes`` into ``before`` on ``key`` (null equals null)."""
+    rows = {tuple(r[k] for k in key): r for r in before.to_pylist()}
+    for r in changes.to_pylist():
+        op = r.pop(gold.OP)
+        k = tuple(r[c] for c in key)
+        if op == "delete":
+            rows.pop(k)
+        else:
+            rows[k] = r
+    return list(rows.values())
+
+
+@pytest.mark.parametrize("name", REVIEW_FAMILY_NAMES)
+@pytest.mark.parametrize("seed", range(3))
+def test_changes_merged_into_the_old_table_give_the_new_one(name, seed):
+    """Old gold + the MERGE source (touched windows upserted, vanished rows deleted) = new gold, also when
+    the run retracts rows (a group empties, a top list loses a member) and only some windows change."""
+    rng = random.Random(seed)
+    spec = WindowSpec(DAY)
+    rows = _rows_with_summaries()
+    rng.shuffle(rows)
+    old_rows, new_rows = rows[:8], rows[8:]
+    retracted = rng.sample(old_rows, 2)
+    family = gold.FAMILY_BY_NAME[name]
+
+    def partial(rs):
+        return gold.partials(gold.review_facts(silver_table(rs)), spec, "reviews", gold.FAMILIES)[name]
+    old = partial(old_rows)
+    run = [partial(new_rows), gold.negated(partial(retracted))]
+    new = gold.without_empty_groups(family, gold.merge([old, *run]))
+    before, after = gold.finalize(family, old), gold.finalize(family, new)
+    changes = gold.changes(family, before, after, gold.window_starts(pa.concat_tables(run)))
+    key = gold.row_key(family)
+    assert len({tuple(r[k] for k in key) for r in after.to_pylist()}) == after.num_rows   # the key is a key
+    assert _drop_extrema(sorted_rows(pa.Table.from_pylist(_apply(before, changes, key), schema=after.schema))) == \
+        _drop_extrema(sorted_rows(after))
+    # only the touched windows (and the all-time rows) are in the source
+    touched = set(gold.window_starts(pa.concat_tables(run)).tolist())
+    assert {_epoch(r["window_start"]) for r in changes.to_pylist()} <= touched | {None}
