@@ -90,14 +90,38 @@ def test_duplicates_are_exactly_the_repeated_content_keys(real_run, silver_rows)
     out.check_no_duplicate_content_keys(rows)
     assert len(rows) == len(keys)
     assert summary["reviews"]["duplicates_dropped"] == sum(len(v) for v in raw_reviews.values()) - len(keys)
-    # the row kept for each key is its first occurrence in (source, line) order
-    first = {}
+    # the copy kept for each key follows the survivor rule (transforms/enrich.py): most helpful votes,
+    # then a digest of the other fields; copies equal in every field keep the first by (source, line)
+    copies = {}
     for path in sorted(raw_reviews):
         for pos in sorted(raw_reviews[path]):
             obj = raw_reviews[path][pos]
             text = obj.get("reviewText") if obj.get("reviewText") is not None else obj.get("summary")
-            first.setdefault((obj["reviewerID"], obj["asin"], int(obj["unixReviewTime"]), text), (path, pos))
-    assert {(r["source"], r["source_position"]) for r in rows} == set(first.values())
+            key = (obj["reviewerID"], obj["asin"], int(obj["unixReviewTime"]), text)
+            copies.setdefault(key, []).append((_raw_votes(obj), path, pos, obj))
+    kept = {(r["source"], r["source_position"]) for r in rows}
+    n_decided_by_votes = 0
+    for key, group in copies.items():
+        top = max(g[0] for g in group)
+        best = [g for g in group if g[0] == top]
+        allowed = {(g[1], g[2]) for g in best}
+        if len({json.dumps(g[3], sort_keys=True) for g in best}) == 1:
+            allowed = {(best[0][1], best[0][2])}           # identical copies: the first by (source, line)
+        n_decided_by_votes += len(best) == 1 and len(group) > 1
+        survivors = kept & {(g[1], g[2]) for g in group}
+        assert len(survivors) == 1 and survivors <= allowed, (key, sorted(survivors), sorted(allowed))
+    print(f"{sum(len(g) > 1 for g in copies.values()):,} content keys with copies, "
+          f"{n_decided_by_votes:,} of them decided by votes")
+
+
+def _raw_votes(obj):
+    """Helpful votes of a raw record as the survivor rule sees them: 2018 ``vote`` "1,234", 2014
+    ``helpful`` [votes, total], 0 when neither is there, -1 when ``vote`` is not a number."""
+    if obj.get("vote") is not None:
+        digits = str(obj["vote"]).replace(",", "").strip()
+        return int(digits) if digits.isdigit() else -1
+    helpful = obj.get("helpful")
+    return int(helpful[0]) if helpful else 0
 
 
 def _is_2014(obj):
