@@ -452,8 +452,9 @@ class StageCommitFn(beam.DoFn):
 
 def _commit_window(pcoll, label, interval_s):
     """Re-window ``pcoll`` for the commit: one firing at the end of a bounded run, or one every
-    ``interval_s`` of processing time in an unbounded run."""
-    trigger = tr.AfterWatermark() if interval_s is None else tr.Repeatedly(tr.AfterProcessingTime(interval_s))
+    ``interval_s`` of processing time in an unbounded run, plus a last one when a drained run's watermark
+    reaches the end (``Repeatedly(AfterProcessingTime)`` alone never finishes on the DirectRunner)."""
+    trigger = tr.AfterWatermark(early=None if interval_s is None else tr.AfterProcessingTime(interval_s))
     return pcoll | label >> beam.WindowInto(GlobalWindows(), trigger=trigger,
                                             accumulation_mode=tr.AccumulationMode.DISCARDING)
 
@@ -615,23 +616,38 @@ def build_streaming(p, o, target, spec, settings, reader_config, checkpoint, pro
         target, spec, o.event_time, lateness, early, o.shuffle_buckets or 8, o.top_reviewers, o.max_record_bytes,
         o.dead_letter_payload_bytes, o.stream_shards, o.sentiment_model,
         configure(parse_overrides(o.expectation or [])), o.insights, o.recent_brands)
-    product_dead = (product_dead | "NewProductDeadLetters" >> beam.ParDo(DropRecordedFn(recorded_dead))
-                    | "WindowProductDeadLetters" >> beam.WindowInto(GlobalWindows()))
-    dead = (out["dead_letters"], product_dead) \
-        | "AllDeadLetters" >> beam.Flatten()
-    dead_adds = dead | "WriteDeadLetters" >> WriteDeadLetters(target)
-    interval = target.commit_interval_s
-    items = [out["silver"], out["changelog"], dead_adds] + ([out["recent_brands_staged"]] if "recent_brands_staged" in out
-                                                            else []) + [
-             out["state"] | "TagState" >> beam.MapTuple(lambda name, t: {"gold": name, "partial": t}),
-             _commit_window(out["positions"], "PositionsForCommit", interval)
-             # grouped like every other item, so all reach the Flatten with the same (continuation) trigger
-             | "GroupPositions" >> beam.GroupByKey()
-             | "TagPositions" >> beam.FlatMapTuple(lambda pid, positions: [{"position": [pid, pos[0], pos[1]]}
-                                                                          for pos in positions])]
-    out["staged"] = (items
-                     | "FlattenCommit" >> beam.Flatten()
-                     | "KeyCommit" >> beam.Map(lambda item: (None, item))
-                     | "GroupCommit" >> beam.GroupByKey()
-                     | "StageCommit" >> beam.ParDo(StageCommitFn(target, o)))
+    product_dead = product_dead | "NewProductDeadLetters" >> beam.ParDo(DropRecordedFn(recorded_dead))
+    out["staged"] = (out, product_dead) | "Commit" >> CommitStream(target, o)
     return out
+
+
+class CommitStream(beam.PTransform):
+    """EventsToReviews' outputs (and product dead letters) -> the run's commit: dead letters written, and
+    every item (silver and changelog files, gold partials, dead-letter files, recent brands, positions)
+    grouped into one commit, staged for the driver at the end of a bounded run, or committed from inside
+    the pipeline every ``commit_interval_s`` of an unbounded one (``StageCommitFn``). ``settings``: the
+    run's options (top reviewers, insights, windows, hub)."""
+
+    def __init__(self, target, settings):
+        super().__init__()
+        self.target, self.settings = target, settings
+
+    def expand(self, inputs):
+        out, product_dead = inputs
+        product_dead = product_dead | "WindowProductDeadLetters" >> beam.WindowInto(GlobalWindows())
+        dead = (out["dead_letters"], product_dead) | "AllDeadLetters" >> beam.Flatten()
+        dead_adds = dead | "WriteDeadLetters" >> WriteDeadLetters(self.target)
+        interval = self.target.commit_interval_s
+        recent = [out["recent_brands_staged"]] if "recent_brands_staged" in out else []
+        items = [out["silver"], out["changelog"], dead_adds, *recent,
+                 out["state"] | "TagState" >> beam.MapTuple(lambda name, t: {"gold": name, "partial": t}),
+                 _commit_window(out["positions"], "PositionsForCommit", interval)
+                 # grouped like every other item, so all reach the Flatten with the same (continuation) trigger
+                 | "GroupPositions" >> beam.GroupByKey()
+                 | "TagPositions" >> beam.FlatMapTuple(lambda pid, positions: [{"position": [pid, pos[0], pos[1]]}
+                                                                              for pos in positions])]
+        return (items
+                | "FlattenCommit" >> beam.Flatten()
+                | "KeyCommit" >> beam.Map(lambda item: (None, item))
+                | "GroupCommit" >> beam.GroupByKey()
+                | "StageCommit" >> beam.ParDo(StageCommitFn(self.target, self.settings)))

@@ -161,3 +161,53 @@ def test_known_reviews_count_as_duplicates(tmp_path):
     p.run().wait_until_finish()
     files = glob.glob(f"{tmp_path}/silver/reviews/known-*.parquet")
     assert sorted(ds.dataset(files).to_table()["reviewer_id"].to_pylist()) == ["r2", "r3"]
+
+
+def test_unbounded_run_commits_each_firing_from_inside_the_pipeline(tmp_path, monkeypatch):
+    """--commit_interval: an unbounded run commits every firing of the processing-time trigger from inside
+    the pipeline (``CommitStream`` -> ``StageCommitFn``), each as its own run in the event log. Driven by
+    TestStream: two batches, each followed by processing time past the early firing and the interval. Each stage's trigger
+    fires on its own clock, so one firing's commit may hold a row's silver file and a later one its gold
+    (each commit is atomic; together they converge): the silver versions the firings committed only
+    grow, and afterwards the tables hold every review once and gold is their value."""
+    from apache_beam.options.pipeline_options import PipelineOptions as Options
+    from beam_pipeline.options import ReviewsOptions
+    from beam_pipeline.streaming import CommitStream
+    monkeypatch.delenv("EVENTHUB_CONNECTION_STRING", raising=False)   # no hub: the commit records no lag
+    loc = tables.Location(str(tmp_path))
+    target = StreamTarget(loc, "unb", commit_interval_s=30)
+    settings = Options(["--source=eventhub", f"--output={tmp_path}", "--window_size=1h",
+                        "--top_reviewers=10"]).view_as(ReviewsOptions)
+    p = TestPipeline(runner="BundleBasedDirectRunner", options=PipelineOptions(["--streaming"]))
+    events = p | "Events" >> (TestStream()
+                              .advance_watermark_to(T0)
+                              .add_elements([batch("0", 0, [R1, R2], None)])
+                              .advance_processing_time(EARLY + 1)         # early panes, then the commit
+                              .advance_processing_time(31)
+                              .add_elements([batch("0", 2, [R3, R6, R1], T0)])   # r1 again: a duplicate
+                              .advance_processing_time(EARLY + 1)
+                              .advance_processing_time(31)
+                              .advance_watermark_to_infinity())
+    products = p | "NoProducts" >> beam.Create([])
+    out = (events, products) | EventsToReviews(target, WindowSpec(H), REVIEW_TIME, LATENESS, EARLY, 2, 10,
+                                               1 << 20, 4096)
+    (out, p | "NoProductDead" >> beam.Create([])) | CommitStream(target, settings)
+    p.run().wait_until_finish()
+    committed = [e for e in tables.events(loc) if e["event"] == "committed"]
+    assert len(committed) >= 2 and all(e["run_id"].startswith("unbc") for e in committed)
+    assert len({e["run_id"] for e in committed}) == len(committed)          # each firing its own run
+    silver = tables.read(loc, tables.SILVER_REVIEWS).to_pylist()
+    assert sorted(r["reviewer_id"] for r in silver) == ["r1", "r2", "r3", "r6"]
+    g = {(r["window_start"].timestamp() if r["window_start"] else None): (r["n_reviews"], r["sum_overall"])
+         for r in tables.read(loc, "gold/reviews").to_pylist()}
+    assert g == {T0: (3, 10.0), T0 + H: (1, 3.0), None: (4, 13.0)}
+    seen, sizes = [], []
+    for e in committed:
+        v = json.loads(e["table_versions"]).get(tables.SILVER_REVIEWS)
+        if v is not None:
+            ids = sorted(r["reviewer_id"] for r in tables.read(loc, tables.SILVER_REVIEWS, v).to_pylist())
+            assert set(seen) <= set(ids) and len(ids) == len(set(ids))
+            seen = ids
+            sizes.append(len(ids))
+    assert seen == ["r1", "r2", "r3", "r6"]
+    assert any(0 < n < 4 for n in sizes), sizes      # the first batch was committed before the second came

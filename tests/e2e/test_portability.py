@@ -83,7 +83,7 @@ def test_dataflow_dry_run_builds_the_batch_graph_offline(tmp_path, monkeypatch):
     assert not options.view_as(StandardOptions).streaming
 
 
-STREAM_LABELS = ("ReadEventHub", "EventsToReviews", "WriteDeadLetters", "StageCommit")
+STREAM_LABELS = ("ReadEventHub", "EventsToReviews", "Commit")
 
 
 def test_dataflow_dry_run_builds_the_streaming_graph_offline(monkeypatch):
@@ -113,6 +113,8 @@ def test_dataflow_dry_run_builds_the_streaming_graph_offline(monkeypatch):
     assert set(STREAM_LABELS) <= {n.split("/", 1)[0] for n in names}
     assert any(n.startswith("EventsToReviews/ParseReviews") for n in names)  # the batch composites, reused
     assert any(n.startswith("EventsToReviews/CleanReviews") for n in names)
+    assert any(n.startswith("Commit/WriteDeadLetters") for n in names)
+    assert any(n.startswith("Commit/StageCommit") for n in names)
     assert json.loads(job.json())["type"] == "JOB_TYPE_STREAMING"
     assert "TOPSECRET" not in job.json() and "TOPSECRET" not in str(job.proto_pipeline)
 
@@ -162,4 +164,4 @@ def test_dataflow_dry_run_from_the_cli(tmp_path, mode):
     job = json.loads(text)
     assert job["job"]["type"] == ("JOB_TYPE_BATCH" if mode == "batch" else "JOB_TYPE_STREAMING")
     names = {t["uniqueName"].split("/", 1)[0] for t in job["pipeline"]["components"]["transforms"].values()}
-    assert ({"ReadReviews", "DedupeAndEnrich"} if mode == "batch" else {"ReadEventHub", "StageCommit"}) <= names
+    assert ({"ReadReviews", "DedupeAndEnrich"} if mode == "batch" else {"ReadEventHub", "Commit"}) <= names
