@@ -699,8 +699,15 @@ class _Lines:
         suspect[self.invalid_utf8()] = True
         suspect |= self.needle_lines(_SUSPECT_NEEDLES)
         suspect |= self.byte_counts((buf | 0x20) == _OPEN) > MAX_NESTING_DEPTH  # '{' or '[' (0x5B | 0x20)
-        suspect |= self.byte_counts(buf == _COLON) > MAX_RECORD_FIELDS
+        suspect[self.lines_with_more(b":", MAX_RECORD_FIELDS, lengths)] = True
         return nonblank, suspect
+
+    def lines_with_more(self, byte, limit, lengths):
+        """Indices of the lines holding more than ``limit`` of ``byte``: only lines longer than ``limit``
+        can, and few review lines are, so those few are counted one by one (cheaper than locating every
+        occurrence of a byte as common as ':' in the whole chunk)."""
+        data, starts, ends = self.data, self.starts, self.ends
+        return [i for i in np.flatnonzero(lengths > limit).tolist() if data.count(byte, starts[i], ends[i]) > limit]
 
     def byte_counts(self, mask):
         """Per line, how many bytes ``mask`` (over the chunk's bytes) marks: a handful per review line,

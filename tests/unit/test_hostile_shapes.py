@@ -14,6 +14,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from transforms import reasons
 from transforms.clean import clean_reviews
@@ -160,3 +162,17 @@ def test_implausible_but_representable_time_is_kept_and_warned():
     result = clean_reviews(batch, now_s=1_700_000_000)
     assert parse_dead == [] and result.table.num_rows == 3
     assert result.expectations["review_time_range"] == {"action": "warn", "failed_rows": 2}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=12),
+       st.integers(0, 6), st.booleans())
+def test_lines_with_more_colons_than_the_limit_counted_line_by_line(lines, limit, crlf):
+    """The cheap pre-scan's per-line byte count (``_Lines.lines_with_more``) equals counting each line on
+    its own, with LF or CRLF endings."""
+    from transforms.parse import _Lines
+    end = b"\r\n" if crlf else b"\n"
+    data = b"".join(line + end for line in lines)
+    got = _Lines(data)
+    want = [i for i, line in enumerate(lines) if line.rstrip(b"\r").count(b":") > limit]
+    assert got.lines_with_more(b":", limit, got.ends - got.starts) == want
