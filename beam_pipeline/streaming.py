@@ -206,7 +206,7 @@ class DedupeInWindowFn(beam.DoFn):
         keep = np.zeros(t.num_rows, dtype=bool)
         keep[np.unique(position, return_index=True)[1]] = True   # an event read twice in this batch
         keep &= ~np.isin(position, prior["position"])
-        rank = preference_order(t)
+        rank = preference_order(t, (votes, digests))
         ordered = np.lexsort((rank, content))   # per review, this batch's preferred copy first
         ordered = ordered[keep[ordered]]
         first = np.ones(len(ordered), dtype=bool)

@@ -47,10 +47,11 @@ def beats(votes, digests, held_votes, held_digests):
     return (votes > held_votes) | ((votes == held_votes) & (digests < held_digests))
 
 
-def preference_order(table):
+def preference_order(table, votes_digests=None):
     """Each row's rank by the survivor rule (most votes, smallest digest, then (source, source position)),
-    as int64 numpy: among rows sharing a content key, the lowest rank survives."""
-    votes, digests = preference(table)
+    as int64 numpy: among rows sharing a content key, the lowest rank survives. ``votes_digests``: the
+    table's ``preference`` when the caller has it already (hashing is the costly part)."""
+    votes, digests = votes_digests if votes_digests is not None else preference(table)
     order = np.lexsort((_source_order(table), digests, -votes))
     rank = np.empty(table.num_rows, dtype=np.int64)
     rank[order] = np.arange(table.num_rows)
