@@ -418,7 +418,7 @@ def across_folds(values, n=10000, seed=0):
 def summarize(reviews, results, model_name, baseline_name, n_boot=1000, seed=0):
     """Per-category metrics with bootstrap intervals for every procedure, paired differences of
     ``model_name`` minus ``baseline_name``, and the summaries across folds."""
-    per_cat, table = {}, []
+    per_cat = {}
     procedures = sorted(next(iter(results.values())))
     for cat, res in results.items():
         y = reviews.label[reviews.category == cat]

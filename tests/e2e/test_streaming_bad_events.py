@@ -15,10 +15,8 @@ and the job's receiver threads.
 from __future__ import annotations
 
 import datetime
-import glob
 import json
 import logging
-import os
 import threading
 import time
 from pathlib import Path

@@ -5,7 +5,6 @@ level like ``html.unescape``, whitespace collapsed and trimmed only on rows that
 runs of non-ASCII-whitespace bytes), worked out by hand or with an independent oracle (``html.unescape``,
 ``bytes.split``).
 """
-import html
 import random
 
 import pyarrow as pa
