@@ -54,6 +54,8 @@ GOLD, STATE, POSITIONS = "gold", "state", "positions"
 PRIMARY = "_primary"  # the row's copy in its latest window: written to silver, counted once
 REPLACES = "_replaces"  # a copy the survivor rule prefers to a copy seen before (DedupeInWindowFn)
 MATCHED = "_matched"  # the row found its product (counted at the commit, after the survivor rule)
+# what the dedupe compares, per row: computed once per read batch (AssignEventTimeFn), not per window
+ROW_HASHES = ("_position_hash", "_content_hash", "_votes", "_digest")
 
 
 class WindowedRows(typing.NamedTuple):
@@ -156,9 +158,11 @@ class AssignEventTimeFn(beam.DoFn):
         table, meta = stamped
         seconds = row_event_times(table, meta, self.clock)
         placed = np.zeros(table.num_rows, dtype=bool)
+        hashed = None
         for start, rows, primary in window_rows(seconds, self.spec, meta.watermark_s, self.allowed_lateness_s):
             placed[rows] = True
-            part = table.take(pa.array(rows)).append_column(PRIMARY, pa.array(primary))
+            hashed = with_row_hashes(table) if hashed is None else hashed
+            part = hashed.take(pa.array(rows)).append_column(PRIMARY, pa.array(primary))
             for bucket, sub in keys.split_by_bucket(part, keys.buckets(part["asin"], self.n_shards)):
                 t = int(seconds[rows].max())
                 yield TimestampedValue((bucket, WindowedRows(start, start + self.spec.size_s, sub)),
@@ -174,6 +178,27 @@ class AssignEventTimeFn(beam.DoFn):
 
 
 _SEEN = np.dtype([("position", "<u8"), ("content", "<u8"), ("vote", "<i8"), ("digest", "<u8")])
+
+
+def _hash_rows(table):
+    """[position hashes (source, source position), content hashes, votes, digests] as numpy."""
+    votes, digests = preference(table)
+    return [keys.hash_columns(table, ["source", "source_position"]), content_hashes(table), votes, digests]
+
+
+def with_row_hashes(table):
+    """``table`` plus the ``ROW_HASHES`` columns. Hashing a whole read batch at once costs far less than
+    hashing each window's slice of it (a replay spreads a batch over hundreds of windows)."""
+    for name, values in zip(ROW_HASHES, _hash_rows(table)):
+        table = table.append_column(name, pa.array(values))
+    return table
+
+
+def row_hashes(table):
+    """-> (table without ``ROW_HASHES``, their values as numpy), computed here when the rows lack them."""
+    if ROW_HASHES[0] not in table.column_names:
+        return table, _hash_rows(table)
+    return table.drop_columns(list(ROW_HASHES)), [table[name].to_numpy() for name in ROW_HASHES]
 
 
 class DedupeInWindowFn(beam.DoFn):
@@ -197,12 +222,9 @@ class DedupeInWindowFn(beam.DoFn):
 
     def process(self, element, known_by_bucket, seen=beam.DoFn.StateParam(SEEN)):
         bucket, rows = element
-        t = rows.table
+        t, (position, content, votes, digests) = row_hashes(rows.table)
         stored = b"".join(seen.read())
         prior = np.frombuffer(stored, dtype=_SEEN) if stored else np.zeros(0, _SEEN)
-        position = keys.hash_columns(t, ["source", "source_position"])
-        content = content_hashes(t)
-        votes, digests = preference(t)
         keep = np.zeros(t.num_rows, dtype=bool)
         keep[np.unique(position, return_index=True)[1]] = True   # an event read twice in this batch
         keep &= ~np.isin(position, prior["position"])
