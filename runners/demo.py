@@ -67,9 +67,6 @@ CONTAINER = "amazon"
 STREAM_JOB_OPTIONS = ["--stop_after_idle_s=3", "--window_size=30d", "--max_out_of_orderness=3650d",
                       "--start_position=earliest"]
 # what the streaming job writes under its --output: a folder holding anything else is not deleted
-STREAM_OUTPUT_ENTRIES = {"silver", "gold", "gold_changelog", "dead_letters", "_state", "_pipeline"}
-
-
 def _azurite():
     """The connection string of the running Azurite; starts it (detached, idempotent) if needed."""
     if not stack.running_connection_string():
@@ -289,10 +286,11 @@ def model_leg(a):
 def stream_output_problem(path):
     """Why the streaming leg may not delete ``path`` first (None: it may): a folder holding anything the
     streaming job does not write is the user's."""
+    from beam_pipeline.tables import OWN_FOLDERS   # the top folders the job writes (insights included)
     out = Path(path)
     if not out.is_dir():
         return None
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in STREAM_OUTPUT_ENTRIES)
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in OWN_FOLDERS)
     if foreign:
         return (f"--stream-output {out} holds {', '.join(foreign[:5])}, which the streaming job does not write; "
                 "not deleting it. Choose another --stream-output (or empty it yourself)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -325,3 +326,18 @@ def test_an_event_whose_window_closed_is_a_too_late_dead_letter(too_late_run):
     assert sorted((r["source_position"], r["unix_review_time"]) for r in rows) == \
            [(0, T_LATE), (1, T_LATE + 10 * HOUR)]
     assert summary["eventhub"]["checkpoint"]["0"]["sequence_number"] == 2
+
+
+def test_make_run_may_replace_what_a_streaming_run_wrote(bad_events_run, tmp_path):
+    """``make run`` empties its streaming output before the leg, unless the folder holds something the job
+    does not write (runners.demo.stream_output_problem): every top folder a real streaming run wrote,
+    insights included, counts as the job's own, so a second ``make run`` goes through; anything else is
+    refused."""
+    from runners import demo
+    _, output = bad_events_run
+    assert {"silver", "gold", "insights", "_pipeline"} <= set(os.listdir(output))
+    assert demo.stream_output_problem(output) is None
+    (tmp_path / "silver").mkdir()
+    (tmp_path / "notes.txt").write_text("mine")
+    problem = demo.stream_output_problem(tmp_path)
+    assert problem is not None and "notes.txt" in problem and "silver" not in problem
