@@ -158,10 +158,9 @@ class AssignEventTimeFn(beam.DoFn):
         table, meta = stamped
         seconds = row_event_times(table, meta, self.clock)
         placed = np.zeros(table.num_rows, dtype=bool)
-        hashed = None
+        hashed = with_row_hashes(table)
         for start, rows, primary in window_rows(seconds, self.spec, meta.watermark_s, self.allowed_lateness_s):
             placed[rows] = True
-            hashed = with_row_hashes(table) if hashed is None else hashed
             part = hashed.take(pa.array(rows)).append_column(PRIMARY, pa.array(primary))
             for bucket, sub in keys.split_by_bucket(part, keys.buckets(part["asin"], self.n_shards)):
                 t = int(seconds[rows].max())
@@ -180,24 +179,19 @@ class AssignEventTimeFn(beam.DoFn):
 _SEEN = np.dtype([("position", "<u8"), ("content", "<u8"), ("vote", "<i8"), ("digest", "<u8")])
 
 
-def _hash_rows(table):
-    """[position hashes (source, source position), content hashes, votes, digests] as numpy."""
-    votes, digests = preference(table)
-    return [keys.hash_columns(table, ["source", "source_position"]), content_hashes(table), votes, digests]
-
-
 def with_row_hashes(table):
-    """``table`` plus the ``ROW_HASHES`` columns. Hashing a whole read batch at once costs far less than
-    hashing each window's slice of it (a replay spreads a batch over hundreds of windows)."""
-    for name, values in zip(ROW_HASHES, _hash_rows(table)):
-        table = table.append_column(name, pa.array(values))
+    """``table`` plus the ``ROW_HASHES`` columns: hash of (source, source position), content hash, and the
+    survivor rule's votes and digest. Hashing a whole read batch at once costs far less than hashing each
+    window's slice of it (a replay spreads a batch over hundreds of windows)."""
+    votes, digests = preference(table)
+    values = (keys.hash_columns(table, ["source", "source_position"]), content_hashes(table), votes, digests)
+    for name, v in zip(ROW_HASHES, values):
+        table = table.append_column(name, pa.array(v))
     return table
 
 
 def row_hashes(table):
-    """-> (table without ``ROW_HASHES``, their values as numpy), computed here when the rows lack them."""
-    if ROW_HASHES[0] not in table.column_names:
-        return table, _hash_rows(table)
+    """A table from ``with_row_hashes`` -> (the table without ``ROW_HASHES``, their values as numpy)."""
     return table.drop_columns(list(ROW_HASHES)), [table[name].to_numpy() for name in ROW_HASHES]
 
 

@@ -542,6 +542,14 @@ def events(loc, version=None):
     return sorted(rows, key=lambda r: (r["at"], r["event"] != "commit_started"))
 
 
+def last_summary(loc):
+    """The run summary (dict) of the last committed run that wrote one; None before the first."""
+    for r in reversed(events(loc)):
+        if r["event"] == "committed" and r["summary"]:
+            return json.loads(r["summary"])
+    return None
+
+
 def checkpoint(loc, key):
     """The stored positions of hub/consumer group ``key`` ({partition: {"sequence_number", "watermark_s"}}):
     those of the last committed run that read it; {} before the first."""

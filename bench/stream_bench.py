@@ -18,8 +18,9 @@ For each size N (a multiple of 4):
        review    --event_time=review_time --window_size=30d --max_out_of_orderness=3650d
                                                                       (historical replay: many windows)
    with --max_records=N/4 (per partition: the job ends when every partition's range is read, no idle wait).
-   A job run counts only if it exits 0 and its run summary (the event log's last committed run) reconciles with records_read and
-   eventhub.events_read both equal to N; otherwise its time is not reported (the script fails at the end).
+   A job run counts only if it exits 0 and its run summary (the event log's last committed run)
+   reconciles with records_read and eventhub.events_read both equal to N; otherwise its time is not
+   reported (the script fails at the end).
 
 Process accounting is bench/benchlib.py's. Before each run the script waits (at most --quiet-wait s) for
 the machine to be idle, and it reports the CPU other processes used during each run ("other processes' CPU s": a test suite running beside the
@@ -189,15 +190,6 @@ def run_raw(ctx, n, tag):
     return r
 
 
-def run_summary(out):
-    """The summary of the last run committed to the tables under ``out`` (from its event log)."""
-    from beam_pipeline import tables
-    committed = [e for e in tables.events(tables.Location(str(out))) if e["event"] == "committed" and e["summary"]]
-    if not committed:
-        raise ValueError(f"no committed run in {out}")
-    return json.loads(committed[-1]["summary"])
-
-
 def run_job(ctx, n, config, tag, products, keep):
     out = ctx["work"] / "out" / size_label(n) / tag
     shutil.rmtree(out, ignore_errors=True)
@@ -209,7 +201,10 @@ def run_job(ctx, n, config, tag, products, keep):
     r["command"] = " ".join(map(str, cmd))
     check = {"events_published": n}
     try:
-        summary = run_summary(out)
+        from beam_pipeline import tables
+        summary = tables.last_summary(tables.Location(str(out)))
+        if summary is None:
+            raise ValueError(f"no committed run in {out}")
         rv = summary["reviews"]
         check.update(records_read=rv["records_read"], silver_rows=rv["silver_rows"], dead_letters=rv["dead_letters"],
                      duplicates_dropped=rv["duplicates_dropped"], reconciled=rv["reconciled"],

@@ -66,7 +66,8 @@ from runners import local_stack as stack
 CONTAINER = "amazon"
 STREAM_JOB_OPTIONS = ["--stop_after_idle_s=3", "--window_size=30d", "--max_out_of_orderness=3650d",
                       "--start_position=earliest"]
-# what the streaming job writes under its --output: a folder holding anything else is not deleted
+
+
 def _azurite():
     """The connection string of the running Azurite; starts it (detached, idempotent) if needed."""
     if not stack.running_connection_string():

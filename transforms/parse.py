@@ -104,7 +104,6 @@ MIN_REVIEW_TIME_S, MAX_REVIEW_TIME_S = -2208988800, 7258118399
 # shape bounds (module docstring): nesting levels (the record itself is level 1) and object keys in all
 MAX_NESTING_DEPTH = 32
 MAX_RECORD_FIELDS = 1000
-_COLON = 0x3A
 
 
 class Chunk(NamedTuple):

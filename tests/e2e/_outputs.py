@@ -100,8 +100,7 @@ def run_summary(root) -> dict:
     """The summary of the last committed run (batch: from the event log)."""
     if is_delta(root, "_pipeline/events"):
         from beam_pipeline import tables
-        committed = [e for e in tables.events(_loc(root)) if e["event"] == "committed" and e["summary"]]
-        return json.loads(committed[-1]["summary"])
+        return tables.last_summary(_loc(root))
     with open(os.path.join(root, "_run_summary.json"), encoding="utf-8") as fh:
         return json.load(fh)
 
