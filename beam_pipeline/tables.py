@@ -538,7 +538,7 @@ def events(loc, version=None):
     t = open_table(loc, EVENTS, version)
     if t is None:
         return []
-    rows = t.to_pyarrow_table().to_pylist()
+    rows = arrow_of(t).to_pylist()
     return sorted(rows, key=lambda r: (r["at"], r["event"] != "commit_started"))
 
 
@@ -738,7 +738,7 @@ def read(loc, rel, version=None, columns=None):
     t = open_table(loc, rel, version)
     if t is None:
         return None
-    return t.to_pyarrow_table(columns=columns)
+    return arrow_of(t, columns)
 
 
 def dataset(loc, rel, version=None):
@@ -754,12 +754,29 @@ def plain_dataset(delta_table):
     from the Delta statistics. delta-rs 1.6 turns a column without min/max statistics (``file_stats``
     writes none for strings over 32 characters) into ``col >= null``, so a filter on that column silently
     dropped whole files (DuckDB ``where title = ...`` found 0 of 20 rows). Parquet's own row-group
-    statistics still prune."""
+    statistics still prune.
+
+    A local table's files are read through Arrow's own local filesystem, not delta-rs's Python filesystem
+    wrapper: Arrow's I/O threads calling into that wrapper left the interpreter to abort at exit ("terminate
+    called without an active exception", exit 134, after all the work was done; delta-rs issue 2184, Polars
+    issue 24169). Azure tables keep the wrapper (it carries delta-rs's credentials)."""
     import pyarrow.dataset as pds
     full = delta_table.to_pyarrow_dataset()
     fmt = pds.ParquetFileFormat()
-    fragments = [fmt.make_fragment(f.path, filesystem=full.filesystem) for f in full.get_fragments()]
-    return pds.FileSystemDataset(fragments, full.schema, fmt, full.filesystem)
+    if delta_table.table_uri.startswith("file://"):
+        import pyarrow.fs as pfs
+        fs = pfs.LocalFileSystem()
+        paths = [u[len("file://"):] if u.startswith("file://") else u for u in delta_table.file_uris()]
+    else:
+        fs = full.filesystem
+        paths = [f.path for f in full.get_fragments()]
+    return pds.FileSystemDataset([fmt.make_fragment(p, filesystem=fs) for p in paths], full.schema, fmt, fs)
+
+
+def arrow_of(delta_table, columns=None):
+    """An open DeltaTable's rows as one Arrow table (``columns``: a subset), through ``plain_dataset``;
+    ``DeltaTable.to_pyarrow_table`` reads through the wrapper that aborts the interpreter at exit."""
+    return plain_dataset(delta_table).to_table(columns=columns)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -909,8 +926,7 @@ def read_folder(path, columns=None):
         if path.endswith("/" + rel) or path.endswith(os.sep + rel.replace("/", os.sep)):
             return read(Location(path[:-len(rel) - 1]), rel, columns=columns)
     loc = Location(path)
-    return _deltalake().DeltaTable(loc.uri(""), storage_options=loc.storage_options).to_pyarrow_table(
-        columns=columns)
+    return arrow_of(_deltalake().DeltaTable(loc.uri(""), storage_options=loc.storage_options), columns)
 
 
 if __name__ == "__main__":

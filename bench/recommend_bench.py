@@ -55,8 +55,9 @@ def _cli_train(code_dir: Path, reviews: str, products: str, out: str) -> dict:
 
 def _same_tables(a: str, b: str) -> bool:
     import deltalake
+    from beam_pipeline.tables import arrow_of
     for name in ("recommendations", "item_neighbours", "item_factors", "items"):
-        ta, tb = (deltalake.DeltaTable(os.path.join(x, name)).to_pyarrow_table() for x in (a, b))
+        ta, tb = (arrow_of(deltalake.DeltaTable(os.path.join(x, name))) for x in (a, b))
         keys = [(c, "ascending") for c in ("reviewer_id", "asin", "rank") if c in ta.column_names]
         if not ta.sort_by(keys).equals(tb.sort_by(keys)):
             return False

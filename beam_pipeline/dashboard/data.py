@@ -263,7 +263,7 @@ class Root:
             return None
         t = dl.DeltaTable(uri, storage_options=opts)
         key = ("rec", t.version())
-        return self._cached(key, lambda: t.to_pyarrow_table())
+        return self._cached(key, lambda: tables.arrow_of(t))
 
     def recommendations_version(self):
         path = tables.io.join(self.rec_path, RECOMMENDATIONS_TABLE)

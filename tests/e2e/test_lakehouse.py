@@ -276,6 +276,24 @@ def test_duckdb_reads_every_table_and_time_travel(data, tmp_path):
         assert got == sum(1 for r in rows if r[column] == value), column
 
 
+def test_a_script_reading_every_table_exits_cleanly(data, tmp_path):
+    """A user's script that reads the tables into Arrow ends with exit 0. Through delta-rs's own
+    ``to_pyarrow_table`` it printed the right numbers, then aborted at interpreter exit (134, "terminate
+    called without an active exception"); ``tables.read`` reads local files through Arrow's filesystem."""
+    land = _landing(data, tmp_path, 2)
+    output = tmp_path / "script"
+    summary = _job(land, output, "s1")
+    script = ("import sys\nfrom beam_pipeline import tables\nloc = tables.Location(sys.argv[1])\n"
+              "for rel in tables.all_tables(loc):\n    print(rel, tables.read(loc, rel).num_rows)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(output)], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "terminate called" not in done.stderr
+    rows = dict(line.rsplit(" ", 1) for line in done.stdout.splitlines())
+    assert int(rows[tables.SILVER_REVIEWS]) == summary["reviews"]["silver_rows"] > 0
+    assert int(rows[tables.DEAD_LETTERS]) == summary["reviews"]["dead_letters"] + summary["products"]["dead_letters"]
+
+
 def test_tables_cli_show_history_optimize_vacuum(data, tmp_path):
     land = _landing(data, tmp_path, 3)
     output = tmp_path / "cli"

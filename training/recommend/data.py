@@ -9,7 +9,7 @@ Sources (either):
   expectation rejects are left out exactly as the job leaves them out). Product metadata (``--products``)
   goes through ``transforms.parse.classify_line`` and ``transforms.products.clean_product``.
 * a silver Delta table (``--silver``, what the job writes under ``<output>/silver/reviews``), read with
-  ``deltalake.DeltaTable(path).to_pyarrow_table()``; when a sibling ``silver/products`` table exists its
+  ``beam_pipeline.tables.arrow_of``; when a sibling ``silver/products`` table exists its
   categories are used too.
 
 Interaction rules (``interactions``):
@@ -144,7 +144,8 @@ def read_silver(path: str) -> tuple[pa.Table, pa.Table]:
     import deltalake
     if not os.path.isdir(os.path.join(path, "_delta_log")):
         raise DataError(f"{path!r} is not a Delta table (no _delta_log folder)")
-    t = deltalake.DeltaTable(path).to_pyarrow_table()
+    from beam_pipeline.tables import arrow_of
+    t = arrow_of(deltalake.DeltaTable(path))
     missing = [c for c in REVIEW_COLUMNS if c not in t.column_names]
     if missing:
         raise DataError(f"{path!r} lacks the silver columns {missing}")
@@ -156,7 +157,7 @@ def read_silver(path: str) -> tuple[pa.Table, pa.Table]:
     products = pa.table(prod_cols, schema=PRODUCT_SCHEMA)
     sibling = os.path.join(os.path.dirname(os.path.normpath(path)), "products")
     if os.path.isdir(os.path.join(sibling, "_delta_log")):
-        p = deltalake.DeltaTable(sibling).to_pyarrow_table()
+        p = arrow_of(deltalake.DeltaTable(sibling))
         products = pa.concat_tables([p.select(PRODUCT_SCHEMA.names).cast(PRODUCT_SCHEMA), products])
     products = products.filter(pc.or_(pc.is_valid(products["brand"]),
                                       pc.or_(pc.is_valid(products["main_cat"]), pc.is_valid(products["categories"]))))

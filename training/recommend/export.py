@@ -150,7 +150,8 @@ class Recommender:
             if not os.path.isdir(os.path.join(output, name, "_delta_log")):
                 raise DataError(f"{os.path.join(output, name)!r} is not an exported table "
                                 "(run `python -m training.recommend train` first)")
-        read = lambda n, cols: deltalake.DeltaTable(os.path.join(output, n)).to_pyarrow_table(columns=cols)
+        from beam_pipeline.tables import arrow_of
+        read = lambda n, cols: arrow_of(deltalake.DeltaTable(os.path.join(output, n)), cols)
         rec = read("recommendations", ["reviewer_id", "rank", "asin", "score", "model"])
         rec = rec.sort_by([("reviewer_id", "ascending"), ("rank", "ascending")])
         rid = np.asarray(rec["reviewer_id"].to_numpy(zero_copy_only=False), dtype=object)
