@@ -41,6 +41,7 @@ Procedures compared in each fold (held-out category h, training categories T = a
                                    rating sample: Office_Products and amazon2023 Books are rating-skewed)
                     0.5            fixed
     .../unweighted  the same without balanced class weights (``--unweighted``)
+    model+lexicon/refit/<rule>  the refit procedure with the sentiment-lexicon columns added (``--lexicon``, a candidate)
 
 The baseline (``training.baselines.TfidfBigramBaseline``: tokens + bigrams, same vocabulary rule, L2 1e-6) is
 refitted in each fold by the same refit procedure as the model (all of T, the cv-categories threshold from its
@@ -64,11 +65,13 @@ import scipy.sparse as sp
 from training import evaluate
 from training.baselines import _with_bigrams, minimize_lbfgs, negation_terms, tokenize
 from training.features import CHAR_NGRAMS, GROUP_WEIGHTS, MIN_DF, TOP_K
+from training.lexicon import lexicon_features
 from transforms import keys, labels
 from transforms.text import NEGATION_PREFIX
 
 DEFAULT_FOLDERS = ("../shared/data/amazon", "../shared/data/amazon2023")
 MODEL_L2 = 3e-6           # training.__main__ --l2 default
+LEXICON_WEIGHT = 1.0      # scale of the candidate's lexicon columns (next to unit-length tf-idf groups)
 BASELINE_L2 = 1e-6        # TfidfBigramBaseline default
 THRESHOLD_RULES = ("cv-pooled", "cv-categories", "0.5")
 # L-BFGS iterations per fit. 100: on the Electronics fold of the real data (96,331 reviews) the model fitted
@@ -186,7 +189,10 @@ class TermCounts:
     groups: word (tokens + bigrams + negation terms; the baseline uses the same matrix without the negation
     terms), char, summary."""
 
-    def __init__(self, summary, review_text):
+    def __init__(self, summary, review_text, lexicon=False):
+        # candidate (--lexicon): True = VADER's lexicon, or a {token: valence} dict
+        self.lexicon = None if not lexicon else \
+            lexicon_features(summary, review_text, None if lexicon is True else lexicon)
         tokens, doc, n = tokenize(summary, review_text)
         words, word_doc = _with_bigrams(tokens, doc)
         neg, neg_doc = negation_terms(tokens, doc)
@@ -235,6 +241,9 @@ class TermCounts:
         if kind == "baseline":
             return self.group_rows("word", fit_rows, rows, negation=False)[0]
         parts = [self.group_rows(g, fit_rows, rows)[0] * GROUP_WEIGHTS[g] for g in ("word", "char", "summary")]
+        if kind == "model+lexicon":   # fixed per-review values: nothing is fitted on fit_rows
+            dense = self.lexicon if rows is None else self.lexicon[rows]
+            parts.append(sp.csr_matrix(dense * LEXICON_WEIGHT))
         return sp.hstack(parts, format="csr")
 
 
@@ -278,7 +287,7 @@ def _sigmoid(z):
 def fit_and_score(tc, kind, fit_rows, score_rows, labels_, weighted=True):
     """Features fitted on ``fit_rows`` (bool mask), logistic regression fitted on them; P(positive) of
     ``score_rows``."""
-    l2 = MODEL_L2 if kind == "model" else BASELINE_L2
+    l2 = BASELINE_L2 if kind == "baseline" else MODEL_L2
     fit_idx, score_idx = np.flatnonzero(fit_rows), np.flatnonzero(score_rows)
     x = tc.fold_features(kind, fit_idx, np.concatenate([fit_idx, score_idx]))
     w, b = fit_logistic(x[:fit_idx.size], labels_[fit_idx], l2, weighted, max_iter=MAX_ITER)
@@ -367,7 +376,8 @@ def fold(tc, reviews, held_out, inner_folds=3, unweighted=False, baseline_curren
         idx = np.flatnonzero(val | test)
         pv, pt = both[val[idx]], both[test[idx]]
         out[f"{kind}/current"] = (pt, evaluate.choose_threshold(y[val], pv, "macro_f1"))
-    variants = [("model", True), ("baseline", True)] + ([("model", False)] if unweighted else [])
+    variants = [("model", True), ("baseline", True)] + ([("model", False)] if unweighted else []) \
+        + ([("model+lexicon", True)] if tc.lexicon is not None else [])
     for kind, weighted in variants:
         inner = inner_scores(tc, kind, reviews, train, inner_folds, weighted)
         pt = fit_and_score(tc, kind, train, test, y, weighted)
@@ -524,7 +534,7 @@ def markdown(report):
 
 
 def run(reviews, output, *, min_negatives=50, categories=None, inner_folds=3, unweighted=False, baseline_current=True,
-        n_boot=1000,
+        lexicon=False, n_boot=1000,
         seed=0, compute=True, model_procedure="model/refit/cv-categories", baseline_procedure="baseline/refit/cv-categories",
         progress=print):
     """LOCO over the categories with at least ``min_negatives`` negatives (or the named ``categories``);
@@ -537,7 +547,7 @@ def run(reviews, output, *, min_negatives=50, categories=None, inner_folds=3, un
         raise ValueError(f"no category has {min_negatives} negatives")
     progress(f"{len(reviews):,} polar reviews in {len(negatives)} categories; {len(folds)} folds: {', '.join(folds)}")
     t0 = time.monotonic()
-    tc = TermCounts(reviews.summary, reviews.review_text) if compute else None
+    tc = TermCounts(reviews.summary, reviews.review_text, lexicon) if compute else None
     if tc is not None:
         progress("term counts: " + ", ".join(f"{len(v):,} {g} terms" for g, v in tc.terms.items())
                  + f" ({time.monotonic() - t0:.0f} s)")
@@ -597,6 +607,9 @@ def build_parser():
                         "(default 3)")
     p.add_argument("--unweighted", action="store_true",
                    help="also run the refit procedure without balanced class weights (slower: one more inner CV)")
+    p.add_argument("--lexicon", action="store_true",
+                   help="also run the refit procedure with the sentiment-lexicon features added (candidate "
+                        "model+lexicon; training.lexicon, needs the vaderSentiment package)")
     p.add_argument("--no_baseline_current", action="store_true",
                    help="skip the baseline fitted the way the report fits it now (T - V, threshold on V)")
     p.add_argument("--max_iter", type=int, default=MAX_ITER,
@@ -627,7 +640,7 @@ def main(argv=None):
             reviews = reviews.take(np.array([c.lower() in keep for c in reviews.category]))
         report = run(reviews, args.output, min_negatives=args.min_negatives,
                      categories=args.categories.split(",") if args.categories else None,
-                     inner_folds=args.inner_folds, unweighted=args.unweighted,
+                     inner_folds=args.inner_folds, unweighted=args.unweighted, lexicon=args.lexicon,
                      baseline_current=not args.no_baseline_current, compute=not args.summarize_only, n_boot=args.bootstrap, seed=args.seed,
                      model_procedure=args.model_procedure, baseline_procedure=args.baseline_procedure,
                      progress=progress)
