@@ -31,7 +31,8 @@ setup(
         "azure-eventhub==5.15.1",
     ],
     extras_require={
-        "training": ["tensorflow==2.21.0", "tensorflow-transform==1.21.0"],
+        # vaderSentiment: its lexicon file only, for `python -m training.loco --lexicon` (a measured candidate)
+        "training": ["tensorflow==2.21.0", "tensorflow-transform==1.21.0", "vaderSentiment>=3.3"],
         # workers that score with --sentiment_model need TensorFlow only (the model embeds its transform graph)
         "scoring": ["tensorflow==2.21.0"],
         # [gcp] lets the tests build the Dataflow graph offline (--dry_run) and lets you launch on Dataflow
