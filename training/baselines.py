@@ -277,15 +277,20 @@ def _with_bigrams(tokens, rows):
 
 
 
-def negation_terms(tokens, rows):
-    """The Arrow twin of ``training.features.negation_terms``: NEGATION_PREFIX + each token that follows a
-    negator of NEGATORS within NEGATION_SCOPE tokens of the same document and is not one itself, with
-    its document id."""
+def negated(tokens, rows):
+    """Bool numpy mask of the tokens that follow a negator of NEGATORS within NEGATION_SCOPE tokens of the
+    same document and are not negators themselves (the negation scope)."""
     negator = pc.is_in(tokens, value_set=pa.array(NEGATORS, pa.string())).to_numpy(zero_copy_only=False)
     scoped = np.zeros(len(tokens), dtype=bool)
     for k in range(1, NEGATION_SCOPE + 1):
         scoped[k:] |= negator[:-k] & (rows[:-k] == rows[k:])
-    marked = scoped & ~negator
+    return scoped & ~negator
+
+
+def negation_terms(tokens, rows):
+    """The Arrow twin of ``training.features.negation_terms``: NEGATION_PREFIX + each token in a negation
+    scope (``negated``), with its document id."""
+    marked = negated(tokens, rows)
     terms = pc.binary_join_element_wise(pa.scalar(NEGATION_PREFIX), tokens.filter(pa.array(marked)), "")
     return terms, rows[marked]
 

@@ -10,7 +10,7 @@ again over the summary's tokens alone, three numbers:
 * ``compound``: the valence sum ``s`` squashed as VADER does, ``s / sqrt(s^2 + 15)`` (in -1 .. 1);
 * ``positive`` and ``negative``: the positive and the negative valence mass per token, ``sum / (n + 1)``.
 
-A token inside a negation scope (``training.baselines.negation_terms``' rule: within ``NEGATION_SCOPE`` tokens
+A token inside a negation scope (``training.baselines.negated``: within ``NEGATION_SCOPE`` tokens
 after a negator of the same review) counts with its valence times -0.74, VADER's negation factor.
 """
 import os
@@ -19,7 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.text import NEGATION_SCOPE, NEGATORS
+from training.baselines import negated, tokenize
+
 
 NEGATED = -0.74      # VADER's N_SCALAR
 SQUASH = 15.0        # VADER's normalisation alpha
@@ -49,11 +50,7 @@ def _scores(tokens, rows, n, lexicon):
     values = np.array([lexicon[w] for w in words.to_pylist()])
     idx = pc.index_in(tokens, value_set=words).to_numpy(zero_copy_only=False)
     valence = np.where(np.isnan(idx), 0.0, values[np.nan_to_num(idx, nan=0).astype(np.int64)]) if len(idx) else idx
-    negator = pc.is_in(tokens, value_set=pa.array(NEGATORS, pa.string())).to_numpy(zero_copy_only=False)
-    scoped = np.zeros(len(tokens), dtype=bool)
-    for k in range(1, NEGATION_SCOPE + 1):
-        scoped[k:] |= negator[:-k] & (rows[:-k] == rows[k:])
-    valence = np.where(scoped & ~negator, valence * NEGATED, valence)
+    valence = np.where(negated(tokens, rows), valence * NEGATED, valence)
     total = np.bincount(rows, weights=valence, minlength=n)
     pos = np.bincount(rows, weights=np.maximum(valence, 0.0), minlength=n)
     neg = np.bincount(rows, weights=np.maximum(-valence, 0.0), minlength=n)
@@ -63,7 +60,6 @@ def _scores(tokens, rows, n, lexicon):
 
 def lexicon_features(summary, review_text, lexicon=None):
     """Summaries and review texts (sequences of str or None) -> float64 array (n, 6), columns ``NAMES``."""
-    from training.baselines import tokenize  # noqa: PLC0415
     lexicon = vader_lexicon() if lexicon is None else lexicon
     tokens, rows, n = tokenize(summary, review_text)
     s_tokens, s_rows, _ = tokenize(summary, [""] * len(summary))
