@@ -358,9 +358,11 @@ def inner_scores(tc, kind, reviews, train_mask, k, weighted=True):
 
 # ----------------------------------------------------------------------------------------------- folds
 
-def fold(tc, reviews, held_out, inner_folds=3, unweighted=False, baseline_current=True, progress=print):
+def fold(tc, reviews, held_out, inner_folds=3, unweighted=False, baseline_current=True, progress=print,
+         candidates_only=False):
     """One outer fold: every procedure fitted on the other categories only, scored on ``held_out``.
-    Returns {procedure: (P(positive) of the held-out rows, threshold)}."""
+    Returns {procedure: (P(positive) of the held-out rows, threshold)}. ``candidates_only``: only the
+    candidates asked for (``unweighted``, the lexicon), to add to a fold saved before."""
     test = reviews.category == held_out
     train = ~test
     y = reviews.label
@@ -371,12 +373,13 @@ def fold(tc, reviews, held_out, inner_folds=3, unweighted=False, baseline_curren
     fit_cur = train & ~val
     out = {}
     t0 = time.monotonic()
-    for kind in ("model", "baseline") if baseline_current else ("model",):
+    for kind in () if candidates_only else ("model", "baseline") if baseline_current else ("model",):
         both = fit_and_score(tc, kind, fit_cur, val | test, y)   # in row order of (val | test)
         idx = np.flatnonzero(val | test)
         pv, pt = both[val[idx]], both[test[idx]]
         out[f"{kind}/current"] = (pt, evaluate.choose_threshold(y[val], pv, "macro_f1"))
-    variants = [("model", True), ("baseline", True)] + ([("model", False)] if unweighted else []) \
+    variants = ([] if candidates_only else [("model", True), ("baseline", True)]) \
+        + ([("model", False)] if unweighted else []) \
         + ([("model+lexicon", True)] if tc.lexicon is not None else [])
     for kind, weighted in variants:
         inner = inner_scores(tc, kind, reviews, train, inner_folds, weighted)
@@ -533,6 +536,13 @@ def markdown(report):
     return "\n".join(lines) + "\n"
 
 
+def _missing_candidates(path, unweighted, lexicon):
+    with np.load(path) as z:
+        have = {k.split("|")[0] for k in z.files}
+    return (unweighted and "model/refit/cv-categories/unweighted" not in have) or \
+        (bool(lexicon) and "model+lexicon/refit/cv-categories" not in have)
+
+
 def run(reviews, output, *, min_negatives=50, categories=None, inner_folds=3, unweighted=False, baseline_current=True,
         lexicon=False, n_boot=1000,
         seed=0, compute=True, model_procedure="model/refit/cv-categories", baseline_procedure="baseline/refit/cv-categories",
@@ -561,6 +571,14 @@ def run(reviews, output, *, min_negatives=50, categories=None, inner_folds=3, un
         if not os.path.exists(path):        # each fold is saved as it ends: runs resume, parallel runs share
             res = fold(tc, reviews, cat, inner_folds, unweighted, baseline_current, progress)
             np.savez(path + ".tmp.npz", **{f"{k}|{t!r}": p for k, (p, t) in res.items()})
+            os.replace(path + ".tmp.npz", path)
+        elif compute and _missing_candidates(path, unweighted, lexicon):   # a candidate asked for later: add it
+            with np.load(path) as z:
+                res = {k: z[k] for k in z.files}
+            res.update({f"{k}|{t!r}": p for k, (p, t) in
+                        fold(tc, reviews, cat, inner_folds, unweighted, baseline_current, progress,
+                             candidates_only=True).items()})
+            np.savez(path + ".tmp.npz", **res)
             os.replace(path + ".tmp.npz", path)
         with np.load(path) as z:
             results[cat] = {k.split("|")[0]: (z[k], float(k.split("|")[1])) for k in z.files}
@@ -606,10 +624,12 @@ def build_parser():
                    help="groups of training categories for the inner cross-validation that chooses the threshold "
                         "(default 3)")
     p.add_argument("--unweighted", action="store_true",
-                   help="also run the refit procedure without balanced class weights (slower: one more inner CV)")
+                   help="also run the refit procedure without balanced class weights (slower: one more inner CV); "
+                        "folds saved by an earlier run into OUTPUT get this candidate added, the rest kept")
     p.add_argument("--lexicon", action="store_true",
                    help="also run the refit procedure with the sentiment-lexicon features added (candidate "
-                        "model+lexicon; training.lexicon, needs the vaderSentiment package)")
+                        "model+lexicon; training.lexicon, needs the vaderSentiment package); added to folds saved "
+                        "before, like --unweighted")
     p.add_argument("--no_baseline_current", action="store_true",
                    help="skip the baseline fitted the way the report fits it now (T - V, threshold on V)")
     p.add_argument("--max_iter", type=int, default=MAX_ITER,

@@ -229,3 +229,25 @@ def test_read_folders_merges_a_category_across_schemas_and_folders(tmp_path):
     # row 3 repeats row 0's key (u0, x, 10) and is dropped; the 3-star row has no polarity
     assert list(rev.label) == [1, 0, 0] and set(rev.category) == {"AMAZON_FASHION"}
     assert list(rev.review_text) == ["t0", "t1", "awful"] and rev.source[-1] == "amazon2023/Amazon_Fashion"
+
+
+def test_a_later_run_adds_a_candidate_to_the_saved_folds_and_keeps_the_rest(tmp_path):
+    rev = _reviews(4)
+    first = loco.run(rev, str(tmp_path), categories=["C", "D"], inner_folds=2, n_boot=20, progress=lambda _: None)
+    saved = {c: dict(np.load(tmp_path / "folds" / f"{c}.npz")) for c in ("C", "D")}
+    assert not any("/unweighted" in k for s in saved.values() for k in s)
+    loco.run(rev, str(tmp_path), categories=["C", "D"], inner_folds=2, unweighted=True, n_boot=20,
+             progress=lambda _: None)
+    tc = loco.TermCounts(rev.summary, rev.review_text)
+    for c in ("C", "D"):
+        now = dict(np.load(tmp_path / "folds" / f"{c}.npz"))
+        assert set(saved[c]) < set(now)
+        for k, v in saved[c].items():
+            np.testing.assert_array_equal(now[k], v)               # what was there is kept as it was
+        want = loco.fold(tc, rev, c, inner_folds=2, unweighted=True, progress=lambda _: None)
+        added = {k.split("|")[0]: (v, float(k.split("|")[1])) for k, v in now.items() if k not in saved[c]}
+        assert set(added) == {f"model/refit/{r}/unweighted" for r in loco.THRESHOLD_RULES}
+        for proc, (p, t) in added.items():
+            np.testing.assert_allclose(p, want[proc][0], rtol=1e-9, atol=1e-12)
+            assert t == want[proc][1]
+    assert first["data"]["folds_done"] == ["C", "D"]
