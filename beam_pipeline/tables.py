@@ -761,16 +761,16 @@ def plain_dataset(delta_table):
     called without an active exception", exit 134, after all the work was done; delta-rs issue 2184, Polars
     issue 24169). Azure tables keep the wrapper (it carries delta-rs's credentials)."""
     import pyarrow.dataset as pds
-    full = delta_table.to_pyarrow_dataset()
     fmt = pds.ParquetFileFormat()
     if delta_table.table_uri.startswith("file://"):
         import pyarrow.fs as pfs
-        fs = pfs.LocalFileSystem()
-        paths = [u[len("file://"):] if u.startswith("file://") else u for u in delta_table.file_uris()]
+        fs, schema = pfs.LocalFileSystem(), pa.schema(delta_table.schema().to_arrow())
+        paths = [u.removeprefix("file://") for u in delta_table.file_uris()]
     else:
-        fs = full.filesystem
+        full = delta_table.to_pyarrow_dataset()
+        fs, schema = full.filesystem, full.schema
         paths = [f.path for f in full.get_fragments()]
-    return pds.FileSystemDataset([fmt.make_fragment(p, filesystem=fs) for p in paths], full.schema, fmt, fs)
+    return pds.FileSystemDataset([fmt.make_fragment(p, filesystem=fs) for p in paths], schema, fmt, fs)
 
 
 def arrow_of(delta_table, columns=None):

@@ -46,11 +46,10 @@ def vader_lexicon():
 
 def _scores(tokens, rows, n, lexicon):
     """(n, 3) compound / positive / negative of each document's tokens."""
-    words = pa.array(sorted(lexicon), pa.string())
-    values = np.array([lexicon[w] for w in words.to_pylist()])
-    idx = pc.index_in(tokens, value_set=words).to_numpy(zero_copy_only=False)
-    valence = np.where(np.isnan(idx), 0.0, values[np.nan_to_num(idx, nan=0).astype(np.int64)]) if len(idx) else idx
-    valence = np.where(negated(tokens, rows), valence * NEGATED, valence)
+    words = list(lexicon)
+    values = np.append(np.array([lexicon[w] for w in words], dtype=np.float64), 0.0)   # [-1]: not in it
+    idx = pc.fill_null(pc.index_in(tokens, value_set=pa.array(words, pa.string())), -1).to_numpy()
+    valence = values[idx] * np.where(negated(tokens, rows), NEGATED, 1.0)
     total = np.bincount(rows, weights=valence, minlength=n)
     pos = np.bincount(rows, weights=np.maximum(valence, 0.0), minlength=n)
     neg = np.bincount(rows, weights=np.maximum(-valence, 0.0), minlength=n)

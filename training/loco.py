@@ -191,8 +191,8 @@ class TermCounts:
 
     def __init__(self, summary, review_text, lexicon=False):
         # candidate (--lexicon): True = VADER's lexicon, or a {token: valence} dict
-        self.lexicon = None if not lexicon else \
-            lexicon_features(summary, review_text, None if lexicon is True else lexicon)
+        self.lexicon = lexicon_features(summary, review_text, None if lexicon is True else lexicon) if lexicon \
+            else None
         tokens, doc, n = tokenize(summary, review_text)
         words, word_doc = _with_bigrams(tokens, doc)
         neg, neg_doc = negation_terms(tokens, doc)
@@ -236,8 +236,9 @@ class TermCounts:
         return sp.csr_matrix(sp.diags(1.0 / norms) @ x), cols
 
     def fold_features(self, kind, fit_rows, rows=None):
-        """``kind`` "model" (word + 0.5 char + 0.3 summary, as training.features) or "baseline" (tokens +
-        bigrams only) -> CSR of ``rows`` (default all), fitted on ``fit_rows``."""
+        """``kind`` "model" (word + 0.5 char + 0.3 summary, as training.features), "model+lexicon" (the
+        same and the lexicon columns) or "baseline" (tokens + bigrams only) -> CSR of ``rows`` (default all),
+        fitted on ``fit_rows``."""
         if kind == "baseline":
             return self.group_rows("word", fit_rows, rows, negation=False)[0]
         parts = [self.group_rows(g, fit_rows, rows)[0] * GROUP_WEIGHTS[g] for g in ("word", "char", "summary")]
@@ -359,10 +360,11 @@ def inner_scores(tc, kind, reviews, train_mask, k, weighted=True):
 # ----------------------------------------------------------------------------------------------- folds
 
 def fold(tc, reviews, held_out, inner_folds=3, unweighted=False, baseline_current=True, progress=print,
-         candidates_only=False):
+         lexicon=True, candidates_only=False):
     """One outer fold: every procedure fitted on the other categories only, scored on ``held_out``.
-    Returns {procedure: (P(positive) of the held-out rows, threshold)}. ``candidates_only``: only the
-    candidates asked for (``unweighted``, the lexicon), to add to a fold saved before."""
+    Returns {procedure: (P(positive) of the held-out rows, threshold)}. Candidates: ``unweighted``, and
+    ``lexicon`` when ``tc`` holds the lexicon columns; ``candidates_only``: only those (to add to a fold
+    saved before)."""
     test = reviews.category == held_out
     train = ~test
     y = reviews.label
@@ -373,14 +375,17 @@ def fold(tc, reviews, held_out, inner_folds=3, unweighted=False, baseline_curren
     fit_cur = train & ~val
     out = {}
     t0 = time.monotonic()
-    for kind in () if candidates_only else ("model", "baseline") if baseline_current else ("model",):
+    current = [] if candidates_only else ["model", "baseline"] if baseline_current else ["model"]
+    for kind in current:
         both = fit_and_score(tc, kind, fit_cur, val | test, y)   # in row order of (val | test)
         idx = np.flatnonzero(val | test)
         pv, pt = both[val[idx]], both[test[idx]]
         out[f"{kind}/current"] = (pt, evaluate.choose_threshold(y[val], pv, "macro_f1"))
-    variants = ([] if candidates_only else [("model", True), ("baseline", True)]) \
-        + ([("model", False)] if unweighted else []) \
-        + ([("model+lexicon", True)] if tc.lexicon is not None else [])
+    variants = [] if candidates_only else [("model", True), ("baseline", True)]
+    if unweighted:
+        variants.append(("model", False))
+    if lexicon and tc.lexicon is not None:
+        variants.append(("model+lexicon", True))
     for kind, weighted in variants:
         inner = inner_scores(tc, kind, reviews, train, inner_folds, weighted)
         pt = fit_and_score(tc, kind, train, test, y, weighted)
@@ -536,11 +541,14 @@ def markdown(report):
     return "\n".join(lines) + "\n"
 
 
-def _missing_candidates(path, unweighted, lexicon):
-    with np.load(path) as z:
-        have = {k.split("|")[0] for k in z.files}
-    return (unweighted and "model/refit/cv-categories/unweighted" not in have) or \
-        (bool(lexicon) and "model+lexicon/refit/cv-categories" not in have)
+def _save_fold(path, entries):
+    """A fold's {"procedure|threshold": scores} to ``path`` (written aside, then renamed)."""
+    np.savez(path + ".tmp.npz", **entries)
+    os.replace(path + ".tmp.npz", path)
+
+
+def _entries(res):
+    return {f"{k}|{t!r}": p for k, (p, t) in res.items()}
 
 
 def run(reviews, output, *, min_negatives=50, categories=None, inner_folds=3, unweighted=False, baseline_current=True,
@@ -566,22 +574,23 @@ def run(reviews, output, *, min_negatives=50, categories=None, inner_folds=3, un
     os.makedirs(cache, exist_ok=True)
     for cat in folds:
         path = os.path.join(cache, f"{cat}.npz")
-        if not os.path.exists(path) and not compute:
-            continue
-        if not os.path.exists(path):        # each fold is saved as it ends: runs resume, parallel runs share
-            res = fold(tc, reviews, cat, inner_folds, unweighted, baseline_current, progress)
-            np.savez(path + ".tmp.npz", **{f"{k}|{t!r}": p for k, (p, t) in res.items()})
-            os.replace(path + ".tmp.npz", path)
-        elif compute and _missing_candidates(path, unweighted, lexicon):   # a candidate asked for later: add it
+        saved = None
+        if os.path.exists(path):
             with np.load(path) as z:
-                res = {k: z[k] for k in z.files}
-            res.update({f"{k}|{t!r}": p for k, (p, t) in
-                        fold(tc, reviews, cat, inner_folds, unweighted, baseline_current, progress,
-                             candidates_only=True).items()})
-            np.savez(path + ".tmp.npz", **res)
-            os.replace(path + ".tmp.npz", path)
-        with np.load(path) as z:
-            results[cat] = {k.split("|")[0]: (z[k], float(k.split("|")[1])) for k in z.files}
+                saved = {k: z[k] for k in z.files}
+        if saved is None and compute:       # each fold is saved as it ends: runs resume, parallel runs share
+            saved = _entries(fold(tc, reviews, cat, inner_folds, unweighted, baseline_current, progress))
+            _save_fold(path, saved)
+        elif saved is not None and compute:  # a candidate asked for after the fold was saved: add it
+            have = {k.split("|")[0] for k in saved}
+            add_unweighted = unweighted and "model/refit/cv-categories/unweighted" not in have
+            add_lexicon = tc.lexicon is not None and "model+lexicon/refit/cv-categories" not in have
+            if add_unweighted or add_lexicon:
+                saved.update(_entries(fold(tc, reviews, cat, inner_folds, add_unweighted, baseline_current,
+                                           progress, lexicon=add_lexicon, candidates_only=True)))
+                _save_fold(path, saved)
+        if saved is not None:
+            results[cat] = {k.split("|")[0]: (v, float(k.split("|")[1])) for k, v in saved.items()}
     if not results:
         raise ValueError("no fold computed yet")
     common = set.intersection(*(set(r) for r in results.values()))
