@@ -621,14 +621,42 @@ def _try_arrow(lines, piece, first_line):
                 return _Retry((int(hit[0]),))
     try:
         out = _conform(t, first_line + piece, piece, lambda i: lines.line(piece[i]))
-    except (_WrongType, pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+    except (_WrongType, pa.ArrowException):
         return _Retry()  # e.g. a style that is a plain string in a block without any style object
     return out if isinstance(out, pa.Table) else _Retry(tuple(int(i) for i in out))
 
 
 def _read_json(buf):
     opts = pj.ReadOptions(use_threads=False, block_size=max(1 << 20, len(buf) + 1))
-    return pj.read_json(pa.BufferReader(buf), read_options=opts, parse_options=_PARSE_OPTIONS)
+    table = pj.read_json(pa.BufferReader(buf), read_options=opts, parse_options=_PARSE_OPTIONS)
+    if not any(_has_null_list(f.type) for f in table.schema):
+        return table
+    return pa.table({name: pa.chunked_array([_repair_null_lists(c) for c in table[name].chunks], table[name].type)
+                     for name in table.column_names})
+
+
+def _has_null_list(t):
+    if pa.types.is_list(t):
+        return pa.types.is_null(t.value_type) or _has_null_list(t.value_type)
+    if pa.types.is_struct(t):
+        return any(_has_null_list(t.field(i).type) for i in range(t.num_fields))
+    return False
+
+
+def _repair_null_lists(arr):
+    """Arrow's JSON reader (pyarrow 2x) builds a ``list<null>`` column (``"style": [null, null]``) whose
+    null child is shorter than its offsets say, so that any later read of it raises ArrowIndexError.
+    Rebuild such lists, at any depth, with a child of the right length; other arrays pass through."""
+    t = arr.type
+    if pa.types.is_list(t) and _has_null_list(t):
+        offsets = arr.offsets
+        end = offsets[-1].as_py() if len(offsets) else 0
+        values = pa.nulls(end) if pa.types.is_null(t.value_type) else _repair_null_lists(arr.values)
+        return pa.ListArray.from_arrays(offsets, values, mask=arr.is_null() if arr.null_count else None)
+    if pa.types.is_struct(t) and _has_null_list(t):
+        children = [_repair_null_lists(arr.field(i)) for i in range(t.num_fields)]
+        return pa.StructArray.from_arrays(children, fields=list(t), mask=arr.is_null() if arr.null_count else None)
+    return arr
 
 
 class _Lines:

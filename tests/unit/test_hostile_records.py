@@ -18,12 +18,12 @@ Hostile product records go through ``clean_product``: a row that fits the silver
 import json
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from transforms import schema_versions as sv
 from transforms.clean import clean_reviews
-from transforms.parse import Chunk, parse_reviews
+from transforms.parse import Chunk, _read_json, parse_reviews
 
 # the schemas as documented (written out again here, independent of the module's constants)
 LEGACY_ONLY = {"overall", "verified", "reviewerID", "reviewerName", "reviewText", "summary", "unixReviewTime",
@@ -100,6 +100,9 @@ def run(lines, prefix=b""):
 
 @settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chunk_lines())
+@example(lines=[json.dumps(dict(BASES[0], style=[None, None])).encode()])  # found by CI: Arrow's list<null>
+@example(lines=[json.dumps(dict(BASES[1], extra=[None, None, None], style={"a": [None, None]})).encode(),
+                json.dumps(dict(BASES[2], images=[None, None])).encode()])
 def test_hostile_records_reconcile_and_rescue_exactly(lines):
     nonblank = {i + 1 for i, ln in enumerate(lines) if ln.strip()}
     seen = {}
@@ -136,6 +139,17 @@ def test_vectorised_version_rule_equals_the_per_record_rule(rows):
         expected = expected_version(dict.fromkeys(r, 1))
         assert sv.review_version(r) == expected
         assert sv.REVIEW_VERSIONS[code] == expected
+
+
+def test_lists_of_nulls_read_by_arrow_are_valid_arrays():
+    """Arrow's JSON reader gives ``[null, null]`` a null child shorter than its offsets (reading it back
+    raised ArrowIndexError and crashed the job); the parser's reader hands on arrays that validate."""
+    lines = [b'{"style": [null, null], "x": {"a": [null, null, null], "b": [[null], []]}}',
+             b'{"style": null, "x": {"a": [null]}}', b'{"style": [null]}']
+    table = _read_json(b"\n".join(lines) + b"\n")
+    table.validate(full=True)
+    assert table.column("style").to_pylist() == [[None, None], None, [None]]
+    assert table.column("x").to_pylist() == [{"a": [None] * 3, "b": [[None], []]}, {"a": [None], "b": None}, None]
 
 
 # ---------------------------------------------------------------------------------------------------
