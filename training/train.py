@@ -91,11 +91,9 @@ def transform(examples, workdir, norm="l2"):
     for d in (tft_dir, records):
         shutil.rmtree(d, ignore_errors=True)
     config = _tensor_adapter_config(schema_utils.schema_from_feature_spec(RAW_FEATURE_SPEC))
-    # TensorFlow's ops release the GIL: two or more threads of bundles take the analysis of the real data
-    # from 160 s to 137 s on 2 cores (separate processes: 134 s, for a heavier start; docs/performance.md)
-    workers = min(os.cpu_count() or 1, 4)
-    options = PipelineOptions(["--runner=FnApiRunner", "--direct_running_mode=multi_threading",
-                               f"--direct_num_workers={workers}"])
+    # one thread of bundles: multi_threading ran the analysis ~15 % faster, but its results varied from
+    # run to run (a smaller character vocabulary once, another threshold every time; docs/performance.md)
+    options = PipelineOptions(["--runner=FnApiRunner"])
     with beam.Pipeline(options=options) as p, tft_beam.Context(temp_dir=os.path.join(workdir, "tft_tmp")):
         splits = {name: p | f"List{name}" >> beam.Create(_staged_batches(examples.take(name), workdir, name))
                       | f"Read{name}" >> beam.FlatMap(_read_batches) for name in SPLIT_NAMES}
