@@ -42,6 +42,10 @@ Procedures compared in each fold (held-out category h, training categories T = a
                     0.5            fixed
     .../unweighted  the same without balanced class weights (``--unweighted``)
     model+lexicon/refit/<rule>  the refit procedure with the sentiment-lexicon columns added (``--lexicon``, a candidate)
+    model+nb/refit/<rule>  an ensemble (``--nb_ensemble``, a candidate): the model's logit plus the logit of a
+                  second logistic regression on the same groups naive-Bayes scaled (each term's weight times
+                  its log-count ratio over the fit rows, rows back to unit length; Wang & Manning 2012), L2
+                  NB_L2, as bench/model_selection.py's "NB-scaled twin" (+0.002 AUC there, 8 categories)
 
 The baseline (``training.baselines.TfidfBigramBaseline``: tokens + bigrams, same vocabulary rule, L2 1e-6) is
 refitted in each fold by the same refit procedure as the model (all of T, the cv-categories threshold from its
@@ -72,6 +76,7 @@ from transforms.text import NEGATION_PREFIX
 DEFAULT_FOLDERS = ("../shared/data/amazon", "../shared/data/amazon2023")
 MODEL_L2 = 3e-6           # training.__main__ --l2 default
 LEXICON_WEIGHT = 1.0      # scale of the candidate's lexicon columns (next to unit-length tf-idf groups)
+NB_L2 = 1e-5              # the naive-Bayes-scaled twin's L2 (bench/model_selection.py's ensemble)
 BASELINE_L2 = 1e-6        # TfidfBigramBaseline default
 THRESHOLD_RULES = ("cv-pooled", "cv-categories", "0.5")
 # L-BFGS iterations per fit. 100: on the Electronics fold of the real data (96,331 reviews) the model fitted
@@ -285,11 +290,42 @@ def _sigmoid(z):
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
+def nb_scaled(x, n_fit, y_fit, alpha=1.0):
+    """CSR rows ``x`` (the first ``n_fit`` are the fit rows, labels ``y_fit``) with each term's weight times
+    its naive-Bayes log-count ratio log((p / |p|_1) / (q / |q|_1)), p and q the positive and negative fit
+    rows' document counts per term plus ``alpha``; each row then back to unit length."""
+    present = x[:n_fit].copy()
+    present.data = (present.data != 0).astype(np.float64)
+    p = present.T @ (y_fit == 1).astype(np.float64) + alpha
+    q = present.T @ (y_fit == 0).astype(np.float64) + alpha
+    r = np.log((p / p.sum()) / (q / q.sum()))
+    out = x.tocsr(copy=True)
+    out.data = out.data * r[out.indices]
+    norms = np.sqrt(np.asarray(out.multiply(out).sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    return sp.csr_matrix(sp.diags(1.0 / norms) @ out)
+
+
+def _nb_ensemble_logit(tc, fit_idx, score_idx, y, weighted):
+    """The ``model+nb`` candidate: the model's logit plus the NB-scaled twin's, for ``score_idx``."""
+    rows, n = np.concatenate([fit_idx, score_idx]), fit_idx.size
+    groups = {g: tc.group_rows(g, fit_idx, rows)[0] for g in ("word", "char", "summary")}
+    z = 0.0
+    for x, l2 in ((sp.hstack([groups[g] * GROUP_WEIGHTS[g] for g in groups], format="csr"), MODEL_L2),
+                  (sp.hstack([nb_scaled(groups[g], n, y[fit_idx]) * GROUP_WEIGHTS[g] for g in groups],
+                             format="csr"), NB_L2)):
+        w, b = fit_logistic(x[:n], y[fit_idx], l2, weighted, max_iter=MAX_ITER)
+        z = z + x[n:] @ w + b
+    return z
+
+
 def fit_and_score(tc, kind, fit_rows, score_rows, labels_, weighted=True):
     """Features fitted on ``fit_rows`` (bool mask), logistic regression fitted on them; P(positive) of
     ``score_rows``."""
     l2 = BASELINE_L2 if kind == "baseline" else MODEL_L2
     fit_idx, score_idx = np.flatnonzero(fit_rows), np.flatnonzero(score_rows)
+    if kind == "model+nb":
+        return _sigmoid(_nb_ensemble_logit(tc, fit_idx, score_idx, labels_, weighted))
     x = tc.fold_features(kind, fit_idx, np.concatenate([fit_idx, score_idx]))
     w, b = fit_logistic(x[:fit_idx.size], labels_[fit_idx], l2, weighted, max_iter=MAX_ITER)
     return _sigmoid(x[fit_idx.size:] @ w + b)
@@ -360,11 +396,11 @@ def inner_scores(tc, kind, reviews, train_mask, k, weighted=True):
 # ----------------------------------------------------------------------------------------------- folds
 
 def fold(tc, reviews, held_out, inner_folds=3, unweighted=False, baseline_current=True, progress=print,
-         lexicon=True, candidates_only=False):
+         lexicon=True, candidates_only=False, nb_ensemble=False):
     """One outer fold: every procedure fitted on the other categories only, scored on ``held_out``.
-    Returns {procedure: (P(positive) of the held-out rows, threshold)}. Candidates: ``unweighted``, and
-    ``lexicon`` when ``tc`` holds the lexicon columns; ``candidates_only``: only those (to add to a fold
-    saved before)."""
+    Returns {procedure: (P(positive) of the held-out rows, threshold)}. Candidates: ``unweighted``,
+    ``lexicon`` when ``tc`` holds the lexicon columns, ``nb_ensemble``; ``candidates_only``: only those (to
+    add to a fold saved before)."""
     test = reviews.category == held_out
     train = ~test
     y = reviews.label
@@ -386,6 +422,8 @@ def fold(tc, reviews, held_out, inner_folds=3, unweighted=False, baseline_curren
         variants.append(("model", False))
     if lexicon and tc.lexicon is not None:
         variants.append(("model+lexicon", True))
+    if nb_ensemble:
+        variants.append(("model+nb", True))
     for kind, weighted in variants:
         inner = inner_scores(tc, kind, reviews, train, inner_folds, weighted)
         pt = fit_and_score(tc, kind, train, test, y, weighted)
@@ -552,7 +590,7 @@ def _entries(res):
 
 
 def run(reviews, output, *, min_negatives=50, categories=None, inner_folds=3, unweighted=False, baseline_current=True,
-        lexicon=False, n_boot=1000,
+        lexicon=False, nb_ensemble=False, n_boot=1000,
         seed=0, compute=True, model_procedure="model/refit/cv-categories", baseline_procedure="baseline/refit/cv-categories",
         progress=print):
     """LOCO over the categories with at least ``min_negatives`` negatives (or the named ``categories``);
@@ -579,15 +617,17 @@ def run(reviews, output, *, min_negatives=50, categories=None, inner_folds=3, un
             with np.load(path) as z:
                 saved = {k: z[k] for k in z.files}
         if saved is None and compute:       # each fold is saved as it ends: runs resume, parallel runs share
-            saved = _entries(fold(tc, reviews, cat, inner_folds, unweighted, baseline_current, progress))
+            saved = _entries(fold(tc, reviews, cat, inner_folds, unweighted, baseline_current, progress,
+                                  nb_ensemble=nb_ensemble))
             _save_fold(path, saved)
         elif saved is not None and compute:  # a candidate asked for after the fold was saved: add it
             have = {k.split("|")[0] for k in saved}
             add_unweighted = unweighted and "model/refit/cv-categories/unweighted" not in have
             add_lexicon = tc.lexicon is not None and "model+lexicon/refit/cv-categories" not in have
-            if add_unweighted or add_lexicon:
+            add_nb = nb_ensemble and "model+nb/refit/cv-categories" not in have
+            if add_unweighted or add_lexicon or add_nb:
                 saved.update(_entries(fold(tc, reviews, cat, inner_folds, add_unweighted, baseline_current,
-                                           progress, lexicon=add_lexicon, candidates_only=True)))
+                                           progress, lexicon=add_lexicon, candidates_only=True, nb_ensemble=add_nb)))
                 _save_fold(path, saved)
         if saved is not None:
             results[cat] = {k.split("|")[0]: (v, float(k.split("|")[1])) for k, v in saved.items()}
@@ -639,6 +679,9 @@ def build_parser():
                    help="also run the refit procedure with the sentiment-lexicon features added (candidate "
                         "model+lexicon; training.lexicon, needs the vaderSentiment package); added to folds saved "
                         "before, like --unweighted")
+    p.add_argument("--nb_ensemble", action="store_true",
+                   help="also run the refit procedure of an ensemble: the model's logit plus that of a naive-Bayes-"
+                        "scaled twin of its features (candidate model+nb); added to folds saved before")
     p.add_argument("--no_baseline_current", action="store_true",
                    help="skip the baseline fitted the way the report fits it now (T - V, threshold on V)")
     p.add_argument("--max_iter", type=int, default=MAX_ITER,
@@ -670,6 +713,7 @@ def main(argv=None):
         report = run(reviews, args.output, min_negatives=args.min_negatives,
                      categories=args.categories.split(",") if args.categories else None,
                      inner_folds=args.inner_folds, unweighted=args.unweighted, lexicon=args.lexicon,
+                     nb_ensemble=args.nb_ensemble,
                      baseline_current=not args.no_baseline_current, compute=not args.summarize_only, n_boot=args.bootstrap, seed=args.seed,
                      model_procedure=args.model_procedure, baseline_procedure=args.baseline_procedure,
                      progress=progress)

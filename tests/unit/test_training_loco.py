@@ -9,6 +9,7 @@ from collections import Counter
 import numpy as np
 import pyarrow as pa
 import pytest
+import scipy.sparse as sp
 
 from training import evaluate, loco
 from training.baselines import NegationTfidf, TfidfBigramBaseline
@@ -251,3 +252,48 @@ def test_a_later_run_adds_a_candidate_to_the_saved_folds_and_keeps_the_rest(tmp_
             np.testing.assert_allclose(p, want[proc][0], rtol=1e-9, atol=1e-12)
             assert t == want[proc][1]
     assert first["data"]["folds_done"] == ["C", "D"]
+
+
+def test_nb_scaling_equals_the_log_count_ratio_term_by_term():
+    rng = np.random.default_rng(5)
+    dense = rng.random((7, 5)) * (rng.random((7, 5)) < 0.5)
+    dense[6] = 0.0                                                  # an empty row stays empty
+    y = np.array([1, 0, 1, 1, 0, 0])                                # labels of the first 6 (fit) rows
+    got = loco.nb_scaled(sp.csr_matrix(dense), 6, y).toarray()
+    present = dense[:6] > 0
+    p = present[y == 1].sum(axis=0) + 1.0
+    q = present[y == 0].sum(axis=0) + 1.0
+    r = np.log((p / p.sum()) / (q / q.sum()))
+    want = dense * r
+    norms = np.linalg.norm(want, axis=1, keepdims=True)
+    want = np.divide(want, norms, out=np.zeros_like(want), where=norms > 0)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+def test_the_nb_ensemble_is_the_model_logit_plus_the_nb_twins_and_never_sees_the_held_out_category():
+    rev = _reviews(6)
+    tc = loco.TermCounts(rev.summary, rev.review_text)
+    fit, score = rev.category != "D", rev.category == "D"
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    ens = loco.fit_and_score(tc, "model+nb", fit, score, rev.label)
+    model = loco.fit_and_score(tc, "model", fit, score, rev.label)
+    fit_idx, score_idx = np.flatnonzero(fit), np.flatnonzero(score)
+    rows = np.concatenate([fit_idx, score_idx])
+    x = sp.hstack([loco.nb_scaled(tc.group_rows(g, fit_idx, rows)[0], fit_idx.size, rev.label[fit_idx])
+                   * GROUP_WEIGHTS[g] for g in ("word", "char", "summary")], format="csr")
+    w, b = loco.fit_logistic(x[:fit_idx.size], rev.label[fit_idx], loco.NB_L2, max_iter=loco.MAX_ITER)
+    np.testing.assert_allclose(logit(ens) - logit(model), x[fit_idx.size:] @ w + b, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(ens, model)
+    # the held-out category's labels and texts change nothing of its fold's candidate
+    held = np.flatnonzero(score)
+    changed = loco.Reviews(rev.summary.copy(), rev.review_text.copy(), rev.label.copy(), rev.category, rev.source)
+    changed.label[held] = 1 - changed.label[held]
+    changed.review_text[held[::2]] = "zqxother words flimsy great great terrible"
+    a = loco.fold(tc, rev, "D", inner_folds=2, candidates_only=True, nb_ensemble=True, progress=lambda _: None)
+    b_ = loco.fold(loco.TermCounts(changed.summary, changed.review_text), changed, "D", inner_folds=2,
+                   candidates_only=True, nb_ensemble=True, progress=lambda _: None)
+    assert set(a) == {f"model+nb/refit/{r}" for r in loco.THRESHOLD_RULES} == set(b_)
+    untouched = np.arange(held.size) % 2 == 1
+    for proc in a:
+        assert a[proc][1] == b_[proc][1]
+        np.testing.assert_allclose(a[proc][0][untouched], b_[proc][0][untouched], rtol=1e-9, atol=1e-12)
