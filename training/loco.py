@@ -45,7 +45,7 @@ Procedures compared in each fold (held-out category h, training categories T = a
     model+nb/refit/<rule>  an ensemble (``--nb_ensemble``, a candidate): the model's logit plus the logit of a
                   second logistic regression on the same groups naive-Bayes scaled (each term's weight times
                   its log-count ratio over the fit rows, rows back to unit length; Wang & Manning 2012), L2
-                  NB_L2, as bench/model_selection.py's "NB-scaled twin" (+0.002 AUC there, 8 categories)
+                  1e-5 (NB_L2), as bench/model_selection.py's "NB-scaled twin" (+0.002 AUC there, 8 categories)
 
 The baseline (``training.baselines.TfidfBigramBaseline``: tokens + bigrams, same vocabulary rule, L2 1e-6) is
 refitted in each fold by the same refit procedure as the model (all of T, the cv-categories threshold from its
