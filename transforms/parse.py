@@ -622,7 +622,8 @@ def _try_arrow(lines, piece, first_line):
     try:
         out = _conform(t, first_line + piece, piece, lambda i: lines.line(piece[i]))
     except (_WrongType, pa.ArrowException):
-        return _Retry()  # e.g. a style that is a plain string in a block without any style object
+        return _Retry()  # e.g. a style that is a plain string in a block without any style object, or
+        #                  any other Arrow failure on odd data: those lines are judged one by one
     return out if isinstance(out, pa.Table) else _Retry(tuple(int(i) for i in out))
 
 
@@ -644,7 +645,7 @@ def _has_null_list(t):
 
 
 def _repair_null_lists(arr):
-    """Arrow's JSON reader (pyarrow 2x) builds a ``list<null>`` column (``"style": [null, null]``) whose
+    """Arrow's JSON reader (pyarrow 25.0.1) builds a ``list<null>`` column (``"style": [null, null]``) whose
     null child is shorter than its offsets say, so that any later read of it raises ArrowIndexError.
     Rebuild such lists, at any depth, with a child of the right length; other arrays pass through."""
     t = arr.type
