@@ -89,6 +89,10 @@ def build_parser():
                         "cv-pooled the pooled macro-F1 of the same scores, 0.5 fixed")
     p.add_argument("--inner_folds", type=int, default=2,
                    help="--split all: groups of categories for the threshold's out-of-category scores (default 2)")
+    p.add_argument("--ensemble", choices=("nb", "none"), default=None,
+                   help="--split all only: nb (default) exports the linear model plus a naive-Bayes-scaled twin on the same "
+                        "terms, logits added (better on leave-one-category-out: docs/model.md); none: the linear "
+                        "model alone")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the confidence intervals")
     p.add_argument("--seed", type=int, default=0, help="random seed (shuffling, initialisation, bootstrap)")
     p.add_argument("--no_baselines", action="store_true", help="skip the two baselines (faster)")
@@ -123,6 +127,8 @@ def main(argv=None):
     problem = folder_problem(args.output, "--output")
     if problem:
         return fail(problem)
+    if args.ensemble and args.split != "all":
+        return fail(f"--ensemble applies to --split all only (the all-data refit), not to --split {args.split}")
     started = time.monotonic()
 
     def progress(message):
@@ -141,7 +147,7 @@ def main(argv=None):
                            baselines=not args.no_baselines, norm=args.tfidf_norm, validation=args.validation,
                            classes=args.classes, optimizer=args.optimizer,
                            max_iterations=args.max_iterations, threshold_rule=args.threshold_rule,
-                           inner_folds=args.inner_folds,
+                           inner_folds=args.inner_folds, ensemble=args.ensemble or "nb",
                            early_stopping=None if args.early_stopping == "auto" else args.early_stopping == "on",
                            progress=progress)
     except ValueError as err:

@@ -42,10 +42,12 @@ Procedures compared in each fold (held-out category h, training categories T = a
                     0.5            fixed
     .../unweighted  the same without balanced class weights (``--unweighted``)
     model+lexicon/refit/<rule>  the refit procedure with the sentiment-lexicon columns added (``--lexicon``, a candidate)
-    model+nb/refit/<rule>  an ensemble (``--nb_ensemble``, a candidate): the model's logit plus the logit of a
-                  second logistic regression on the same groups naive-Bayes scaled (each term's weight times
-                  its log-count ratio over the fit rows, rows back to unit length; Wang & Manning 2012), L2
-                  1e-5 (NB_L2), as bench/model_selection.py's "NB-scaled twin" (+0.002 AUC there, 8 categories)
+    model+nb/refit/<rule>  the ensemble that ``python -m training --split all`` exports (on by default here;
+                  ``--no_nb_ensemble`` skips it): the model's logit plus the logit of a second logistic
+                  regression on the same groups naive-Bayes scaled (each term's weight times its log-count
+                  ratio over the fit rows, rows back to unit length; Wang & Manning 2012), L2 1e-5 (NB_L2), as
+                  bench/model_selection.py's "NB-scaled twin" (+0.002 AUC there, 8 categories). It won over
+                  ``model/refit`` across the 18 folds (docs/model.md); EXPORTED_PROCEDURE is the headline
 
 The baseline (``training.baselines.TfidfBigramBaseline``: tokens + bigrams, same vocabulary rule, L2 1e-6) is
 refitted in each fold by the same refit procedure as the model (all of T, the cv-categories threshold from its
@@ -78,6 +80,8 @@ MODEL_L2 = 3e-6           # training.__main__ --l2 default
 LEXICON_WEIGHT = 1.0      # scale of the candidate's lexicon columns (next to unit-length tf-idf groups)
 NB_L2 = 1e-5              # the naive-Bayes-scaled twin's L2 (bench/model_selection.py's ensemble)
 BASELINE_L2 = 1e-6        # TfidfBigramBaseline default
+# what `python -m training --split all` exports (its default --ensemble nb): the headline of the report
+EXPORTED_PROCEDURE = "model+nb/refit/cv-categories"
 THRESHOLD_RULES = ("cv-pooled", "cv-categories", "0.5")
 MODEL_GROUPS = ("word", "char", "summary")   # the model's feature groups, each at GROUP_WEIGHTS
 # L-BFGS iterations per fit. 100: on the Electronics fold of the real data (96,331 reviews) the model fitted
@@ -305,15 +309,23 @@ def _sigmoid(z):
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
+def log_count_ratios(positive, negative, alpha=1.0):
+    """Per term: the number of positive and of negative fit rows holding it -> its naive-Bayes log-count
+    ratio log((p / |p|_1) / (q / |q|_1)), p = ``positive`` + ``alpha``, q = ``negative`` + ``alpha`` (the
+    exported ensemble's ratios come from here too: training.train)."""
+    p = np.asarray(positive, np.float64) + alpha
+    q = np.asarray(negative, np.float64) + alpha
+    return np.log((p / p.sum()) / (q / q.sum()))
+
+
 def nb_scaled(x, n_fit, y_fit, alpha=1.0):
     """CSR rows ``x`` (the first ``n_fit`` are the fit rows, labels ``y_fit``) with each term's weight times
-    its naive-Bayes log-count ratio log((p / |p|_1) / (q / |q|_1)), p and q the positive and negative fit
-    rows' document counts per term plus ``alpha``; each row then back to unit length."""
+    its naive-Bayes log-count ratio over the fit rows (``log_count_ratios``); each row then back to unit
+    length (the exported model's TF twin: ``training.model.nb_weights``)."""
     present = x[:n_fit].copy()
     present.data = (present.data != 0).astype(np.float64)
-    p = present.T @ (y_fit == 1).astype(np.float64) + alpha
-    q = present.T @ (y_fit == 0).astype(np.float64) + alpha
-    r = np.log((p / p.sum()) / (q / q.sum()))
+    r = log_count_ratios(present.T @ (y_fit == 1).astype(np.float64), present.T @ (y_fit == 0).astype(np.float64),
+                         alpha)
     out = x.tocsr(copy=True)
     out.data = out.data * r[out.indices]
     return unit_rows(out)
@@ -693,15 +705,19 @@ def build_parser():
                    help="also run the refit procedure with the sentiment-lexicon features added (candidate "
                         "model+lexicon; training.lexicon, needs the vaderSentiment package); added to folds saved "
                         "before, like --unweighted")
-    p.add_argument("--nb_ensemble", action="store_true",
-                   help="also run the refit procedure of an ensemble: the model's logit plus that of a naive-Bayes-"
-                        "scaled twin of its features (candidate model+nb); added to folds saved before")
+    p.add_argument("--nb_ensemble", action="store_true", default=True,
+                   help="run the refit procedure of the exported ensemble: the model's logit plus that of a naive-"
+                        "Bayes-scaled twin of its features (model+nb; the default, added to folds saved before)")
+    p.add_argument("--no_nb_ensemble", dest="nb_ensemble", action="store_false",
+                   help="skip the ensemble (faster: it costs about two model procedures per fold; the headline is then "
+                        "model/refit/cv-categories)")
     p.add_argument("--no_baseline_current", action="store_true",
                    help="skip the baseline fitted the way the report fits it now (T - V, threshold on V)")
     p.add_argument("--max_iter", type=int, default=MAX_ITER,
                    help=f"L-BFGS iterations per fit (default {MAX_ITER}; see MAX_ITER in the source for the check)")
-    p.add_argument("--model_procedure", default="model/refit/cv-categories",
-                   help="the model procedure compared with the baseline in the headline table")
+    p.add_argument("--model_procedure", default=None,
+                   help=f"the model procedure compared with the baseline in the headline table (default "
+                        f"{EXPORTED_PROCEDURE}, the exported model's; model/refit/cv-categories with --no_nb_ensemble)")
     p.add_argument("--baseline_procedure", default="baseline/refit/cv-categories",
                    help="the baseline procedure of the headline table (baseline/current: as the report fits it now)")
     p.add_argument("--summarize_only", action="store_true",
@@ -729,7 +745,9 @@ def main(argv=None):
                      inner_folds=args.inner_folds, unweighted=args.unweighted, lexicon=args.lexicon,
                      nb_ensemble=args.nb_ensemble,
                      baseline_current=not args.no_baseline_current, compute=not args.summarize_only, n_boot=args.bootstrap, seed=args.seed,
-                     model_procedure=args.model_procedure, baseline_procedure=args.baseline_procedure,
+                     model_procedure=args.model_procedure or (EXPORTED_PROCEDURE if args.nb_ensemble
+                                                              else "model/refit/cv-categories"),
+                     baseline_procedure=args.baseline_procedure,
                      progress=progress)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

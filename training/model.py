@@ -15,13 +15,19 @@ signature, so the SavedModel alone turns raw text into a probability and a label
     serving_default(summary: string[batch], review_text: string[batch])
         -> probability: float32[batch] (positive class), label: int32[batch] (probability >= threshold)
 
+With an NB twin (``training --split all``'s default ``--ensemble nb``) the logit is the classifier's plus
+that of a second linear model on the same terms naive-Bayes scaled (``nb_weights``: each term's tf-idf
+weight times its log-count ratio from the training labels, each group's row back to unit length and its
+GROUP_WEIGHTS); the ratios and the twin's weights are variables of the SavedModel too.
+
 A 3-class model (``--classes 3``) adds ``probabilities`` [batch, 3] and its ``label`` is the most
 probable class (0 negative, 1 neutral, 2 positive); the graph's scoring step takes binary models only.
 """
 import keras
+import numpy as np
 import tensorflow as tf
 
-from training.features import ids_name, weights_name
+from training.features import GROUP_WEIGHTS, ids_name, l2_normalize_rows, weights_name
 
 # mini-batch optimizers: (class, default learning rate); the binary linear model is fitted by training.lbfgs
 OPTIMIZERS = {"adam": (keras.optimizers.Adam, 0.003), "sgd": (keras.optimizers.SGD, 8.0)}
@@ -58,6 +64,16 @@ def bag(table, ids, weights):
     # rows beyond the last row with a term are missing from the lookup: pad to the batch
     rows = tf.shape(ids, out_type=tf.int64)[0]
     return tf.pad(out, [[0, rows - tf.shape(out, out_type=tf.int64)[0]], [0, 0]])
+
+
+def nb_weights(ids, weights, ratios, group_weight):
+    """A group's tf-idf ``weights`` (SparseTensor, term ids ``ids``) -> each term's weight times its log-count
+    ratio (``ratios``[id]), each row back to unit L2 length, then times ``group_weight``: the NB twin's
+    features (the numpy twin: ``training.loco.nb_scaled``)."""
+    scaled = tf.SparseTensor(weights.indices, weights.values * tf.gather(tf.cast(ratios, weights.values.dtype),
+                                                                         ids.values), weights.dense_shape)
+    normalized = l2_normalize_rows(scaled)
+    return tf.SparseTensor(normalized.indices, normalized.values * group_weight, normalized.dense_shape)
 
 
 def build_classifier(vocab_sizes, dim=1, l2=0.0, learning_rate=None, classes=2, optimizer="adam"):
@@ -101,7 +117,8 @@ class ServingModule(tf.Module):
     """The exported model: tf.Transform's layer, then the classifier's forward pass on its weights (copied
     into plain variables: the SavedModel needs neither Keras nor the training code to load)."""
 
-    def __init__(self, classifier, tft_output, threshold):
+    def __init__(self, classifier, tft_output, threshold, nb=None):
+        """``nb``: None, or (the NB twin's classifier, {group: log-count ratios}) for the ensemble."""
         super().__init__()
         self.tft_layer = tft_output.transform_features_layer()
         self.groups = [layer.group for layer in classifier.layers if isinstance(layer, SparseTermLayer)]
@@ -111,6 +128,15 @@ class ServingModule(tf.Module):
         self.kernel = tf.Variable(kernel, trainable=False, name="kernel")
         self.bias = tf.Variable(bias, trainable=False, name="bias")
         self.threshold = tf.Variable(float(threshold), trainable=False, name="threshold")
+        self.nb_tables, self.nb_ratios = [], []
+        if nb is not None:
+            nb_classifier, ratios = nb
+            self.nb_tables = [tf.Variable(nb_classifier.get_layer(f"{g}_terms").get_weights()[0], trainable=False,
+                                          name=f"nb_{g}_terms") for g in self.groups]
+            self.nb_ratios = [tf.Variable(np.asarray(ratios[g], np.float32), trainable=False, name=f"nb_{g}_ratios")
+                              for g in self.groups]
+            self.nb_bias = tf.Variable(nb_classifier.get_layer("logit").get_weights()[1], trainable=False,
+                                       name="nb_bias")
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="summary"),
                                   tf.TensorSpec([None], tf.string, name="review_text")])
@@ -119,6 +145,12 @@ class ServingModule(tf.Module):
         bags = [bag(table, features[ids_name(g)], features[weights_name(g)])
                 for g, table in zip(self.groups, self.tables)]
         logits = tf.matmul(tf.add_n(bags), self.kernel) + self.bias
+        if self.nb_tables:   # the ensemble: plus the NB twin's logit
+            logits += tf.add_n([bag(table, features[ids_name(g)],
+                                    nb_weights(features[ids_name(g)], features[weights_name(g)], ratios,
+                                               GROUP_WEIGHTS[g]))
+                                for g, table, ratios in zip(self.groups, self.nb_tables, self.nb_ratios)]) \
+                + self.nb_bias
         if self.kernel.shape[-1] == 1:
             probability = tf.reshape(tf.sigmoid(logits), [-1])
             return {"probability": probability, "label": tf.cast(probability >= self.threshold, tf.int32)}
@@ -127,7 +159,7 @@ class ServingModule(tf.Module):
                 "label": tf.cast(tf.argmax(probabilities, axis=1), tf.int32)}
 
 
-def export(classifier, tft_output, threshold, path):
-    module = ServingModule(classifier, tft_output, threshold)
+def export(classifier, tft_output, threshold, path, nb=None):
+    module = ServingModule(classifier, tft_output, threshold, nb)
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve.get_concrete_function()})
     return path

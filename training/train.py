@@ -31,7 +31,7 @@ try:
     from training import evaluate
 except ImportError:  # pragma: no cover
     evaluate = None
-from training.features import GROUPS, LABEL, ids_name, preprocessing_fn, weights_name
+from training.features import GROUP_WEIGHTS, GROUPS, LABEL, ids_name, preprocessing_fn, weights_name
 from training.model import OPTIMIZERS, build_classifier, export
 
 LOG = logging.getLogger("training")
@@ -159,7 +159,7 @@ def _fit_keras(classifier, records, tft_output, train_y, classes, monitor, epoch
 def train(silver, output, *, split="category", holdout=None, category_source="source", epochs=30, batch_size=256,
           learning_rate=None, l2=3e-6, dim=1, patience=3, seed=0, n_boot=1000, baselines=True, workdir=None,
           norm="l2", validation="categories", classes=2, optimizer="auto", max_iterations=500, early_stopping=None,
-          threshold_rule="cv-categories", inner_folds=2, progress=print):
+          threshold_rule="cv-categories", inner_folds=2, ensemble="nb", progress=print):
     """The whole run; returns the report dict (also written as report.json / report.md under ``output``).
 
     ``l2``: the objective is the class-weighted mean log loss + ``l2 / 2 * |w|^2`` over the term weights
@@ -195,7 +195,8 @@ def train(silver, output, *, split="category", holdout=None, category_source="so
     os.makedirs(output, exist_ok=True)   # only now: a refused run leaves no folder behind
     if split == "all":
         return _train_all(ex, silver, output, workdir, l2=l2, norm=norm, max_iterations=max_iterations,
-                          threshold_rule=threshold_rule, inner_folds=inner_folds, t_start=t_start, progress=progress)
+                          threshold_rule=threshold_rule, inner_folds=inner_folds, t_start=t_start, progress=progress,
+                          ensemble=ensemble)
 
     t0 = time.monotonic()
     tft_dir, records = transform(ex, workdir, norm)
@@ -293,52 +294,106 @@ def train(silver, output, *, split="category", holdout=None, category_source="so
     return report
 
 
-def _train_all(ex, silver, output, workdir, *, l2, norm, max_iterations, threshold_rule, inner_folds, t_start,
-               progress):
-    """``--split all``: the exported model refitted on every labelled review. The threshold comes from the rule
-    the leave-one-category-out cross-validation chose (training.loco): applied to out-of-category scores of
-    every review from ``inner_folds`` groups of categories, each scored by the numpy twin of the model fitted
-    on the other categories. The exported model is then checked against the numpy twin refitted on all the
-    same reviews (report["equivalence"])."""
+ENSEMBLES = ("nb", "none")
+MODEL_KIND = ("logistic regression on tf-idf of words + bigrams + negation scope, character 3-5-grams and the "
+              "summary's own words + bigrams")
+ENSEMBLE_KIND = (", plus (logits added) a second logistic regression on the same terms naive-Bayes scaled (each "
+                 "term's tf-idf weight times its log-count ratio in the training labels, rows back to unit length)")
+
+
+def nb_twin_features(features, y, vocab):
+    """The transformed training batch ({group_ids, group_weights: SparseTensor}) and its labels -> (the NB
+    twin's features, {group: log-count ratios}). A term's ratio counts the positive and the negative reviews
+    holding it (``training.loco.log_count_ratios``; tf.Transform's rows hold each term once)."""
     from training import loco
+    from training.model import nb_weights
+    out, ratios = dict(features), {}
+    for g, size in vocab.items():
+        ids = features[ids_name(g)]
+        label = y[ids.indices[:, 0].numpy()]
+        term = ids.values.numpy()
+        ratios[g] = loco.log_count_ratios(np.bincount(term[label == 1], minlength=size),
+                                          np.bincount(term[label == 0], minlength=size))
+        out[weights_name(g)] = nb_weights(ids, features[weights_name(g)], ratios[g], GROUP_WEIGHTS[g])
+    return out, ratios
+
+
+def _train_all(ex, silver, output, workdir, *, l2, norm, max_iterations, threshold_rule, inner_folds, t_start,
+               progress, ensemble="nb"):
+    """``--split all``: the exported model refitted on every labelled review. With ``ensemble`` "nb" (the
+    default, chosen by leave-one-category-out cross-validation: docs/model.md) the exported logit is the
+    linear model's plus an NB-scaled twin's (``training.model.nb_weights``); "none": the linear model alone.
+    The threshold comes from the rule the cross-validation chose (training.loco): applied to out-of-category
+    scores of every review from ``inner_folds`` groups of categories, each scored by the numpy twin of the
+    procedure fitted on the other categories. The exported model is then checked against the numpy twin
+    refitted on all the same reviews (report["equivalence"]). The numpy side (threshold and twin) runs on a
+    thread next to tf.Transform, which keeps one core busy (scipy's sparse products release the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from training import loco
+    if ensemble not in ENSEMBLES:
+        raise ValueError(f"ensemble must be one of {ENSEMBLES}")
+    kind = "model+nb" if ensemble == "nb" else "model"
     reviews = loco.Reviews(ex.summary, ex.review_text, ex.label,
                            np.array([c.lower() for c in ex.category], dtype=object), ex.category)
-    t0 = time.monotonic()
-    tc = loco.TermCounts(reviews.summary, reviews.review_text)
-    everything = np.ones(len(reviews), dtype=bool)
-    if threshold_rule == "0.5":
-        threshold = 0.5
-    else:
-        inner = loco.inner_scores(tc, "model", reviews, everything, inner_folds)
-        threshold = loco.choose(threshold_rule, reviews.label, inner, reviews.category)
-    threshold_s = time.monotonic() - t0
-    progress(f"threshold {threshold:.4f} by rule {threshold_rule} over {inner_folds} inner folds of "
-             f"{len(set(reviews.category))} categories ({threshold_s:.1f} s)")
-    t0 = time.monotonic()
-    tft_dir, records = transform(ex, workdir, norm)
-    tft_output = tft.TFTransformOutput(tft_dir)
-    vocab = {g: max(1, tft_output.vocabulary_size_by_name(g)) for g in GROUPS}
-    transform_s = time.monotonic() - t0
-    progress("tf.Transform: vocabularies of " + " and ".join(f"{n:,} {g} terms" for g, n in vocab.items())
-             + f" from all {len(ex):,} reviews ({transform_s:.1f} s)")
-    classifier = build_classifier(vocab, dim=1, l2=l2 / 2, learning_rate=None, classes=2, optimizer="adam")
-    t0 = time.monotonic()
-    batch = next(iter(dataset(records, "train", tft_output, 1 << 30)))
-    fitted = lbfgs.fit(classifier, batch, batch, class_weights(ex.label), max_iter=max_iterations,
-                       early_stopping=False, progress=progress)
-    train_s = time.monotonic() - t0
-    progress(f"fitted (lbfgs) on all reviews: {fitted['iterations']} iterations ({train_s:.1f} s)")
+
+    def numpy_side():
+        t0 = time.monotonic()
+        tc = loco.TermCounts(reviews.summary, reviews.review_text)
+        everything = np.ones(len(reviews), dtype=bool)
+        if threshold_rule == "0.5":
+            threshold = 0.5
+        else:
+            inner = loco.inner_scores(tc, kind, reviews, everything, inner_folds)
+            threshold = loco.choose(threshold_rule, reviews.label, inner, reviews.category)
+        threshold_s = time.monotonic() - t0
+        progress(f"threshold {threshold:.4f} by rule {threshold_rule} over {inner_folds} inner folds of "
+                 f"{len(set(reviews.category))} categories ({kind}, numpy twin; {threshold_s:.1f} s)")
+        t0 = time.monotonic()
+        twin_p = loco.fit_and_score(tc, kind, everything, everything, reviews.label)
+        progress(f"numpy twin refitted on all reviews ({time.monotonic() - t0:.1f} s)")
+        return threshold, threshold_s, twin_p, time.monotonic() - t0
+
+    with ThreadPoolExecutor(1, thread_name_prefix="numpy-twin") as pool:
+        side = pool.submit(numpy_side)
+        t0 = time.monotonic()
+        tft_dir, records = transform(ex, workdir, norm)
+        tft_output = tft.TFTransformOutput(tft_dir)
+        vocab = {g: max(1, tft_output.vocabulary_size_by_name(g)) for g in GROUPS}
+        transform_s = time.monotonic() - t0
+        progress("tf.Transform: vocabularies of " + " and ".join(f"{n:,} {g} terms" for g, n in vocab.items())
+                 + f" from all {len(ex):,} reviews ({transform_s:.1f} s)")
+        t0 = time.monotonic()
+        features, y = next(iter(dataset(records, "train", tft_output, 1 << 30)))
+        classifier = build_classifier(vocab, dim=1, l2=l2 / 2, learning_rate=None, classes=2, optimizer="adam")
+        fitted = lbfgs.fit(classifier, (features, y), (features, y), class_weights(ex.label),
+                           max_iter=max_iterations, early_stopping=False, progress=progress)
+        progress(f"fitted (lbfgs) on all reviews: {fitted['iterations']} iterations ({time.monotonic() - t0:.1f} s)")
+        nb, nb_fitted = None, None
+        if ensemble == "nb":
+            t1 = time.monotonic()
+            nb_features, ratios = nb_twin_features(features, y.numpy(), vocab)
+            nb_classifier = build_classifier(vocab, dim=1, l2=loco.NB_L2 / 2, learning_rate=None, classes=2,
+                                             optimizer="adam")
+            nb_fitted = lbfgs.fit(nb_classifier, (nb_features, y), (nb_features, y), class_weights(ex.label),
+                                  max_iter=max_iterations, early_stopping=False, progress=progress)
+            nb = (nb_classifier, ratios)
+            progress(f"fitted the NB twin (lbfgs, L2 {loco.NB_L2:g}): {nb_fitted['iterations']} iterations "
+                     f"({time.monotonic() - t1:.1f} s)")
+        train_s = time.monotonic() - t0
+        t0 = time.monotonic()
+        threshold, threshold_s, twin_p, twin_s = side.result()
+        waited_s = time.monotonic() - t0
     model_dir = os.path.join(output, "saved_model")
     shutil.rmtree(model_dir, ignore_errors=True)
-    export(classifier, tft_output, threshold, model_dir)
+    export(classifier, tft_output, threshold, model_dir, nb=nb)
     signature = tf.saved_model.load(model_dir).signatures["serving_default"]
     throughput = scoring_throughput(signature, ex)
     served = serve(signature, ex)
     # the exported model equals a refit of the numpy twin on the same reviews
-    twin_p = loco.fit_and_score(tc, "model", everything, everything, reviews.label)
     equivalence = {"max_abs_probability_difference": float(np.max(np.abs(served - twin_p))),
                    "labels_agreeing": float(np.mean((served >= threshold) == (twin_p >= threshold))),
-                   "rows": len(ex)}
+                   "rows": len(ex), "procedure": kind}
     progress(f"exported {model_dir} (threshold {threshold:.4f}); scoring {throughput:,.0f} reviews/s; against the "
              f"numpy twin refitted on the same reviews: max |p - p_twin| {equivalence['max_abs_probability_difference']:.4f}, "
              f"labels agreeing {equivalence['labels_agreeing']:.4%}")
@@ -347,13 +402,17 @@ def _train_all(ex, silver, output, workdir, *, l2, norm, max_iterations, thresho
         "data": {"silver": silver, "examples": counts, "split": "all", "category_source": "source",
                  "train_categories": sorted(set(ex.category)), "test_categories": [], "validation_categories": [],
                  "label_rule": "rating >= 4 positive (1), <= 2 negative (0), 3 excluded (transforms/labels.py)"},
-        "model": {"kind": "logistic regression on tf-idf of words + bigrams + negation scope, character 3-5-grams "
-                          "and the summary's own words + bigrams", "vocabulary": vocab,
+        "model": {"kind": MODEL_KIND + (ENSEMBLE_KIND if nb else ""), "vocabulary": vocab,
+                  "ensemble": ensemble, "procedure": kind,
                   "iterations_run": fitted["iterations"], "optimizer": "lbfgs", "classes": 2, "early_stopping_on": None,
                   "class_weights": class_weights(ex.label), "threshold": float(threshold),
-                  "threshold_rule": threshold_rule, "inner_folds": inner_folds, "l2": l2, "tfidf_norm": norm},
+                  "threshold_rule": threshold_rule, "inner_folds": inner_folds, "l2": l2, "tfidf_norm": norm,
+                  **({"nb_l2": loco.NB_L2, "nb_iterations_run": nb_fitted["iterations"]} if nb else {})},
         "results": {}, "equivalence": equivalence,
-        "timing": {"threshold_s": round(threshold_s, 2), "transform_s": round(transform_s, 2),
+        # the numpy side ran on a thread next to tf.Transform and the fits: its times overlap theirs;
+        # waited_s is how long the export waited for it
+        "timing": {"threshold_s": round(threshold_s, 2), "twin_s": round(twin_s, 2), "waited_s": round(waited_s, 2),
+                   "transform_s": round(transform_s, 2),
                    "train_s": round(train_s, 2), "total_s": round(time.monotonic() - t_start, 2),
                    "scoring_reviews_per_s": round(throughput, 1)},
         "saved_model": model_dir,
@@ -381,8 +440,10 @@ def _train_all(ex, silver, output, workdir, *, l2, norm, max_iterations, thresho
             "tf.Transform graph is inside.", "",
             "## Data and model",
             f"Every labelled review of the silver table `{silver}` ({len(ex):,}; rating >= 4 positive, <= 2 negative, 3 "
-            f"left out), categories {', '.join(sorted(set(ex.category)))}. {report['model']['kind']}; L2 {l2:g}; "
-            f"balanced class weights; L-BFGS to the minimum ({fitted['iterations']} iterations). Threshold rule "
+            f"left out), categories {', '.join(sorted(set(ex.category)))}. {report['model']['kind']}; L2 {l2:g}"
+            + (f" (the twin's {loco.NB_L2:g})" if nb else "") + "; "
+            f"balanced class weights; L-BFGS to the minimum ({fitted['iterations']} iterations"
+            + (f", the twin {nb_fitted['iterations']}" if nb else "") + "). Threshold rule "
             f"{threshold_rule}, chosen by leave-one-category-out cross-validation.", "",
             "## How well it generalises to unseen categories",
             "There is no held-out split in this fit. The figure is leave-one-category-out cross-validation of the "

@@ -176,3 +176,37 @@ def test_word_and_summary_groups_equal_their_numpy_twins(transformed, group):
         want = {terms[j]: v for j, v in zip(rows.indices[lo:hi], rows.values[lo:hi])}
         assert got.keys() == want.keys()
         assert [got[t] for t in want] == pytest.approx(list(want.values()), rel=1e-5)
+
+
+def test_the_exported_nb_twin_features_equal_the_numpy_twin():
+    """The ensemble's TF side (training.model.nb_weights with ratios from training.train.nb_twin_features)
+    equals training.loco.nb_scaled at the group's weight, for every row, empty ones included."""
+    import scipy.sparse as sp
+
+    from training import loco
+    from training.train import nb_twin_features
+    rng = np.random.default_rng(11)
+    vocab, features, dense = {}, {}, {}
+    for g in GROUPS:
+        size = int(rng.integers(3, 9))
+        d = rng.random((8, size)) * (rng.random((8, size)) < 0.5)
+        d[3] = 0.0                                           # a review with no term of the group
+        d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-300) * GROUP_WEIGHTS[g]
+        rows, cols = np.nonzero(d)
+        slots = np.concatenate([np.arange((rows == r).sum()) for r in range(8)])
+        indices = np.stack([rows, slots], axis=1).astype(np.int64)
+        shape = [8, int(slots.max()) + 1]
+        features[ids_name(g)] = tf.SparseTensor(indices, cols.astype(np.int64), shape)
+        features[weights_name(g)] = tf.SparseTensor(indices, d[rows, cols].astype(np.float32), shape)
+        vocab[g], dense[g] = size, d
+    y = np.array([1, 0, 1, 1, 0, 0, 1, 0])
+    got, ratios = nb_twin_features(features, y, vocab)
+    for g in GROUPS:
+        present = dense[g] > 0
+        np.testing.assert_allclose(ratios[g], loco.log_count_ratios(present[y == 1].sum(0), present[y == 0].sum(0)))
+        want = loco.nb_scaled(sp.csr_matrix(dense[g]), 8, y).toarray() * GROUP_WEIGHTS[g]
+        w = got[weights_name(g)]
+        out = np.zeros_like(want)
+        out[w.indices[:, 0].numpy(), features[ids_name(g)].values.numpy()] = w.values.numpy()
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(out, dense[g])             # the scaling changed the weights
