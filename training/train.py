@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 
 import apache_beam as beam
@@ -294,6 +295,29 @@ def train(silver, output, *, split="category", holdout=None, category_source="so
     return report
 
 
+class _Beside:
+    """``fn()`` on a daemon thread: ``result()`` waits for it and returns its value or raises its error. A
+    daemon, so an error or Ctrl-C in the main thread ends the command without waiting for it (a
+    ThreadPoolExecutor's worker would be joined at exit)."""
+
+    def __init__(self, fn, name):
+        self._out = {}
+        self._thread = threading.Thread(target=self._run, args=(fn,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, fn):
+        try:
+            self._out["value"] = fn()
+        except BaseException as err:  # noqa: B036 - handed to the caller of result()
+            self._out["error"] = err
+
+    def result(self):
+        self._thread.join()
+        if "error" in self._out:
+            raise self._out["error"]
+        return self._out["value"]
+
+
 ENSEMBLES = ("nb", "none")
 MODEL_KIND = ("logistic regression on tf-idf of words + bigrams + negation scope, character 3-5-grams and the "
               "summary's own words + bigrams")
@@ -328,8 +352,6 @@ def _train_all(ex, silver, output, workdir, *, l2, norm, max_iterations, thresho
     procedure fitted on the other categories. The exported model is then checked against the numpy twin
     refitted on all the same reviews (report["equivalence"]). The numpy side (threshold and twin) runs on a
     thread next to tf.Transform, which keeps one core busy (scipy's sparse products release the GIL)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from training import loco
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {ENSEMBLES}")
@@ -354,36 +376,35 @@ def _train_all(ex, silver, output, workdir, *, l2, norm, max_iterations, thresho
         progress(f"numpy twin refitted on all reviews ({time.monotonic() - t0:.1f} s)")
         return threshold, threshold_s, twin_p, time.monotonic() - t0
 
-    with ThreadPoolExecutor(1, thread_name_prefix="numpy-twin") as pool:
-        side = pool.submit(numpy_side)
-        t0 = time.monotonic()
-        tft_dir, records = transform(ex, workdir, norm)
-        tft_output = tft.TFTransformOutput(tft_dir)
-        vocab = {g: max(1, tft_output.vocabulary_size_by_name(g)) for g in GROUPS}
-        transform_s = time.monotonic() - t0
-        progress("tf.Transform: vocabularies of " + " and ".join(f"{n:,} {g} terms" for g, n in vocab.items())
-                 + f" from all {len(ex):,} reviews ({transform_s:.1f} s)")
-        t0 = time.monotonic()
-        features, y = next(iter(dataset(records, "train", tft_output, 1 << 30)))
-        classifier = build_classifier(vocab, dim=1, l2=l2 / 2, learning_rate=None, classes=2, optimizer="adam")
-        fitted = lbfgs.fit(classifier, (features, y), (features, y), class_weights(ex.label),
-                           max_iter=max_iterations, early_stopping=False, progress=progress)
-        progress(f"fitted (lbfgs) on all reviews: {fitted['iterations']} iterations ({time.monotonic() - t0:.1f} s)")
-        nb, nb_fitted = None, None
-        if ensemble == "nb":
-            t1 = time.monotonic()
-            nb_features, ratios = nb_twin_features(features, y.numpy(), vocab)
-            nb_classifier = build_classifier(vocab, dim=1, l2=loco.NB_L2 / 2, learning_rate=None, classes=2,
-                                             optimizer="adam")
-            nb_fitted = lbfgs.fit(nb_classifier, (nb_features, y), (nb_features, y), class_weights(ex.label),
-                                  max_iter=max_iterations, early_stopping=False, progress=progress)
-            nb = (nb_classifier, ratios)
-            progress(f"fitted the NB twin (lbfgs, L2 {loco.NB_L2:g}): {nb_fitted['iterations']} iterations "
-                     f"({time.monotonic() - t1:.1f} s)")
-        train_s = time.monotonic() - t0
-        t0 = time.monotonic()
-        threshold, threshold_s, twin_p, twin_s = side.result()
-        waited_s = time.monotonic() - t0
+    side = _Beside(numpy_side, "numpy-twin")
+    t0 = time.monotonic()
+    tft_dir, records = transform(ex, workdir, norm)
+    tft_output = tft.TFTransformOutput(tft_dir)
+    vocab = {g: max(1, tft_output.vocabulary_size_by_name(g)) for g in GROUPS}
+    transform_s = time.monotonic() - t0
+    progress("tf.Transform: vocabularies of " + " and ".join(f"{n:,} {g} terms" for g, n in vocab.items())
+             + f" from all {len(ex):,} reviews ({transform_s:.1f} s)")
+    t0 = time.monotonic()
+    features, y = next(iter(dataset(records, "train", tft_output, 1 << 30)))
+    classifier = build_classifier(vocab, dim=1, l2=l2 / 2, learning_rate=None, classes=2, optimizer="adam")
+    fitted = lbfgs.fit(classifier, (features, y), (features, y), class_weights(ex.label),
+                       max_iter=max_iterations, early_stopping=False, progress=progress)
+    progress(f"fitted (lbfgs) on all reviews: {fitted['iterations']} iterations ({time.monotonic() - t0:.1f} s)")
+    nb, nb_fitted = None, None
+    if ensemble == "nb":
+        t1 = time.monotonic()
+        nb_features, ratios = nb_twin_features(features, y.numpy(), vocab)
+        nb_classifier = build_classifier(vocab, dim=1, l2=loco.NB_L2 / 2, learning_rate=None, classes=2,
+                                         optimizer="adam")
+        nb_fitted = lbfgs.fit(nb_classifier, (nb_features, y), (nb_features, y), class_weights(ex.label),
+                              max_iter=max_iterations, early_stopping=False, progress=progress)
+        nb = (nb_classifier, ratios)
+        progress(f"fitted the NB twin (lbfgs, L2 {loco.NB_L2:g}): {nb_fitted['iterations']} iterations "
+                 f"({time.monotonic() - t1:.1f} s)")
+    train_s = time.monotonic() - t0
+    t0 = time.monotonic()
+    threshold, threshold_s, twin_p, twin_s = side.result()
+    waited_s = time.monotonic() - t0
     model_dir = os.path.join(output, "saved_model")
     shutil.rmtree(model_dir, ignore_errors=True)
     export(classifier, tft_output, threshold, model_dir, nb=nb)
