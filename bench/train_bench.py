@@ -131,7 +131,10 @@ def run_batch(ctx, tag, model=None, keep=False):
     r, _, stderr = timed(ctx, batch_cmd(out, model), tag)
     r["sentiment_model"] = str(model) if model else None
     try:
-        s = json.loads((out / "_run_summary.json").read_text())
+        from beam_pipeline import tables   # the run summary is in the event log of the run's commit
+        s = tables.last_summary(tables.Location(str(out)))
+        if s is None:
+            raise ValueError(f"no committed run in {out}")
         rv = s["reviews"]
         r["check"] = {k: rv.get(k) for k in ("records_read", "silver_rows", "dead_letters", "duplicates_dropped",
                                              "reconciled", "scored_rows")}
@@ -190,6 +193,29 @@ def run_scorer(ctx, mode, model, silver, repeats):
     else:
         r["error"] = tail(stderr)
     return r
+
+
+def compare_scoring(ctx, models, silver, rounds, repeats):
+    """The 1-thread score worker on each of ``models`` in turn, ``rounds`` times (alternating, so drift does
+    not favour one) -> {"runs": [...], "summary": {model: median pass, reviews/s per core}, "ratio": B / A}."""
+    runs = []
+    for rnd in range(rounds):
+        for model in (models if rnd % 2 == 0 else models[::-1]):
+            r = run_scorer(ctx, "1thread", model, silver, repeats)
+            r.update(round=rnd, model=str(model))
+            show(f"round {rnd} {model}", r)
+            runs.append(r)
+    summary = {}
+    for model in models:
+        walls = [p["wall_s"] for r in runs if r["model"] == str(model) and r["ok"] for p in r["report"]["passes"]]
+        if walls:
+            rows = next(r["report"]["rows"] for r in runs if r["model"] == str(model) and r["ok"])
+            summary[str(model)] = {"passes": len(walls), "median_pass_s": statistics.median(walls),
+                                   "reviews_per_s_per_core": round(rows / statistics.median(walls))}
+    a, b = (summary.get(str(m)) for m in models)
+    return {"models": [str(m) for m in models], "silver": str(silver), "rounds": rounds, "repeats": repeats,
+            "runs": runs, "summary": summary,
+            "second_over_first_pass_time": round(b["median_pass_s"] / a["median_pass_s"], 3) if a and b else None}
 
 
 def show(label, r):
@@ -344,7 +370,7 @@ def text_section(rec, s, elapsed):
                 f"{fmt(g['added_cpu_ms_per_review'], '.3f', ' ms')} CPU per review; this includes importing TensorFlow "
                 f"and loading the model once")
         if g.get("added_pipeline_ms_per_review") is not None:
-            note += (f"; inside the run's own timer (_run_summary.json seconds) the model adds "
+            note += (f"; inside the run's own timer (its summary's seconds) the model adds "
                      f"{g['added_pipeline_s']['median']:.2f} s = {g['added_pipeline_ms_per_review']:.3f} ms per review")
         if "1thread" in ip:
             fixed = ip["1thread"]["import_s"] + ip["1thread"]["load_s"]
@@ -372,6 +398,11 @@ def main(argv=None):
                     help="timed score_table passes over the whole silver per thread mode, after one warm-up (default 3)")
     add_run_options(ap, work="train", what="the silver, the trained models, outputs and run logs",
                              quiet_wait=30, written="training.json")
+    ap.add_argument("--compare-models", nargs=2, metavar=("MODEL_A", "MODEL_B"),
+                    help="instead of the whole leg: the 1-thread in-process scoring of two SavedModels, alternating "
+                         "for --rounds rounds of --score-repeats passes over --silver; writes score-compare.json")
+    ap.add_argument("--silver", help="--compare-models: the silver review table to score")
+    ap.add_argument("--rounds", type=int, default=2, help="--compare-models: rounds (default 2)")
     ap.add_argument("--score-worker", nargs=4, metavar=("MODE", "MODEL", "SILVER", "REPEATS"), help=argparse.SUPPRESS)
     ap.add_argument("--import-floor", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -381,6 +412,20 @@ def main(argv=None):
         return
     if a.import_floor:
         import_floor()
+        return
+    if a.compare_models:
+        if not a.silver:
+            ap.error("--compare-models needs --silver")
+        work = Path(a.work).resolve()
+        ctx = {"work": work, "logs": work / "logs", "timeout": a.timeout, "quiet_wait": a.quiet_wait,
+               "env": dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")}
+        ctx["logs"].mkdir(parents=True, exist_ok=True)
+        rec = compare_scoring(ctx, a.compare_models, a.silver, a.rounds, a.score_repeats)
+        rec["machine"] = {"cores": os.cpu_count(), "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                          "git": git_state(SOURCES)}
+        Path(a.results).mkdir(parents=True, exist_ok=True)
+        (Path(a.results) / "score-compare.json").write_text(json.dumps(rec, indent=1))
+        print(json.dumps(rec["summary"], indent=1), f"\nsecond / first pass time: {rec['second_over_first_pass_time']}")
         return
     if a.repeats < 1 or a.pairs < 0 or a.score_repeats < 1:
         ap.error("--repeats and --score-repeats must be >= 1, --pairs >= 0")
