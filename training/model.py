@@ -135,8 +135,9 @@ class ServingModule(tf.Module):
                                           name=f"nb_{g}_terms") for g in self.groups]
             self.nb_ratios = [tf.Variable(np.asarray(ratios[g], np.float32), trainable=False, name=f"nb_{g}_ratios")
                               for g in self.groups]
-            self.nb_bias = tf.Variable(nb_classifier.get_layer("logit").get_weights()[1], trainable=False,
-                                       name="nb_bias")
+            nb_kernel, nb_bias = nb_classifier.get_layer("logit").get_weights()
+            self.nb_kernel = tf.Variable(nb_kernel, trainable=False, name="nb_kernel")
+            self.nb_bias = tf.Variable(nb_bias, trainable=False, name="nb_bias")
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="summary"),
                                   tf.TensorSpec([None], tf.string, name="review_text")])
@@ -146,11 +147,10 @@ class ServingModule(tf.Module):
                 for g, table in zip(self.groups, self.tables)]
         logits = tf.matmul(tf.add_n(bags), self.kernel) + self.bias
         if self.nb_tables:   # the ensemble: plus the NB twin's logit
-            logits += tf.add_n([bag(table, features[ids_name(g)],
-                                    nb_weights(features[ids_name(g)], features[weights_name(g)], ratios,
-                                               GROUP_WEIGHTS[g]))
-                                for g, table, ratios in zip(self.groups, self.nb_tables, self.nb_ratios)]) \
-                + self.nb_bias
+            nb_bags = [bag(table, features[ids_name(g)],
+                           nb_weights(features[ids_name(g)], features[weights_name(g)], ratios, GROUP_WEIGHTS[g]))
+                       for g, table, ratios in zip(self.groups, self.nb_tables, self.nb_ratios)]
+            logits += tf.matmul(tf.add_n(nb_bags), self.nb_kernel) + self.nb_bias
         if self.kernel.shape[-1] == 1:
             probability = tf.reshape(tf.sigmoid(logits), [-1])
             return {"probability": probability, "label": tf.cast(probability >= self.threshold, tf.int32)}
