@@ -444,7 +444,8 @@ def _train_all(ex, silver, output, workdir, *, l2, norm, max_iterations, thresho
              f"Trained on every labelled review ({len(ex):,}; {len(set(ex.category))} source categories), no held-out "
              "split: how well this procedure generalises to unseen categories is measured by leave-one-category-out "
              "cross-validation (`python -m training.loco`, bench/results/loco/report.md), which fixed the "
-             f"features, L2 ({l2:g}) and threshold rule ({threshold_rule}: threshold {threshold:.4f} from "
+             f"features, the form ({'the NB ensemble, procedure model+nb' if nb else 'the linear model alone'}), "
+             f"L2 ({l2:g}) and threshold rule ({threshold_rule}: threshold {threshold:.4f} from "
              f"{inner_folds} inner folds of categories).", "",
              f"Exported model vs the numpy twin refitted on the same reviews: max |p - p_twin| "
              f"{equivalence['max_abs_probability_difference']:.4f}, labels agreeing {equivalence['labels_agreeing']:.4%}.",
