@@ -18,7 +18,7 @@ help:
 	@echo "               the raw azure-eventhub consumer at 20k and 100k events, training and scoring (bench/results/)"
 	@echo "make train-real - the batch job over ../shared/data/amazon and amazon2023, then the sentiment model refitted"
 	@echo "               on all labelled reviews (out/model_real/), and the leave-one-category-out table"
-	@echo "make loco    - leave-one-category-out evaluation of the model's whole procedure next to the tf-idf baseline,"
+	@echo "make loco    - leave-one-category-out evaluation of the exported ensemble's whole procedure next to the tf-idf baseline,"
 	@echo "               both folders of ../shared/data (bench/results/loco/report.md; python -m training.loco --help)"
 	@echo "make dashboard - serve the dashboard on the tables make run wrote ($(DASHBOARD_OUTPUTS)) at"
 	@echo "               http://127.0.0.1:8050/ (DASHBOARD_ARGS='--port 8051' to change; --help lists its options)"
