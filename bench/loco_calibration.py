@@ -28,7 +28,7 @@ sys.path.insert(0, REPO)
 
 from training import loco  # noqa: E402
 
-PROCEDURES = ("model+nb/refit/cv-categories", "model/refit/cv-categories", "baseline/refit/cv-categories")
+PROCEDURES = (loco.EXPORTED_PROCEDURE, loco.LINEAR_PROCEDURE, "baseline/refit/cv-categories")
 
 
 def calibration(y, p, bins=10):

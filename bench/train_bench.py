@@ -197,7 +197,8 @@ def run_scorer(ctx, mode, model, silver, repeats):
 
 def compare_scoring(ctx, models, silver, rounds, repeats):
     """The 1-thread score worker on each of ``models`` in turn, ``rounds`` times (alternating, so drift does
-    not favour one) -> {"runs": [...], "summary": {model: median pass, reviews/s per core}, "ratio": B / A}."""
+    not favour one) -> {"runs": [...], "summary": {model: median pass, reviews/s per core},
+    "second_over_first_pass_time": B's median pass / A's}."""
     runs = []
     for rnd in range(rounds):
         for model in (models if rnd % 2 == 0 else models[::-1]):
@@ -388,6 +389,15 @@ def text_section(rec, s, elapsed):
     return "\n\n".join(out) + "\n"
 
 
+def _context(a):
+    """The runs' shared settings from the parsed options; creates the log folder."""
+    work = Path(a.work).resolve()
+    ctx = {"work": work, "logs": work / "logs", "timeout": a.timeout, "quiet_wait": a.quiet_wait,
+           "env": dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")}
+    ctx["logs"].mkdir(parents=True, exist_ok=True)
+    return ctx
+
+
 def main(argv=None):
     global RESULTS
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -416,10 +426,7 @@ def main(argv=None):
     if a.compare_models:
         if not a.silver:
             ap.error("--compare-models needs --silver")
-        work = Path(a.work).resolve()
-        ctx = {"work": work, "logs": work / "logs", "timeout": a.timeout, "quiet_wait": a.quiet_wait,
-               "env": dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")}
-        ctx["logs"].mkdir(parents=True, exist_ok=True)
+        ctx = _context(a)
         rec = compare_scoring(ctx, a.compare_models, a.silver, a.rounds, a.score_repeats)
         rec["machine"] = {"cores": os.cpu_count(), "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                           "git": git_state(SOURCES)}
@@ -437,10 +444,7 @@ def main(argv=None):
     RESULTS = Path(a.results).resolve()
     RESULTS.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
-    work = Path(a.work).resolve()
-    ctx = {"work": work, "logs": work / "logs", "timeout": a.timeout, "quiet_wait": a.quiet_wait,
-           "env": dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")}
-    ctx["logs"].mkdir(parents=True, exist_ok=True)
+    ctx = _context(a)
     machine = {"cores": os.cpu_count(), "loadavg_at_start": loadavg(),
                "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git": git_state(SOURCES)}
     print(f"machine: {machine['cores']} cores, load average at start {machine['loadavg_at_start']}", flush=True)

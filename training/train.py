@@ -33,13 +33,15 @@ try:
 except ImportError:  # pragma: no cover
     evaluate = None
 from training.features import GROUP_WEIGHTS, GROUPS, LABEL, ids_name, preprocessing_fn, weights_name
-from training.model import OPTIMIZERS, build_classifier, export
+from training.model import OPTIMIZERS, build_classifier, export, nb_weights
 
 LOG = logging.getLogger("training")
 RAW_FEATURE_SPEC = {"summary": tf.io.FixedLenFeature([], tf.string),
                     "review_text": tf.io.FixedLenFeature([], tf.string),
                     LABEL: tf.io.FixedLenFeature([], tf.int64)}
 SPLIT_NAMES = ("train", "validation", "test")
+MODEL_KIND = ("logistic regression on tf-idf of words + bigrams + negation scope, character 3-5-grams and the "
+              "summary's own words + bigrams")
 
 
 def _record_batches(ex, rows=4096):
@@ -277,9 +279,7 @@ def train(silver, output, *, split="category", holdout=None, category_source="so
                  "label_rule": ("rating >= 4 positive (1), <= 2 negative (0), 3 excluded (transforms/labels.py)"
                                 if classes == 2 else "rating <= 2 negative (0), 3 neutral (1), >= 4 positive (2) "
                                 "(transforms/labels.py)")},
-        "model": {"kind": ("logistic regression on tf-idf of words + bigrams + negation scope, character 3-5-grams "
-                           "and the summary's own words + bigrams" if dim == 1
-                           else f"embedding bag dim {dim}"),
+        "model": {"kind": MODEL_KIND if dim == 1 else f"embedding bag dim {dim}",
                   "vocabulary": vocab,
                   **fit_summary, "optimizer": optimizer, "classes": classes,
                   "early_stopping_on": monitor if early_stopping else None,
@@ -319,8 +319,6 @@ class _Beside:
 
 
 ENSEMBLES = ("nb", "none")
-MODEL_KIND = ("logistic regression on tf-idf of words + bigrams + negation scope, character 3-5-grams and the "
-              "summary's own words + bigrams")
 ENSEMBLE_KIND = (", plus (logits added) a second logistic regression on the same terms naive-Bayes scaled (each "
                  "term's tf-idf weight times its log-count ratio in the training labels, rows back to unit length)")
 
@@ -330,7 +328,6 @@ def nb_twin_features(features, y, vocab):
     twin's features, {group: log-count ratios}). A term's ratio counts the positive and the negative reviews
     holding it (``training.loco.log_count_ratios``; tf.Transform's rows hold each term once)."""
     from training import loco
-    from training.model import nb_weights
     out, ratios = dict(features), {}
     for g, size in vocab.items():
         ids = features[ids_name(g)]
