@@ -809,7 +809,10 @@ def parse_reviews(chunk, max_record_bytes=DEFAULT_MAX_RECORD_BYTES, max_payload_
             tables.append(table)
             continue
         if table.rating_text and rating_text is None:  # judge them all now, then go on without them
-            rating_text = lines.needle_lines(_RATING_NEEDLES) & nonblank & ~suspect
+            pending = np.zeros(len(nonblank), dtype=bool)   # only lines no branch has judged yet
+            for p in todo + [piece]:
+                pending[p] = True
+            rating_text = lines.needle_lines(_RATING_NEEDLES) & pending
             for i in np.flatnonzero(rating_text):
                 judge(int(i))
             todo = [p[~rating_text[p]] for p in todo + [piece]]

@@ -99,5 +99,10 @@ def run_lines(chunks):
            json.dumps(dict(BASE_2018, unixReviewTime=10 ** 12)).encode(),
            json.dumps(dict(BASE_2023, timestamp=2 ** 62)).encode(),
            json.dumps(dict(BASE_2018, summary="&lt;script&gt;alert(1)&lt;/script&gt;")).encode()]])
+# a line judged on its own before Arrow met another line's text "rating" was judged again (2026-12-07)
+@example([[b'{"title": "t", "text": {"a": 1}, "asin": {}, "parent_asin": "B0PARENT01", "user_id": "U1", '
+           b'"timestamp": 1588615855070, "rating": "<!-- c -->"}',
+           b'{"reviewerID": "A1", "asin": "0000031852", "reviewText": "Nice", "overall": 4.0, "summary": "ok", '
+           b'"unixReviewTime": 1398902400, "rating": "x"}']])
 def test_hostile_lines_never_raise_and_every_line_is_accounted_for(chunks):
     run_lines(chunks)

@@ -695,3 +695,18 @@ def test_2014_helpful_written_as_integral_floats_keeps_its_votes():
     _check(batch, dead, records)
     rows = _rows_by_position(batch)
     assert [rows[i]["helpful"] for i in (1, 2, 3)] == [[3, 4], [1, 2], None]
+
+
+def test_a_line_judged_before_arrow_meets_a_text_rating_is_not_judged_again():
+    """Found by hypothesis (tests/composite/test_hostile_lines.py): the first line (a 2023 review whose text
+    is an object, judged on its own as wrong_type) also holds a string "rating"; when Arrow then meets the
+    second line's text rating, the chunk's text-rating lines are judged, and the first was judged again:
+    two dead letters for one line. Only lines still pending are judged there now."""
+    lines = [b'{"title": "t", "text": {"a": 1}, "asin": {}, "parent_asin": "B0PARENT01", "user_id": "U1", '
+             b'"timestamp": 1588615855070, "rating": "<!-- c -->"}',
+             b'{"reviewerID": "A1", "asin": "0000031852", "reviewText": "Nice", "overall": 4.0, "summary": "ok", '
+             b'"unixReviewTime": 1398902400, "rating": "x"}']
+    batch, dead, records = _parse(lines)
+    assert records == 2
+    assert [(d["source_position"], d["reason"]) for d in dead] == [(1, "wrong_type")]
+    assert batch.table["source_position"].to_pylist() == [2]
