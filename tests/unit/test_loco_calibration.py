@@ -25,3 +25,14 @@ def test_calibrated_scores_have_no_ece_and_p_of_one_lands_in_the_last_bin():
     y = np.array([1, 0, 1, 0, 1, 1, 1, 1])
     p = np.array([0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 1.0, 1.0])
     assert cal.calibration(y, p)["ece"] == pytest.approx(0.0)
+
+
+def test_threshold_headroom_by_hand():
+    y = np.array([0, 1, 1, 1, 0, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.4, 0.45, 0.7, 0.9])
+    got = cal.threshold_headroom(y, p, 0.5)
+    # at 0.5 only 0.7 and 0.9 are positive: negatives tp 2 fp 3 fn 0 (F1 4/7), positives tp 2 fp 0 fn 3 (4/7)
+    assert got["macro_f1"] == pytest.approx(4 / 7)
+    # the best cut (0.15) leaves only 0.1 negative: negatives tp 1 fp 0 fn 1 (2/3), positives tp 5 fp 1 fn 0
+    # (10/11); every other cut scores lower (checked by hand: 0.25 -> 0.65, 0.35 -> 0.53, 0.425 -> 0.39)
+    assert got["best_macro_f1"] == pytest.approx((2 / 3 + 10 / 11) / 2)
