@@ -176,7 +176,11 @@ def _markup_fixed_point(arr):
 
 
 def _clean_html_subset(arr):
-    arr = _markup_fixed_point(arr)
+    # most rows holding "<" or "&" hold no markup or reference ("AT&T", "1 < 2"): they are fixed points
+    # already, and only the whitespace rule applies to them
+    live = pc.fill_null(pc.match_substring_regex(arr, f"{MARKUP_PATTERN}|{ENTITY_PATTERN}"), False)
+    if pc.any(live).as_py():
+        arr = pc.replace_with_mask(arr, live, _markup_fixed_point(pc.filter(arr, live)))
     return pc.utf8_trim_whitespace(pc.replace_substring_regex(arr, r"\s{2,}", " "))
 
 
