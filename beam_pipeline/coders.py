@@ -10,6 +10,7 @@ every PCollection, fused steps included, through the coder, and the default esti
 (for a table, a full zstd encode per sampled element and step).
 """
 import copyreg
+import pickle
 
 import apache_beam as beam
 import pyarrow as pa
@@ -88,6 +89,33 @@ class ArrowPayloadCoder(beam.coders.Coder):
         return ArrowPayload
 
 
+class _SizedTupleCoder(beam.coders.Coder):
+    """A NamedTuple holding Arrow data (``ParsedBatch``, ``StampedTable``): pickled when it crosses a stage
+    (tables through the copyreg entry below), sized without encoding. Beam sizes every fused step's output
+    through its coder, a sample of elements but all of the first ones; with the fallback coder that was a
+    full pickle and zstd encode of each sampled chunk (~2.5 s of the bundle thread at 1M reviews)."""
+
+    def encode(self, value):
+        return pickle.dumps(tuple(value), pickle.HIGHEST_PROTOCOL)
+
+    def decode(self, data):
+        return self.type_(*pickle.loads(data))
+
+    def estimate_size(self, value):
+        return sum(getattr(v, "nbytes", 0) for v in value)
+
+    def is_deterministic(self):
+        return False
+
+    def to_type_hint(self):
+        return self.type_
+
+
+def sized_tuple_coder(named_tuple):
+    """A coder class for ``named_tuple`` (see ``_SizedTupleCoder``); registered for it by ``register``."""
+    return type(f"{named_tuple.__name__}Coder", (_SizedTupleCoder,), {"type_": named_tuple})
+
+
 def _reduce_table(table):
     return table_from_bytes, (table_to_bytes(table),)
 
@@ -96,6 +124,8 @@ def register():
     beam.coders.registry.register_coder(pa.Table, ArrowTableCoder)
     beam.coders.registry.register_coder(ArrowPayload, ArrowPayloadCoder)
     copyreg.pickle(pa.Table, _reduce_table)
+    from transforms.parse import ParsedBatch
+    beam.coders.registry.register_coder(ParsedBatch, sized_tuple_coder(ParsedBatch))
 
 
 register()

@@ -20,7 +20,7 @@ from transforms import gold, schema_versions
 from transforms.clean import clean_reviews
 from transforms.dead_letters import counter_name
 from transforms.expectations import EXPECTATIONS
-from transforms.parse import parse_reviews
+from transforms.parse import ParsedBatch, parse_reviews
 
 DEAD = "dead_letters"
 DEAD_LETTER_SHARDS = 4
@@ -56,6 +56,9 @@ class StampedTable(typing.NamedTuple):
     """A clean table from a streaming chunk, with the reader's metadata (``transforms.events.EventMeta``)."""
     table: pa.Table
     meta: object
+
+
+beam.coders.registry.register_coder(StampedTable, coders.sized_tuple_coder(StampedTable))
 
 
 class CleanReviewsFn(ThreadedDoFn):
@@ -99,16 +102,21 @@ class ParseReviews(beam.PTransform):
         self.fn = ParseReviewsFn(max_record_bytes, payload_bytes)
 
     def expand(self, chunks):
-        return chunks | beam.ParDo(self.fn).with_outputs(DEAD, main="batches")
+        return chunks | beam.ParDo(self.fn).with_output_types(ParsedBatch, **{DEAD: dict}).with_outputs(
+            DEAD, main="batches")
 
 
 class CleanReviews(beam.PTransform):
-    def __init__(self, payload_bytes, expectations=None):
+    """``stamped``: the batches carry their events' metadata (streaming), and so do the clean tables."""
+
+    def __init__(self, payload_bytes, expectations=None, stamped=False):
         super().__init__()
         self.fn = CleanReviewsFn(payload_bytes, expectations)
+        self.out_type = StampedTable if stamped else pa.Table
 
     def expand(self, batches):
-        return batches | beam.ParDo(self.fn).with_outputs(DEAD, main="clean")
+        return batches | beam.ParDo(self.fn).with_output_types(self.out_type, **{DEAD: dict}).with_outputs(
+            DEAD, main="clean")
 
 
 def gold_payloads(silver, window, families, scored):

@@ -588,7 +588,7 @@ class EventsToReviews(beam.PTransform):
         prepared = events | "PrepareEvents" >> beam.ParDo(
             PrepareEventsFn(self.spec, self.lateness, self.payload_bytes)).with_outputs(DEAD, POSITIONS, main="chunks")
         parsed = prepared.chunks | "ParseReviews" >> ParseReviews(self.max_record_bytes, self.payload_bytes)
-        cleaned = parsed.batches | "CleanReviews" >> CleanReviews(self.payload_bytes, self.expectations)
+        cleaned = parsed.batches | "CleanReviews" >> CleanReviews(self.payload_bytes, self.expectations, stamped=True)
         out = (cleaned.clean, product_tables, *extra) | "WindowedReviews" >> WindowedReviews(
             self.target, self.spec, self.clock, self.lateness, self.early, self.n_buckets, self.top_reviewers,
             self.payload_bytes, self.shards, self.sentiment_model, self.insights, self.recent_n)

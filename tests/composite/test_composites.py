@@ -354,3 +354,24 @@ def test_merge_gold_fn_accumulator_paths_agree():
 def test_merge_gold_fn_empty_accumulator():
     fn = MergeGoldFn()
     assert fn.extract_output(fn.create_accumulator()) is None
+
+
+def test_batches_and_clean_tables_cross_stages_with_sized_coders():
+    """ParseReviews' batches and CleanReviews' tables have coders that size them from their Arrow buffers
+    (Beam sizes a sample of every step's output through the coder; the fallback pickled and zstd-encoded
+    each sampled chunk), and the batch coder round-trips a batch exactly."""
+    from beam_pipeline.coders import ArrowTableCoder
+    from transforms.parse import ParsedBatch, parse_reviews
+
+    p = beam.Pipeline()
+    parsed, cleaned = _parse_and_clean(p)
+    batch_coder = beam.coders.registry.get_coder(parsed.batches.element_type)
+    assert parsed.batches.element_type is ParsedBatch
+    assert isinstance(beam.coders.registry.get_coder(cleaned.clean.element_type), ArrowTableCoder)
+
+    batch, _, _ = parse_reviews(_chunks()[0], MAX_RECORD_BYTES, PAYLOAD_BYTES)
+    assert batch.table.num_rows > 0
+    assert batch_coder.estimate_size(batch) == batch.table.nbytes + batch.lines.nbytes
+    back = batch_coder.decode(batch_coder.encode(batch))
+    assert isinstance(back, ParsedBatch)
+    assert back.table.equals(batch.table) and back.lines.equals(batch.lines) and back.source == batch.source
