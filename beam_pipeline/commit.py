@@ -22,6 +22,7 @@ stored table (``transforms.recent_brands.merge_recent``: equal to the rule over 
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -325,16 +326,17 @@ _DERIVING = frozenset(tables.TRENDING) | {"top_reviewers", "reviews_by_main_cat"
 
 
 def insight_tables(states, insights):
-    """{family: merged state} -> {table: insight table derived from them}: the trending tables (from the
-    daily families) and gold/distinct_counts (from top_reviewers and reviews_by_main_cat)."""
+    """{family: merged state} -> {table: a function that derives the insight table from them}: the trending
+    tables (from the daily families) and gold/distinct_counts (from top_reviewers and reviews_by_main_cat).
+    Each is independent of the others: the commit step runs them on its pool."""
     out = {}
     for name, (rel, key) in tables.TRENDING.items():
         if name in states:
-            out[rel] = trending.trending(states[name], key, insights.trending_days, insights.trending_top,
-                                         insights.trending_rule, insights.trending_min_count)
+            out[rel] = functools.partial(trending.trending, states[name], key, insights.trending_days,
+                                         insights.trending_top, insights.trending_rule, insights.trending_min_count)
     if "top_reviewers" in states or "reviews_by_main_cat" in states:
-        out[f"{tables.GOLD}/distinct_counts"] = gold.distinct_counts(states.get("top_reviewers"),
-                                                                      states.get("reviews_by_main_cat"))
+        out[f"{tables.GOLD}/distinct_counts"] = functools.partial(
+            gold.distinct_counts, states.get("top_reviewers"), states.get("reviews_by_main_cat"))
     return out
 
 
@@ -485,7 +487,7 @@ def _gold_actions(plan, manifest, top_reviewers, insights=Insights(), silver_add
                 states[state[0]] = state[1]
         if insights.enabled:
             derived = insight_tables(states, insights)
-            for result in pool.map(lambda item: write(*item), derived.items()):
+            for result in pool.map(lambda item: write(item[0], item[1]()), derived.items()):
                 actions.update(result)
             actions.update(recent.result())
     return dict(sorted(actions.items()))
