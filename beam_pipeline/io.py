@@ -1,11 +1,9 @@
-"""Sources and the streaming job's file sinks: file chunks in, Parquet / JSON lines out.
+"""Sources: input files as chunks of lines (``ReadFiles``); and ``write_bytes``, which the commit step uses
+for the files it stages under ``_pipeline/_staged/RUN_ID/`` (the tables themselves are written and
+committed by ``beam_pipeline.tables``).
 
 Everything goes through Beam's ``FileSystems``, so local paths and ``azfs://`` (Azure Blob / ADLS Gen2
 through the Blob API) behave the same.
-
-Batch runs write Delta tables (``beam_pipeline.tables``). A bounded streaming run writes its files under
-``OUTPUT/_staging/RUN_ID/`` (readers skip ``_``-prefixed paths) and ``beam_pipeline.checkpoints`` moves
-them into place together with the partition positions.
 
 A damaged input file is never silent and never fails the job: what can be read of it is kept (every
 whole line before the fault, and the cut line as a record the parser judges), and the file gets one
@@ -18,15 +16,11 @@ whole job); other compressions go through Beam, with a read error turned into ``
 import logging
 import os
 import posixpath
-import shutil
 import time
-import uuid
 import zlib
 
 import apache_beam as beam
 from apache_beam.io import fileio
-import orjson
-import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
@@ -36,7 +30,6 @@ from transforms.dead_letters import dead_letter
 from transforms.parse import Chunk
 
 LOG = logging.getLogger("reviews")
-STAGING = "_staging"
 
 
 def join(root, *parts):
@@ -239,71 +232,8 @@ def ensure_parent(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
 
 
-def write_parquet(table, path):
-    ensure_parent(path)
-    with FileSystems.create(path) as fh:
-        pq.write_table(table, fh, compression="snappy")
-    return path
-
-
 def write_bytes(data, path):
     ensure_parent(path)
     with FileSystems.create(path) as fh:
         fh.write(data)
     return path
-
-
-def write_json_lines(records, path):
-    ensure_parent(path)
-    with FileSystems.create(path) as fh:
-        fh.write(b"".join(orjson.dumps(r) + b"\n" for r in records))
-    return path
-
-
-class Layout:
-    """Where each table lives under the output root, and where this run stages it."""
-
-    def __init__(self, output, run_id, tables=(), in_place=False):
-        self.output, self.run_id, self.in_place = output, run_id, in_place
-
-    @property
-    def staging(self):
-        return join(self.output, STAGING, self.run_id)
-
-    def staged(self, relpath):
-        """Where a file is written first (``in_place``: where it stays; no staging, no publish step)."""
-        return self.final(relpath) if self.in_place else join(self.staging, relpath)
-
-    def final(self, relpath):
-        return join(self.output, relpath)
-
-    def write(self, writer, data, relpath):
-        """Write ``data`` with ``writer(data, path)`` to where ``relpath`` goes first. In place, the file
-        is written under a ``_``-prefixed temporary name beside its final one and renamed when complete,
-        so readers (which skip ``_`` names) never see half a file."""
-        path = self.staged(relpath)
-        if not self.in_place:
-            return writer(data, path)
-        head, name = posixpath.split(path) if "://" in path else os.path.split(path)
-        tmp = join(head, f"_tmp-{uuid.uuid4().hex[:12]}-{name}")
-        writer(data, tmp)
-        FileSystems.rename([tmp], [path])
-        return path
-
-
-def delete_tree(root):
-    try:
-        files = [m.path for r in FileSystems.match([join(root, "**")]) for m in r.metadata_list]
-    except Exception:  # nothing there
-        files = []
-    if files:
-        FileSystems.delete(files)
-    if "://" not in root:
-        shutil.rmtree(root, ignore_errors=True)  # the empty directories
-
-
-def remove_empty_staging_root(layout):
-    """OUTPUT/_staging once this run's area is gone (other runs' staging areas, if any, stay)."""
-    staging_root = join(layout.output, STAGING)
-    if "://" not in staging_root and os.path.isdir(staging_root) and not os.listdir(staging_root):
-        os.rmdir(staging_root)

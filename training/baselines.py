@@ -38,21 +38,10 @@ import pyarrow.compute as pc
 
 from training.evaluate import roc_auc
 from transforms.keys import hash_strings
-from transforms.text import NEGATION_PREFIX, NEGATION_SCOPE, NEGATORS, normalize_for_model
-
-# Spark ML StopWordsRemover's default English list (StopWordsRemover.loadDefaultStopWords("english")),
-# the one the seeds' pipeline removed. It holds "no", "not", "nor" and contraction stems ("don", "t"),
-# but not whole contractions such as "don't", which Spark's whitespace Tokenizer keeps, as we do.
-STOP_WORDS = frozenset("""
-i me my myself we our ours ourselves you your yours yourself yourselves he him his himself she her hers
-herself it its itself they them their theirs themselves what which who whom this that these those am is
-are was were be been being have has had having do does did doing a an the and but if or because as until
-while of at by for with about against between into through during before after above below to from up
-down in out on off over under again further then once here there when where why how all any both each
-few more most other some such no nor not only own same so than too very s t can will just don should now
-d ll m o re ve y ain aren couldn didn doesn hadn hasn haven isn ma mightn mustn needn shan shouldn wasn
-weren won wouldn
-""".split())
+# STOP_WORDS: Spark ML StopWordsRemover's default English list, the one the seeds' pipeline removed. It holds
+# "no", "not", "nor" and contraction stems ("don", "t"), but not whole contractions such as "don't", which
+# Spark's whitespace Tokenizer keeps, as we do.
+from transforms.text import NEGATION_PREFIX, NEGATION_SCOPE, NEGATORS, STOP_WORDS, normalize_for_model
 
 
 # --------------------------------------------------------------------------------------- sparse rows

@@ -233,7 +233,7 @@ NEGATORS = ("not", "no", "never", "nor", "nothing", "without", "hardly", "don't"
 NEGATION_SCOPE = 3
 
 # Spark ML StopWordsRemover's default English list (StopWordsRemover.loadDefaultStopWords("english")), the
-# list the seeds removed before their word cloud (the same list as training.baselines.STOP_WORDS).
+# list the seeds removed before their word cloud and their baseline classifier (training.baselines).
 STOP_WORDS = frozenset("""
 i me my myself we our ours ourselves you your yours yourself yourselves he him his himself she her hers
 herself it its itself they them their theirs themselves what which who whom this that these those am is

@@ -6,7 +6,6 @@ s + size + allowed lateness <= W; a record is too late when its latest window ha
 partial of one window must merge to exactly the batch value of that window, however the rows are sliced.
 """
 import datetime as dt
-import os
 import json
 import random
 
@@ -245,29 +244,6 @@ def test_connection_string_without_entity_path_needs_a_hub(monkeypatch):
     except OptionsError as err:
         msg = str(err)
     assert "EntityPath" in msg
-
-
-# ---------------------------------------------------------------------------------------------------
-# the windowed sinks' writes
-
-def test_layout_write_in_place_renames_a_complete_file(tmp_path, monkeypatch):
-    from beam_pipeline import io
-    seen = []
-
-    def writer(data, path):
-        seen.append(path)
-        with open(path, "wb") as fh:
-            fh.write(data)
-        return path
-
-    in_place = io.Layout(str(tmp_path / "live"), "r1", (), in_place=True)
-    (tmp_path / "live" / "t").mkdir(parents=True)
-    assert in_place.write(writer, b"abc", "t/part.bin") == str(tmp_path / "live" / "t" / "part.bin")
-    assert os.path.basename(seen[0]).startswith("_tmp-")                 # written under a hidden name first
-    assert os.listdir(tmp_path / "live" / "t") == ["part.bin"]
-    staged = io.Layout(str(tmp_path / "bounded"), "r2", ())
-    (tmp_path / "bounded" / "_staging" / "r2" / "t").mkdir(parents=True)
-    assert staged.write(writer, b"abc", "t/part.bin") == str(tmp_path / "bounded" / "_staging" / "r2" / "t" / "part.bin")
 
 
 def test_idle_partition_watermark_follows_the_wall_clock_by_the_rule():
