@@ -184,18 +184,23 @@ def match_inputs(review_patterns, product_patterns):
     return {"reviews": _match(review_patterns, "reviews"), "products": _match(product_patterns, "products")}
 
 
+def _settle(loc, run_id):
+    """Before any run: finish the commit a killed run left (``tables.recover``), remove the files of runs
+    that never committed -> (the event log's version the run builds on, every table's committed version)."""
+    finished = tables.recover(loc)
+    if finished:
+        LOG.warning("finished the interrupted commit of %s", ", ".join(finished))
+    tables.remove_orphans(loc, keep_run_ids=[run_id])
+    return tables.table_version(loc, tables.EVENTS), tables.snapshot_versions(loc)
+
+
 def prepare_batch(o, review_patterns, product_patterns, run_id, matched=None):
     """Finish what a killed run left, remove files of runs that never committed, pick the files to read
     and load what dedupe and the join need from the tables. ``matched``: ``match_inputs``' answer for
     these patterns (listed again without it)."""
     matched = matched or match_inputs(review_patterns, product_patterns)
     loc = Location(o.output)
-    finished = tables.recover(loc)
-    if finished:
-        LOG.warning("finished the interrupted commit of %s", ", ".join(finished))
-    tables.remove_orphans(loc, keep_run_ids=[run_id])
-    base = tables.table_version(loc, tables.EVENTS)
-    snapshot = tables.snapshot_versions(loc)
+    base, snapshot = _settle(loc, run_id)
     full = bool(o.full_refresh) or base is None
     ingested = {}
     if not full and tables.INGESTED in snapshot:
@@ -570,12 +575,7 @@ def prepare_stream(o, run_id, spec, key, n_shards):
     windows still open at the last commit."""
     from beam_pipeline.checkpoints import watermark
     loc = Location(o.output)
-    finished = tables.recover(loc)
-    if finished:
-        LOG.warning("finished the interrupted commit of %s", ", ".join(finished))
-    tables.remove_orphans(loc, keep_run_ids=[run_id])
-    base = tables.table_version(loc, tables.EVENTS)
-    snapshot = tables.snapshot_versions(loc)
+    base, snapshot = _settle(loc, run_id)
     checkpoint = tables.checkpoint(loc, key)
     parts = []   # the output's own copies can be replaced by a preferred copy; --known_reviews' cannot
     if tables.SILVER_REVIEWS in snapshot:

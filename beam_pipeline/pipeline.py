@@ -634,13 +634,7 @@ def _run_streaming(options, o, run_id):
         raise HubUnavailable(f"{unavailable_message(err)}; nothing of run {run_id} was committed (tables and hub "
                              "positions unchanged): the next run reads its events again") from None
     counters = _counters(result)
-    summary = summarize(counters)
-    summary["seconds"] = round(time.monotonic() - started, 3)
-    summary["output"] = o.output
-    summary["options"] = {"source": o.source, "reviews": o.reviews, "products": o.products,
-                          "window_size": o.window_size, "window_period": o.window_period,
-                          "sentiment_model": o.sentiment_model, "run_id": run_id,
-                          "rating_min_reviews": o.rating_min_reviews}
+    summary = _run_summary(counters, o, run_id, started)
     summary["products"]["dead_letters_recorded_earlier"] = int(
         counters.get(("products", "dead_letters_recorded_earlier"), 0))
     summary["eventhub"] = {
@@ -648,11 +642,7 @@ def _run_streaming(options, o, run_id):
         "checkpoint_key": key, "committed": outputs["target"].commit_interval_s is None,
         "event_time": o.event_time, "allowed_lateness": o.allowed_lateness,
         "max_out_of_orderness": o.max_out_of_orderness}
-    failed = failures(summary["expectations"])
-    if failed:   # an expectation with action "fail": nothing becomes visible, the positions stay
-        raise tables.ExpectationFailed(
-            "expectations with action 'fail' were not met: " + ", ".join(f"{k} on {n:,} rows" for k, n in failed.items())
-            + f"; run {run_id} committed nothing and its events will be read again")
+    _fail_on_expectations(summary, f"run {run_id} committed nothing and its events will be read again")
     if outputs["target"].commit_interval_s is None:
         from beam_pipeline.eventhub import partition_ends
         summary["table_versions"] = commit.commit_stream(plan, o.top_reviewers, summary,
@@ -660,6 +650,29 @@ def _run_streaming(options, o, run_id):
                                                          hub_ends=lambda: partition_ends(settings), spec=spec)
     _print_stream_summary(summary, plan, time.monotonic() - started)
     return summary
+
+
+def _run_summary(counters, o, run_id, started, **options):
+    """The summary both modes start from: the reconciled counts, time, output and the options that shaped
+    the run (``options``: a mode's own)."""
+    summary = summarize(counters)
+    summary["seconds"] = round(time.monotonic() - started, 3)
+    summary["output"] = o.output
+    summary["options"] = {"source": o.source, "reviews": o.reviews, "products": o.products,
+                          "window_size": o.window_size, "window_period": o.window_period,
+                          "sentiment_model": o.sentiment_model, "run_id": run_id, **options,
+                          "rating_min_reviews": o.rating_min_reviews}
+    return summary
+
+
+def _fail_on_expectations(summary, consequence):
+    """An expectation with action "fail" that rows failed: the run stops before its commit (nothing becomes
+    visible) and says which, on how many rows, and ``consequence``."""
+    failed = failures(summary["expectations"])
+    if failed:
+        raise tables.ExpectationFailed(
+            "expectations with action 'fail' were not met: " + ", ".join(f"{k} on {n:,} rows" for k, n in failed.items())
+            + f"; {consequence}")
 
 
 def _run_batch(options, o, plan, fail_after=None):
@@ -671,22 +684,11 @@ def _run_batch(options, o, plan, fail_after=None):
              o.output)
     result = p.run()
     result.wait_until_finish()
-    counters = _counters(result)
-    summary = summarize(counters)
-    summary["seconds"] = round(time.monotonic() - started, 3)
-    summary["output"] = o.output
-    summary["options"] = {"source": o.source, "reviews": o.reviews, "products": o.products,
-                          "window_size": o.window_size, "window_period": o.window_period,
-                          "sentiment_model": o.sentiment_model, "run_id": plan.run_id, "insights": o.insights,
-                          "rating_min_reviews": o.rating_min_reviews}
+    summary = _run_summary(_counters(result), o, plan.run_id, started, insights=o.insights)
     summary["files"] = plan.file_counts
     summary["full_refresh"] = plan.full_refresh
     summary["shuffle_buckets"] = plan.n_buckets
-    failed = failures(summary["expectations"])
-    if failed:   # an expectation with action "fail": nothing becomes visible
-        raise tables.ExpectationFailed(
-            "expectations with action 'fail' were not met: " + ", ".join(f"{k} on {n:,} rows" for k, n in failed.items())
-            + f"; run {plan.run_id} committed nothing (its files are removed by the next run)")
+    _fail_on_expectations(summary, f"run {plan.run_id} committed nothing (its files are removed by the next run)")
     summary["table_versions"] = commit.commit_batch(plan, o, summary, fail_after=fail_after)
     _print_batch_summary(summary, plan, time.monotonic() - started)
     return summary

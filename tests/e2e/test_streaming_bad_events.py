@@ -341,3 +341,34 @@ def test_make_run_may_replace_what_a_streaming_run_wrote(bad_events_run, tmp_pat
     (tmp_path / "notes.txt").write_text("mine")
     problem = demo.stream_output_problem(tmp_path)
     assert problem is not None and "notes.txt" in problem and "silver" not in problem
+
+
+# ------------------------------------------------------------------------------------------ a failed expectation
+def test_a_fail_expectation_commits_nothing_and_the_events_are_read_again(tmp_path):
+    """An expectation with action "fail" that a streaming run's rows do not meet stops the run before its
+    commit: the error names the expectation and its row count, no table and no partition position moves,
+    and the next run (the expectation back to its default, warn) reads the same events from the start."""
+    from beam_pipeline import tables
+
+    hub = served_hub(tmp_path / "eh", partitions=2)
+    try:
+        bodies = {"0": [body_of(review(60)), body_of(review(61, reviewText="   ", summary=""))],
+                  "1": [body_of(review(62)), body_of(review(63, reviewText=""))]}
+        with producer(hub) as client:
+            for pid, events in bodies.items():
+                send(client, pid, events)
+        output = tmp_path / "out"
+        wide = ("--stop_after_idle_s=1.5", "--window_size=3650d", "--max_out_of_orderness=3650d")
+        with pytest.raises(tables.ExpectationFailed, match=r"empty_review_text on 2 rows.*read again"):
+            run_job(hub, output, *wide, "--expectation=empty_review_text=fail")
+        assert not _outputs.is_delta(output)
+        assert tables.table_version(tables.Location(str(output)), tables.EVENTS) is None or not [
+            e for e in tables.events(tables.Location(str(output))) if e["event"] == "committed"]
+
+        summary = run_job(hub, output, *wide)
+        assert_reconciled(summary, 4)
+        assert summary["expectations"]["empty_review_text"]["failed_rows"] == 2
+        assert sorted(r["asin"] for r in silver_rows(output)) == [f"B{i:09d}" for i in (60, 61, 62, 63)]
+        assert {pid: v["sequence_number"] for pid, v in summary["eventhub"]["checkpoint"].items()} == {"0": 1, "1": 1}
+    finally:
+        hub.stop()
