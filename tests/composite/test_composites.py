@@ -375,3 +375,13 @@ def test_batches_and_clean_tables_cross_stages_with_sized_coders():
     back = batch_coder.decode(batch_coder.encode(batch))
     assert isinstance(back, ParsedBatch)
     assert back.table.equals(batch.table) and back.lines.equals(batch.lines) and back.source == batch.source
+
+    # streaming's clean tables travel with their events' metadata; the stamped step declares that type
+    from beam_pipeline.composites import StampedTable
+    stamped_clean = parsed.batches | "CleanStamped" >> CleanReviews(PAYLOAD_BYTES, stamped=True)
+    assert stamped_clean.clean.element_type is StampedTable
+    stamped_coder = beam.coders.registry.get_coder(StampedTable)
+    stamped = StampedTable(batch.table, {"partition": "0", "first_seq": 7})
+    assert stamped_coder.estimate_size(stamped) == batch.table.nbytes
+    again = stamped_coder.decode(stamped_coder.encode(stamped))
+    assert isinstance(again, StampedTable) and again.table.equals(batch.table) and again.meta == stamped.meta
