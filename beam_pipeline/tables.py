@@ -42,6 +42,7 @@ import os
 import posixpath
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -493,23 +494,36 @@ def _maybe_fail(fail_after, phase):
     pause_at(phase)
 
 
+COMMIT_THREADS = 8   # the tables' commits are independent; on an object store each is several round trips
+
+
 def _apply(loc, intent, claim, fail_after=None):
-    versions = {}
-    for rel, p in sorted(intent["tables"].items()):
+    """Commit every table of ``intent`` (a table that already carries ``claim`` was committed before an
+    interruption and is skipped), several at a time, then the event log's ``committed`` row. A failure
+    leaves some tables committed and the intent in place: readers go by the event log and still see the
+    previous run, and the next run (``recover``) finishes this one."""
+    def one(item):
+        rel, p = item
         t = open_table(loc, rel)
         if t is not None and (t.transaction_version(APP_ID) or -1) >= claim:
-            versions[rel] = _version_of_claim(t, claim)   # committed before the interruption
-            continue
-        schema = pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(p["schema"])))
+            return rel, _version_of_claim(t, claim)   # committed before the interruption
+        metadata = {"run_id": intent["run_id"], "claim": str(claim)}
         if p["mode"] == "merge":
-            versions[rel] = _merge_rows(loc, rel, p["source"], p["key"], claim,
-                                        metadata={"run_id": intent["run_id"], "claim": str(claim)})
-            _maybe_fail(fail_after, rel)
-            continue
-        versions[rel] = _commit_adds(loc, rel, p["adds"], schema, p["mode"], claim=claim,
-                                     removes=p.get("removes", ()),
-                                     metadata={"run_id": intent["run_id"], "claim": str(claim)})
+            version = _merge_rows(loc, rel, p["source"], p["key"], claim, metadata=metadata)
+        else:
+            schema = pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(p["schema"])))
+            version = _commit_adds(loc, rel, p["adds"], schema, p["mode"], claim=claim,
+                                   removes=p.get("removes", ()), metadata=metadata)
         _maybe_fail(fail_after, rel)
+        return rel, version
+
+    items = sorted(intent["tables"].items())
+    if fail_after in intent["tables"] or os.environ.get("REVIEWS_TEST_PAUSE_AT") in intent["tables"]:
+        versions = dict(map(one, items))  # a test stops after a named table: the ones before it are committed
+    else:
+        with ThreadPoolExecutor(max_workers=max(1, min(COMMIT_THREADS, len(items))),
+                                thread_name_prefix="commit") as pool:
+            versions = dict(pool.map(one, items))
     duration = None
     if intent.get("started"):
         duration = round(time.time() - intent["started"], 3)
