@@ -112,7 +112,7 @@ class _SizedTupleCoder(beam.coders.Coder):
 
 
 def sized_tuple_coder(named_tuple):
-    """A coder class for ``named_tuple`` (see ``_SizedTupleCoder``); registered for it by ``register``."""
+    """A coder class for ``named_tuple`` (see ``_SizedTupleCoder``), to register for it."""
     return type(f"{named_tuple.__name__}Coder", (_SizedTupleCoder,), {"type_": named_tuple})
 
 
@@ -124,8 +124,6 @@ def register():
     beam.coders.registry.register_coder(pa.Table, ArrowTableCoder)
     beam.coders.registry.register_coder(ArrowPayload, ArrowPayloadCoder)
     copyreg.pickle(pa.Table, _reduce_table)
-    from transforms.parse import ParsedBatch
-    beam.coders.registry.register_coder(ParsedBatch, sized_tuple_coder(ParsedBatch))
 
 
 register()

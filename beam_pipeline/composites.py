@@ -58,7 +58,9 @@ class StampedTable(typing.NamedTuple):
     meta: object
 
 
-beam.coders.registry.register_coder(StampedTable, coders.sized_tuple_coder(StampedTable))
+# the types ParseReviews and CleanReviews declare: sized from their Arrow buffers (beam_pipeline.coders)
+for _named_tuple in (ParsedBatch, StampedTable):
+    beam.coders.registry.register_coder(_named_tuple, coders.sized_tuple_coder(_named_tuple))
 
 
 class CleanReviewsFn(ThreadedDoFn):

@@ -51,7 +51,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline import io
-from beam_pipeline.testhooks import pause_at
+from beam_pipeline.testhooks import pause_at, pause_point
 
 LOG = logging.getLogger("reviews")
 APP_ID = "amazon-reviews-beam"
@@ -518,7 +518,7 @@ def _apply(loc, intent, claim, fail_after=None):
         return rel, version
 
     items = sorted(intent["tables"].items())
-    if fail_after in intent["tables"] or os.environ.get("REVIEWS_TEST_PAUSE_AT") in intent["tables"]:
+    if fail_after in intent["tables"] or pause_point() in intent["tables"]:
         versions = dict(map(one, items))  # a test stops after a named table: the ones before it are committed
     else:
         with ThreadPoolExecutor(max_workers=max(1, min(COMMIT_THREADS, len(items))),

@@ -8,8 +8,13 @@ import os
 import time
 
 
+def pause_point():
+    """The point a test asked the run to stop at (None: no test hook set)."""
+    return os.environ.get("REVIEWS_TEST_PAUSE_AT")
+
+
 def pause_at(point):
-    if os.environ.get("REVIEWS_TEST_PAUSE_AT") != point:
+    if pause_point() != point:
         return
     release = os.environ["REVIEWS_TEST_PAUSE_FILE"]
     with open(release + ".reached", "w") as fh:

@@ -38,9 +38,7 @@ import pyarrow.compute as pc
 
 from training.evaluate import roc_auc
 from transforms.keys import hash_strings
-# STOP_WORDS: Spark ML StopWordsRemover's default English list, the one the seeds' pipeline removed. It holds
-# "no", "not", "nor" and contraction stems ("don", "t"), but not whole contractions such as "don't", which
-# Spark's whitespace Tokenizer keeps, as we do.
+# STOP_WORDS: the seeds' stop-word list (Spark ML's English default; described in transforms.text)
 from transforms.text import NEGATION_PREFIX, NEGATION_SCOPE, NEGATORS, STOP_WORDS, normalize_for_model
 
 

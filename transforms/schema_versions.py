@@ -81,7 +81,6 @@ PRODUCT_ONLY_2018 = ("asin", "brand", "main_cat", "category", "image", "imageURL
                      "date", "feature", "also_buy", "also_view", "tech1", "tech2", "fit", "similar_item")
 PRODUCT_ONLY_2023 = ("parent_asin", "store", "main_category", "categories", "images", "features",
                      "average_rating", "rating_number", "videos", "bought_together")
-assert all(len(set(t)) == len(t) for t in (REVIEW_ONLY_LEGACY, REVIEW_ONLY_2023, PRODUCT_ONLY_2018, PRODUCT_ONLY_2023))
 # read by a rule in transforms.products
 PRODUCT_READ = {
     V2018: ("asin", "title", "brand", "main_cat", "category", "price", "image", "imageURL", "imageURLHighRes",

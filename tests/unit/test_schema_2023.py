@@ -407,3 +407,10 @@ def test_2023_review_joins_its_product_on_parent_asin():
     row = out.to_pylist()[0]
     assert (row["asin"], row["variant_asin"], row["brand"], row["main_cat"]) == (
         "B08W5BSH6V", "B0VARIANT1", "Loved Again Media", "SUBSCRIPTION BOXES")
+
+
+def test_schema_marker_fields_are_distinct_names():
+    """The version rule counts a record's marker fields by set intersection (``schema_versions._newer``),
+    which counts each listed field once only if every marker list holds distinct names."""
+    for names in (sv.REVIEW_ONLY_LEGACY, sv.REVIEW_ONLY_2023, sv.PRODUCT_ONLY_2018, sv.PRODUCT_ONLY_2023):
+        assert len(set(names)) == len(names), names
